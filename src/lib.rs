@@ -1,0 +1,25 @@
+//! teamgate: a shared-inbox mail gateway daemon.
+//!
+//! # Layout (arrows only point down; see ../shared/GUIDE.md §3.3)
+//! - `cli` → `daemon` → drivers (`smtp::server`, `control`) → domain (`ingest`, `message`,
+//!   `threading`, `contacts`, `forward`) → bottom (`store`, `config`).
+//! - `store` is the only module that touches sled or the message segment files.
+//! - `message`, `threading`, `contacts`, `forward` and `smtp::session` are pure: no I/O, no clock.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod contacts;
+pub mod control;
+pub mod daemon;
+pub mod forward;
+#[doc(hidden)]
+pub mod fuzzing;
+pub mod ingest;
+pub mod message;
+pub mod net;
+pub mod reload;
+pub mod smtp;
+pub mod store;
+pub mod threading;
