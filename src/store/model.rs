@@ -1,0 +1,254 @@
+//! Domain types of the store: what goes in and what comes out. No sled types here, so a
+//! second backend (PostgreSQL) can implement the same API. The `*View` types are also the
+//! JSON shapes of SPEC §8: their field names are a public contract, never rename them.
+
+use serde::{Deserialize, Serialize};
+
+/// A conversation's number, `#123`: per installation, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ConversationId(pub u64);
+
+/// Internal id of one stored message record (one per stored body, shared by inboxes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageKey(pub u64);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Open,
+    Closed,
+    Trash,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    In,
+    Out,
+    Comment,
+}
+
+/// A mailbox as written in a header: lower-cased domain, display name if any.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Address {
+    pub email: String,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentInfo {
+    pub name: String,
+    pub content_type: String,
+    /// Decoded size in bytes.
+    pub size: u64,
+    pub quarantined: bool,
+}
+
+/// What the parser learned about a message; stored with its record and used for views.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageSummary {
+    /// Message-ID without angle brackets (ingest synthesises one when the header is missing).
+    pub message_id: String,
+    pub subject: String,
+    pub from: Option<Address>,
+    pub to: Vec<Address>,
+    pub cc: Vec<Address>,
+    /// Date header as unix seconds, if parseable.
+    pub date: Option<i64>,
+    pub attachments: Vec<AttachmentInfo>,
+    pub direction: Direction,
+    /// Auto-reply, bounce, list mail: threaded, never triggers anything automatic.
+    pub automatic: bool,
+    /// In-Reply-To then References ids (no angle brackets), as the message names them.
+    pub references: Vec<String>,
+}
+
+/// Read-only lookups the threading decision may make. Runs on the store's single writer,
+/// so a decision and the write that follows it can never interleave with another ingest.
+pub trait ThreadLookup {
+    /// Conversation of `inbox` holding a message with this Message-ID.
+    fn by_message_id(&self, inbox: &str, message_id: &str) -> Option<ConversationId>;
+    /// Conversation of `inbox` holding a message whose References/In-Reply-To name this id
+    /// (the reply arrived before its parent).
+    fn referencing(&self, inbox: &str, message_id: &str) -> Option<ConversationId>;
+    /// A conversation by number, in any inbox.
+    fn conversation(&self, id: ConversationId) -> Option<ConversationInfo>;
+    /// Conversation of `inbox` whose Outlook Thread-Index starts with this 22-byte key.
+    fn by_thread_index(&self, inbox: &str, key: &[u8]) -> Option<ConversationId>;
+    /// Latest conversation of `inbox` with this normalised subject and this customer
+    /// contact, with the unix time of its last message.
+    fn by_subject(
+        &self,
+        inbox: &str,
+        subject_base: &str,
+        contact: &str,
+    ) -> Option<(ConversationId, i64)>;
+}
+
+/// What threading needs to know about a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationInfo {
+    pub id: ConversationId,
+    pub inbox: String,
+    pub status: Status,
+    pub assignee: Option<String>,
+    /// Email of the customer contact.
+    pub customer: Option<String>,
+    /// Every address seen in From/To/Cc of its messages (lower-cased emails).
+    pub participants: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ThreadDecision {
+    /// Join this conversation (reopened when closed).
+    Join(ConversationId),
+    /// Start a new conversation; `linked_to` names the conversation it replies to when a
+    /// header matched but the sender was not a participant (SPEC §4 announcements).
+    New { linked_to: Option<ConversationId> },
+}
+
+/// Index keys of a message, written for later threading lookups.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ThreadKeys {
+    pub subject_base: Option<String>,
+    /// First 22 bytes of a decoded Outlook Thread-Index.
+    pub thread_index: Option<Vec<u8>>,
+}
+
+/// One kind of contact timeline entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimelineKind {
+    Inbound,
+    Outbound,
+    Attachment,
+    ForwardedBy,
+}
+
+/// A contact to create or touch, and what to put on its timeline. The store fills in the
+/// conversation, message id and time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactTouch {
+    pub email: String,
+    pub name: Option<String>,
+    /// The conversation's customer (new conversations take the first such contact).
+    pub is_customer: bool,
+    pub events: Vec<(TimelineKind, String)>,
+}
+
+/// A decision closure: runs on the writer with read access to the indexes.
+pub type Decide = Box<dyn Fn(&dyn ThreadLookup) -> ThreadDecision + Send>;
+
+/// One inbox's copy of an incoming message.
+pub struct Delivery {
+    pub inbox: String,
+    pub decide: Decide,
+    pub keys: ThreadKeys,
+    pub contacts: Vec<ContactTouch>,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("inbox", &self.inbox)
+            .field("keys", &self.keys)
+            .field("contacts", &self.contacts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A message to store durably: the bytes once, a conversation entry per delivery.
+#[derive(Debug)]
+pub struct IncomingMessage {
+    /// Exactly the bytes to store (teamgate's trace headers already prepended).
+    pub raw: Vec<u8>,
+    /// Unix seconds; also the IMAP INTERNALDATE.
+    pub received_at: i64,
+    /// Envelope sender, "" for the null reverse-path.
+    pub mail_from: String,
+    pub rcpts: Vec<String>,
+    pub summary: MessageSummary,
+    pub deliveries: Vec<Delivery>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    Stored {
+        conversation: ConversationId,
+        created: bool,
+        reopened: bool,
+    },
+    /// This Message-ID was already in that inbox: stored once, nothing written.
+    Duplicate { conversation: ConversationId },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IngestOutcome {
+    /// None when every delivery was a duplicate (no bytes kept).
+    pub message: Option<MessageKey>,
+    pub deliveries: Vec<(String, DeliveryOutcome)>,
+}
+
+/// `conversations list --json` element (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationView {
+    pub id: ConversationId,
+    pub inbox: String,
+    pub status: Status,
+    pub assignee: Option<String>,
+    pub subject: String,
+    pub contact: Option<String>,
+    pub message_ids: Vec<String>,
+    /// RFC 3339.
+    pub updated: String,
+}
+
+/// `conversations show ID --json` message element (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageView {
+    pub message_id: String,
+    pub direction: Direction,
+    pub from: Option<String>,
+    pub to: Vec<String>,
+    /// RFC 3339 (the Date header, else the time received).
+    pub date: String,
+    pub size: u64,
+    pub attachments: Vec<AttachmentInfo>,
+    pub automatic: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationDetail {
+    #[serde(flatten)]
+    pub conversation: ConversationView,
+    pub linked_to: Option<ConversationId>,
+    pub messages: Vec<MessageView>,
+}
+
+/// `contacts list --json` element (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactView {
+    pub email: String,
+    pub name: Option<String>,
+    pub first_seen: String,
+    pub last_seen: String,
+    pub conversations: Vec<ConversationId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at: String,
+    pub kind: TimelineKind,
+    pub conversation: Option<ConversationId>,
+    pub message_id: Option<String>,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactDetail {
+    #[serde(flatten)]
+    pub contact: ContactView,
+    pub timeline: Vec<TimelineEntry>,
+}

@@ -1,0 +1,109 @@
+//! The values stored in sled trees (JSON, so a dump is readable) and their codec. Decode
+//! failures become `StoreError::Corrupt` naming the tree and key, never a panic.
+//! New fields must be `#[serde(default)]` so records written by older versions still load.
+
+use std::collections::BTreeSet;
+
+use serde::Deserialize;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::StoreError;
+use super::blobs::BlobLoc;
+use super::keys::{self, TreeId};
+use super::model::{ConversationId, MessageSummary, Status, TimelineKind};
+
+/// `messages` value: where the body is and what the parser learned about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    pub loc: BlobLoc,
+    /// Unix seconds; the IMAP INTERNALDATE.
+    pub received_at: i64,
+    pub mail_from: String,
+    pub rcpts: Vec<String>,
+    pub summary: MessageSummary,
+}
+
+/// `conversations` value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationRecord {
+    pub id: ConversationId,
+    pub inbox: String,
+    pub status: Status,
+    pub assignee: Option<String>,
+    pub subject: String,
+    /// Normalised email of the customer contact.
+    pub customer: Option<String>,
+    pub linked_to: Option<ConversationId>,
+    /// Normalised emails from From/To/Cc of its messages; a set so the record stays small.
+    pub participants: BTreeSet<String>,
+    pub created: i64,
+    /// `received_at` of the newest message.
+    pub updated: i64,
+}
+
+/// `contacts` value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContactRecord {
+    pub email: String,
+    pub name: Option<String>,
+    pub first_seen: i64,
+    pub last_seen: i64,
+    /// Sequence number of the next timeline entry (keys stay ordered by insertion).
+    pub timeline_next: u64,
+}
+
+/// `timeline` value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TimelineRecord {
+    pub at: i64,
+    pub kind: TimelineKind,
+    pub conversation: Option<ConversationId>,
+    pub message_id: Option<String>,
+    pub detail: String,
+}
+
+pub fn encode<T: Serialize>(tree: TreeId, value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Encode {
+        tree: tree.name(),
+        detail: e.to_string(),
+    })
+}
+
+pub fn decode<T: DeserializeOwned>(
+    tree: TreeId,
+    key: &[u8],
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt(tree, key, e.to_string()))
+}
+
+pub fn corrupt(tree: TreeId, key: &[u8], detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        tree: tree.name(),
+        key: keys::display(key),
+        detail: detail.into(),
+    }
+}
+
+/// A fixed-width value or key suffix that must hold a u64 at `at`.
+pub fn u64_at(tree: TreeId, key: &[u8], bytes: &[u8], at: usize) -> Result<u64, StoreError> {
+    keys::be_u64(bytes, at).ok_or_else(|| corrupt(tree, key, "short id value"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_corrupt_not_panic() {
+        let r: Result<ContactRecord, _> = decode(TreeId::Contacts, b"a@b", b"{not json");
+        match r {
+            Err(StoreError::Corrupt { tree, key, .. }) => {
+                assert_eq!(tree, "contacts");
+                assert_eq!(key, "a@b");
+            }
+            other => panic!("expected Corrupt, got {other:?}"),
+        }
+    }
+}

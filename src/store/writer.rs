@@ -1,0 +1,734 @@
+//! The single writer thread: every mutation of the store happens here, so a threading
+//! decision and the write that follows it never interleave with another request.
+//!
+//! A batch is up to `max_batch` queued requests, run in four phases:
+//! 1. append the body of each ingest that is not a duplicate everywhere to the segment;
+//! 2. fdatasync the segment(s) once;
+//! 3. per request: threading decisions (plain sled reads), then ONE sled transaction with
+//!    all its writes (the closure is pure: sled may run it again on conflict);
+//! 4. `Db::flush` once, then answer every request of the batch.
+//!
+//! Syncing the segment before the transactions means that sled (which may persist a
+//! commit on its own, from its background flusher) never holds a record pointing at
+//! bytes that are not durable. Nobody is answered `Ok` before phase 4 succeeded.
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
+use tokio::sync::{mpsc, oneshot};
+
+use super::blobs::{BlobLoc, SegmentWriter};
+use super::keys::{self, TreeId};
+use super::model::{
+    ContactTouch, ConversationId, ConversationInfo, Delivery, DeliveryOutcome, IncomingMessage,
+    IngestOutcome, MessageKey, Status, ThreadDecision, ThreadLookup,
+};
+use super::records::{self, ContactRecord, ConversationRecord, MessageRecord, TimelineRecord};
+use super::views;
+use super::{Counters, StoreError, Trees};
+
+type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// What handles send to the writer.
+pub enum Request {
+    Ingest {
+        msg: Box<IncomingMessage>,
+        reply: Reply<IngestOutcome>,
+    },
+    SetStatus {
+        id: ConversationId,
+        status: Status,
+        reply: Reply<()>,
+    },
+    /// Answer everything queued, flush, stop.
+    Close { reply: Reply<()> },
+}
+
+/// A request inside a batch, with its answer once known.
+enum Job {
+    Ingest {
+        msg: Box<IncomingMessage>,
+        loc: Option<BlobLoc>,
+        reply: Reply<IngestOutcome>,
+        result: Option<Result<IngestOutcome, StoreError>>,
+    },
+    SetStatus {
+        id: ConversationId,
+        status: Status,
+        reply: Reply<()>,
+        result: Option<Result<(), StoreError>>,
+    },
+}
+
+impl Job {
+    /// Replaces a pending or successful answer with `err()` (a failed barrier).
+    fn fail(&mut self, err: impl Fn() -> StoreError) {
+        match self {
+            Job::Ingest { result, .. } => {
+                if !matches!(result, Some(Err(_))) {
+                    *result = Some(Err(err()));
+                }
+            }
+            Job::SetStatus { result, .. } => {
+                if !matches!(result, Some(Err(_))) {
+                    *result = Some(Err(err()));
+                }
+            }
+        }
+    }
+
+    fn answer(self) {
+        fn missing<T>() -> Result<T, StoreError> {
+            Err(StoreError::Internal("request was not processed".into()))
+        }
+        // A send error means the caller gave up waiting: nothing to do.
+        match self {
+            Job::Ingest { reply, result, .. } => {
+                let _ = reply.send(result.unwrap_or_else(missing));
+            }
+            Job::SetStatus { reply, result, .. } => {
+                let _ = reply.send(result.unwrap_or_else(missing));
+            }
+        }
+    }
+}
+
+fn barrier_error(what: &str, e: &dyn std::fmt::Display) -> StoreError {
+    StoreError::io(
+        format!("durability barrier ({what})"),
+        io::Error::other(e.to_string()),
+    )
+}
+
+pub struct Writer {
+    db: sled::Db,
+    trees: Trees,
+    segments: SegmentWriter,
+    max_batch: usize,
+    counters: Arc<Counters>,
+}
+
+impl Writer {
+    pub fn new(
+        db: sled::Db,
+        trees: Trees,
+        segments: SegmentWriter,
+        max_batch: usize,
+        counters: Arc<Counters>,
+    ) -> Self {
+        Writer {
+            db,
+            trees,
+            segments,
+            max_batch,
+            counters,
+        }
+    }
+
+    /// The thread's body: until every handle is gone or `Close` was received and the
+    /// queue drained.
+    pub fn run(mut self, mut rx: mpsc::Receiver<Request>) {
+        let mut closers = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut batch = Vec::new();
+            let mut next = Some(first);
+            while let Some(req) = next.take() {
+                match req {
+                    Request::Ingest { msg, reply } => batch.push(Job::Ingest {
+                        msg,
+                        loc: None,
+                        reply,
+                        result: None,
+                    }),
+                    Request::SetStatus { id, status, reply } => batch.push(Job::SetStatus {
+                        id,
+                        status,
+                        reply,
+                        result: None,
+                    }),
+                    Request::Close { reply } => {
+                        // Requests already queued are still answered; new ones see Closed.
+                        closers.push(reply);
+                        rx.close();
+                    }
+                }
+                if batch.len() < self.max_batch {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                self.run_batch(batch);
+            }
+        }
+        let flushed = self.db.flush();
+        if let Err(e) = &flushed {
+            tracing::error!(error = %e, "store: final flush failed");
+        }
+        // Release this thread's sled handle before anyone hears that the store is closed.
+        drop(self);
+        for reply in closers {
+            let answer = match &flushed {
+                Ok(_) => Ok(()),
+                Err(e) => Err(barrier_error("final flush", e)),
+            };
+            let _ = reply.send(answer);
+        }
+    }
+
+    fn run_batch(&mut self, mut jobs: Vec<Job>) {
+        for job in &mut jobs {
+            if let Job::Ingest {
+                msg, loc, result, ..
+            } = job
+            {
+                match self.append_if_needed(msg) {
+                    Ok(l) => *loc = l,
+                    Err(e) => *result = Some(Err(e)),
+                }
+            }
+        }
+        let synced = if self.segments.needs_sync() {
+            self.segments.sync()
+        } else {
+            Ok(())
+        };
+        match synced {
+            Err(e) => {
+                tracing::error!(error = %e, "store: segment fdatasync failed");
+                for job in &mut jobs {
+                    job.fail(|| barrier_error("segment fdatasync", &e));
+                }
+            }
+            Ok(()) => {
+                for job in &mut jobs {
+                    match job {
+                        Job::Ingest {
+                            msg,
+                            loc,
+                            result: result @ None,
+                            ..
+                        } => {
+                            *result = Some(self.commit_ingest(msg, *loc));
+                        }
+                        Job::SetStatus {
+                            id,
+                            status,
+                            result: result @ None,
+                            ..
+                        } => {
+                            *result = Some(self.commit_status(*id, *status));
+                        }
+                        _ => {}
+                    }
+                }
+                if let Err(e) = self.db.flush() {
+                    tracing::error!(error = %e, "store: sled flush failed");
+                    for job in &mut jobs {
+                        job.fail(|| barrier_error("sled flush", &e));
+                    }
+                }
+            }
+        }
+        self.counters.barriers.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .requests
+            .fetch_add(jobs.len() as u64, Ordering::Relaxed);
+        for job in jobs {
+            job.answer();
+        }
+    }
+
+    /// Appends the body unless every delivery is already a duplicate (then nothing is
+    /// kept). A copy that turns out to be a duplicate of an earlier request of the same
+    /// batch leaves unreferenced bytes: harmless.
+    fn append_if_needed(&mut self, msg: &IncomingMessage) -> Result<Option<BlobLoc>, StoreError> {
+        let mid = keys::normalize_message_id(&msg.summary.message_id);
+        let mut any_new = false;
+        for d in &msg.deliveries {
+            let known = !mid.is_empty()
+                && self
+                    .trees
+                    .get(TreeId::ByMessageId)
+                    .contains_key(keys::by_message_id(&d.inbox, &mid))?;
+            if !known {
+                any_new = true;
+                break;
+            }
+        }
+        if !any_new {
+            return Ok(None);
+        }
+        self.segments
+            .append(&msg.raw)
+            .map(Some)
+            .map_err(|e| StoreError::io("appending a message to the segment", e))
+    }
+
+    /// Runs the threading decision with read access to the indexes, and checks it.
+    fn decide(&self, d: &Delivery) -> Result<ThreadDecision, StoreError> {
+        let lookup = IndexLookup {
+            trees: &self.trees,
+            error: RefCell::new(None),
+        };
+        let decision = catch_unwind(AssertUnwindSafe(|| (d.decide)(&lookup))).map_err(|_| {
+            StoreError::Internal(format!("threading decision for inbox {} panicked", d.inbox))
+        })?;
+        if let Some(e) = lookup.error.into_inner() {
+            return Err(e);
+        }
+        let ThreadDecision::Join(id) = decision else {
+            return Ok(decision);
+        };
+        match views::conversation_record(&self.trees, id)? {
+            Some(rec) if rec.inbox == d.inbox => Ok(decision),
+            found => {
+                // A bug in the decision, not in the mail: keep the mail, in its own inbox.
+                tracing::warn!(
+                    conversation = id.0,
+                    inbox = %d.inbox,
+                    other_inbox = found.as_ref().map(|r| r.inbox.as_str()),
+                    "store: threading joined a conversation that is missing or in another \
+                     inbox; starting a new one"
+                );
+                Ok(ThreadDecision::New { linked_to: None })
+            }
+        }
+    }
+
+    fn commit_ingest(
+        &self,
+        msg: &IncomingMessage,
+        loc: Option<BlobLoc>,
+    ) -> Result<IngestOutcome, StoreError> {
+        let s = &msg.summary;
+        let mid = keys::normalize_message_id(&s.message_id);
+        let mut actions = Vec::with_capacity(msg.deliveries.len());
+        let mut first_of_inbox: HashMap<&str, usize> = HashMap::new();
+        for (i, d) in msg.deliveries.iter().enumerate() {
+            if let Some(&j) = first_of_inbox.get(d.inbox.as_str()) {
+                actions.push(Action::SameAs(j));
+                continue;
+            }
+            first_of_inbox.insert(&d.inbox, i);
+            if !mid.is_empty() {
+                let k = keys::by_message_id(&d.inbox, &mid);
+                if let Some(v) = self.trees.get(TreeId::ByMessageId).get(&k)? {
+                    let conv = records::u64_at(TreeId::ByMessageId, &k, &v, 0)?;
+                    actions.push(Action::Duplicate(ConversationId(conv)));
+                    continue;
+                }
+            }
+            actions.push(Action::Store(self.decide(d)?));
+        }
+
+        if !actions.iter().any(|a| matches!(a, Action::Store(_))) {
+            let mut deliveries: Vec<(String, DeliveryOutcome)> = Vec::new();
+            for (d, a) in msg.deliveries.iter().zip(&actions) {
+                let conversation = match a {
+                    Action::Duplicate(c) => *c,
+                    Action::SameAs(j) => conversation_of(&deliveries, *j)?,
+                    Action::Store(_) => return Err(StoreError::Internal("unreachable".into())),
+                };
+                deliveries.push((d.inbox.clone(), DeliveryOutcome::Duplicate { conversation }));
+            }
+            return Ok(IngestOutcome {
+                message: None,
+                deliveries,
+            });
+        }
+
+        let loc = loc.ok_or_else(|| {
+            StoreError::Internal("message body was not appended; retry the delivery".into())
+        })?;
+        let key = MessageKey(self.db.generate_id()?);
+        let record = MessageRecord {
+            loc,
+            received_at: msg.received_at,
+            mail_from: msg.mail_from.clone(),
+            rcpts: msg.rcpts.clone(),
+            summary: s.clone(),
+        };
+        let participants: BTreeSet<String> = s
+            .from
+            .iter()
+            .chain(&s.to)
+            .chain(&s.cc)
+            .map(|a| keys::normalize_email(&a.email))
+            .filter(|e| !e.is_empty())
+            .collect();
+        let references: BTreeSet<String> = s
+            .references
+            .iter()
+            .map(|r| keys::normalize_message_id(r))
+            .filter(|r| !r.is_empty() && *r != mid)
+            .collect();
+        let plan = Plan {
+            key,
+            record: records::encode(TreeId::Messages, &record)?,
+            mid,
+            references,
+            participants,
+            msg,
+            actions,
+        };
+        let deliveries = self.trees.all[..]
+            .transaction(|trees| apply_ingest(&Tx(trees), &plan))
+            .map_err(tx_error)?;
+        Ok(IngestOutcome {
+            message: Some(key),
+            deliveries,
+        })
+    }
+
+    fn commit_status(&self, id: ConversationId, status: Status) -> Result<(), StoreError> {
+        let k = keys::conversation(id);
+        self.trees
+            .get(TreeId::Conversations)
+            .transaction(|t| {
+                let Some(v) = t.get(k)? else {
+                    return Err(abort_with(StoreError::NotFound(format!(
+                        "conversation {}",
+                        id.0
+                    ))));
+                };
+                let mut rec: ConversationRecord =
+                    abort(records::decode(TreeId::Conversations, &k, &v))?;
+                rec.status = status;
+                t.insert(&k[..], abort(records::encode(TreeId::Conversations, &rec))?)?;
+                Ok(())
+            })
+            .map_err(tx_error)
+    }
+}
+
+fn conversation_of(
+    outcomes: &[(String, DeliveryOutcome)],
+    i: usize,
+) -> Result<ConversationId, StoreError> {
+    match outcomes.get(i) {
+        Some((_, DeliveryOutcome::Stored { conversation, .. }))
+        | Some((_, DeliveryOutcome::Duplicate { conversation })) => Ok(*conversation),
+        None => Err(StoreError::Internal("delivery order".into())),
+    }
+}
+
+/// What to do with one delivery, decided before the transaction.
+enum Action {
+    /// The Message-ID is already in this inbox.
+    Duplicate(ConversationId),
+    /// A second delivery to the same inbox as delivery `.0` of this message.
+    SameAs(usize),
+    Store(ThreadDecision),
+}
+
+/// Everything the transaction writes, computed beforehand so the closure stays pure.
+struct Plan<'a> {
+    key: MessageKey,
+    record: Vec<u8>,
+    /// Normalised Message-ID ("" when the message has none: not indexed).
+    mid: String,
+    references: BTreeSet<String>,
+    participants: BTreeSet<String>,
+    msg: &'a IncomingMessage,
+    actions: Vec<Action>,
+}
+
+type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+
+fn abort_with(e: StoreError) -> ConflictableTransactionError<StoreError> {
+    ConflictableTransactionError::Abort(e)
+}
+
+fn abort<T>(r: Result<T, StoreError>) -> TxResult<T> {
+    r.map_err(abort_with)
+}
+
+fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+    match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Db(e),
+    }
+}
+
+/// The transactional views of every tree, addressed by [`TreeId`].
+struct Tx<'a>(&'a [TransactionalTree]);
+
+impl Tx<'_> {
+    fn t(&self, id: TreeId) -> &TransactionalTree {
+        &self.0[id.index()]
+    }
+}
+
+fn apply_ingest(tx: &Tx<'_>, plan: &Plan<'_>) -> TxResult<Vec<(String, DeliveryOutcome)>> {
+    tx.t(TreeId::Messages)
+        .insert(&keys::message(plan.key)[..], plan.record.as_slice())?;
+    let mut outcomes: Vec<(String, DeliveryOutcome)> = Vec::with_capacity(plan.actions.len());
+    for (d, action) in plan.msg.deliveries.iter().zip(&plan.actions) {
+        let outcome = match action {
+            Action::Duplicate(conversation) => DeliveryOutcome::Duplicate {
+                conversation: *conversation,
+            },
+            Action::SameAs(j) => DeliveryOutcome::Duplicate {
+                conversation: abort(conversation_of(&outcomes, *j))?,
+            },
+            Action::Store(decision) => store_delivery(tx, plan, d, decision)?,
+        };
+        outcomes.push((d.inbox.clone(), outcome));
+    }
+    Ok(outcomes)
+}
+
+fn next_conversation_id(tx: &Tx<'_>) -> TxResult<ConversationId> {
+    let meta = tx.t(TreeId::Meta);
+    let k = keys::meta::LAST_CONVERSATION;
+    let last = match meta.get(k)? {
+        Some(v) => abort(records::u64_at(TreeId::Meta, k, &v, 0))?,
+        None => 0,
+    };
+    let id = last.checked_add(1).ok_or_else(|| {
+        abort_with(StoreError::Internal(
+            "conversation numbers exhausted".into(),
+        ))
+    })?;
+    meta.insert(k, &id.to_be_bytes()[..])?;
+    Ok(ConversationId(id))
+}
+
+fn store_delivery(
+    tx: &Tx<'_>,
+    plan: &Plan<'_>,
+    d: &Delivery,
+    decision: &ThreadDecision,
+) -> TxResult<DeliveryOutcome> {
+    let msg = plan.msg;
+    let at = msg.received_at;
+    let (mut conv, created, reopened) = match decision {
+        ThreadDecision::Join(id) => {
+            let k = keys::conversation(*id);
+            let Some(v) = tx.t(TreeId::Conversations).get(k)? else {
+                return Err(abort_with(StoreError::NotFound(format!(
+                    "conversation {}",
+                    id.0
+                ))));
+            };
+            let mut rec: ConversationRecord =
+                abort(records::decode(TreeId::Conversations, &k, &v))?;
+            // SPEC §4: a reply to a closed conversation reopens it; trash stays trash.
+            // An out-of-office or bounce is not a reply from the customer: it is filed
+            // in the conversation but does not reopen it.
+            let reopened = rec.status == Status::Closed && !msg.summary.automatic;
+            if reopened {
+                rec.status = Status::Open;
+            }
+            (rec, false, reopened)
+        }
+        ThreadDecision::New { linked_to } => {
+            let id = next_conversation_id(tx)?;
+            let rec = ConversationRecord {
+                id,
+                inbox: d.inbox.clone(),
+                status: Status::Open,
+                assignee: None,
+                subject: msg.summary.subject.clone(),
+                customer: d
+                    .contacts
+                    .iter()
+                    .find(|c| c.is_customer)
+                    .map(|c| keys::normalize_email(&c.email))
+                    .filter(|e| !e.is_empty()),
+                linked_to: *linked_to,
+                participants: BTreeSet::new(),
+                created: at,
+                updated: at,
+            };
+            (rec, true, false)
+        }
+    };
+    conv.updated = at;
+    conv.participants.extend(plan.participants.iter().cloned());
+    let id = conv.id;
+    let inbox = d.inbox.as_str();
+    tx.t(TreeId::Conversations).insert(
+        &keys::conversation(id)[..],
+        abort(records::encode(TreeId::Conversations, &conv))?,
+    )?;
+    tx.t(TreeId::ConvMessages)
+        .insert(&keys::conv_message(id, plan.key)[..], &[][..])?;
+    if !plan.mid.is_empty() {
+        tx.t(TreeId::ByMessageId).insert(
+            keys::by_message_id(inbox, &plan.mid),
+            &keys::msgid_value(id, plan.key)[..],
+        )?;
+    }
+    for r in &plan.references {
+        tx.t(TreeId::ReferencedBy)
+            .insert(keys::referenced_by(inbox, r, id), &[][..])?;
+    }
+    if let Some(ti) = &d.keys.thread_index {
+        tx.t(TreeId::ByThreadIndex)
+            .insert(keys::by_thread_index(inbox, ti), &id.0.to_be_bytes()[..])?;
+    }
+    if let (Some(subject), Some(customer)) = (&d.keys.subject_base, &conv.customer) {
+        tx.t(TreeId::BySubject).insert(
+            keys::by_subject(inbox, subject, customer),
+            &keys::subject_value(id, at)[..],
+        )?;
+    }
+    for touch in &d.contacts {
+        touch_contact(tx, plan, touch, id)?;
+    }
+    Ok(DeliveryOutcome::Stored {
+        conversation: id,
+        created,
+        reopened,
+    })
+}
+
+/// A display name worth keeping: present, not empty, not just the address again.
+fn real_name<'a>(name: Option<&'a str>, email: &str) -> Option<&'a str> {
+    name.map(str::trim)
+        .filter(|n| !n.is_empty() && !n.eq_ignore_ascii_case(email))
+}
+
+fn touch_contact(
+    tx: &Tx<'_>,
+    plan: &Plan<'_>,
+    touch: &ContactTouch,
+    conv: ConversationId,
+) -> TxResult<()> {
+    let email = keys::normalize_email(&touch.email);
+    if email.is_empty() {
+        return Ok(());
+    }
+    let at = plan.msg.received_at;
+    let contacts = tx.t(TreeId::Contacts);
+    let ck = keys::contact(&email);
+    let mut rec = match contacts.get(&ck)? {
+        Some(v) => abort(records::decode::<ContactRecord>(TreeId::Contacts, &ck, &v))?,
+        None => ContactRecord {
+            email: email.clone(),
+            name: None,
+            first_seen: at,
+            last_seen: at,
+            timeline_next: 0,
+        },
+    };
+    rec.first_seen = rec.first_seen.min(at);
+    rec.last_seen = rec.last_seen.max(at);
+    // A real display name replaces a missing one or a bare address, never another name.
+    if real_name(rec.name.as_deref(), &email).is_none()
+        && let Some(n) = real_name(touch.name.as_deref(), &email)
+    {
+        rec.name = Some(n.to_owned());
+    }
+    for (kind, detail) in &touch.events {
+        let entry = TimelineRecord {
+            at,
+            kind: *kind,
+            conversation: Some(conv),
+            message_id: Some(plan.msg.summary.message_id.clone()),
+            detail: detail.clone(),
+        };
+        tx.t(TreeId::Timeline).insert(
+            keys::timeline(&email, rec.timeline_next),
+            abort(records::encode(TreeId::Timeline, &entry))?,
+        )?;
+        rec.timeline_next += 1;
+    }
+    tx.t(TreeId::ContactConvs)
+        .insert(keys::contact_conv(&email, conv), &[][..])?;
+    contacts.insert(ck, abort(records::encode(TreeId::Contacts, &rec))?)?;
+    Ok(())
+}
+
+/// [`ThreadLookup`] over the committed indexes. Runs on the writer, so it sees every
+/// earlier request (including those of the current batch). Read errors cannot go
+/// through the trait: the first one is kept and fails the request afterwards.
+struct IndexLookup<'a> {
+    trees: &'a Trees,
+    error: RefCell<Option<StoreError>>,
+}
+
+impl IndexLookup<'_> {
+    fn keep<T>(&self, r: Result<Option<T>, StoreError>) -> Option<T> {
+        r.unwrap_or_else(|e| {
+            let mut slot = self.error.borrow_mut();
+            if slot.is_none() {
+                *slot = Some(e);
+            }
+            None
+        })
+    }
+
+    fn conv_at(&self, tree: TreeId, key: &[u8]) -> Result<Option<ConversationId>, StoreError> {
+        match self.trees.get(tree).get(key)? {
+            Some(v) => Ok(Some(ConversationId(records::u64_at(tree, key, &v, 0)?))),
+            None => Ok(None),
+        }
+    }
+}
+
+impl ThreadLookup for IndexLookup<'_> {
+    fn by_message_id(&self, inbox: &str, message_id: &str) -> Option<ConversationId> {
+        if keys::normalize_message_id(message_id).is_empty() {
+            return None;
+        }
+        self.keep(self.conv_at(TreeId::ByMessageId, &keys::by_message_id(inbox, message_id)))
+    }
+
+    fn referencing(&self, inbox: &str, message_id: &str) -> Option<ConversationId> {
+        if keys::normalize_message_id(message_id).is_empty() {
+            return None;
+        }
+        let prefix = keys::referenced_by_prefix(inbox, message_id);
+        // Several conversations may name it (an announcement's replies): the newest wins.
+        let r = match self
+            .trees
+            .get(TreeId::ReferencedBy)
+            .scan_prefix(&prefix)
+            .next_back()
+        {
+            None => Ok(None),
+            Some(Err(e)) => Err(e.into()),
+            Some(Ok((k, _))) => keys::suffix_u64(&k)
+                .map(|id| Some(ConversationId(id)))
+                .ok_or_else(|| records::corrupt(TreeId::ReferencedBy, &k, "short key")),
+        };
+        self.keep(r)
+    }
+
+    fn conversation(&self, id: ConversationId) -> Option<ConversationInfo> {
+        self.keep(views::conversation_record(self.trees, id).map(|r| r.map(|r| r.info())))
+    }
+
+    fn by_thread_index(&self, inbox: &str, key: &[u8]) -> Option<ConversationId> {
+        self.keep(self.conv_at(TreeId::ByThreadIndex, &keys::by_thread_index(inbox, key)))
+    }
+
+    fn by_subject(
+        &self,
+        inbox: &str,
+        subject_base: &str,
+        contact: &str,
+    ) -> Option<(ConversationId, i64)> {
+        let k = keys::by_subject(inbox, subject_base, contact);
+        let r = (|| {
+            let Some(v) = self.trees.get(TreeId::BySubject).get(&k)? else {
+                return Ok(None);
+            };
+            let conv = records::u64_at(TreeId::BySubject, &k, &v, 0)?;
+            let at = records::u64_at(TreeId::BySubject, &k, &v, 8)?;
+            Ok(Some((
+                ConversationId(conv),
+                i64::from_be_bytes(at.to_be_bytes()),
+            )))
+        })();
+        self.keep(r)
+    }
+}
