@@ -1,0 +1,337 @@
+//! Command line: `serve`, `check-config`, `hash-password` and the admin verbs, which ask a
+//! running daemon over the control socket or open the data directory themselves.
+
+use std::{
+    io::{Read, Write},
+    path::{Path, PathBuf},
+};
+
+use anyhow::{Context, anyhow, bail};
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+
+use crate::{
+    admin::{self, AdminRequest},
+    config::{self, Config, LogFormat},
+    control,
+    store::{
+        ContactDetail, ContactView, ConversationDetail, ConversationView, Store, StoreError,
+        StoreOptions,
+    },
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "teamgate", version, about = "Shared-inbox mail gateway")]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, default_value = "/etc/teamgate/teamgate.toml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon in the foreground.
+    Serve,
+    /// Validate the configuration; print every problem.
+    CheckConfig,
+    /// Read a password on stdin, print its argon2id hash.
+    HashPassword,
+    /// Inspect conversations.
+    Conversations {
+        #[command(subcommand)]
+        verb: ConversationsVerb,
+    },
+    /// Inspect contacts.
+    Contacts {
+        #[command(subcommand)]
+        verb: ContactsVerb,
+    },
+    /// Store counters at a glance.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConversationsVerb {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContactsVerb {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        email: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs a command; the returned code is the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::CheckConfig => Ok(check_config(&cli.config)),
+        Command::HashPassword => {
+            let mut password = String::new();
+            std::io::stdin()
+                .read_to_string(&mut password)
+                .context("reading the password from stdin")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            if password.is_empty() {
+                bail!("empty password on stdin");
+            }
+            println!(
+                "{}",
+                config::hash_password(password).map_err(|e| anyhow!("{e}"))?
+            );
+            Ok(0)
+        }
+        Command::Serve => {
+            let config = load(&cli.config)?;
+            init_logging(&config);
+            runtime()?.block_on(crate::daemon::serve(&cli.config, config))?;
+            Ok(0)
+        }
+        Command::Conversations { verb } => {
+            let (request, json) = match verb {
+                ConversationsVerb::List { json } => (AdminRequest::ConversationsList, json),
+                ConversationsVerb::Show { id, json } => {
+                    let n = id
+                        .trim_start_matches('#')
+                        .parse()
+                        .with_context(|| format!("not a conversation number: {id}"))?;
+                    (AdminRequest::ConversationsShow { id: n }, json)
+                }
+            };
+            admin_command(&cli.config, &request, json)
+        }
+        Command::Contacts { verb } => {
+            let (request, json) = match verb {
+                ContactsVerb::List { json } => (AdminRequest::ContactsList, json),
+                ContactsVerb::Show { email, json } => (AdminRequest::ContactsShow { email }, json),
+            };
+            admin_command(&cli.config, &request, json)
+        }
+        Command::Status { json } => admin_command(&cli.config, &AdminRequest::Status, json),
+    }
+}
+
+fn check_config(path: &Path) -> u8 {
+    match config::load(path) {
+        Ok(_) => {
+            println!("{}: OK", path.display());
+            0
+        }
+        Err(errors) => {
+            for e in errors.iter() {
+                println!("{e}");
+            }
+            1
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Config> {
+    config::load(path).map_err(|errors| {
+        let lines: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        anyhow!("invalid configuration:\n{}", lines.join("\n"))
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn init_logging(config: &Config) {
+    use tracing_subscriber::EnvFilter;
+    // RUST_LOG overrides [log].level (SPEC §2).
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Asks the running daemon; without one, opens the data directory directly.
+fn admin_command(config_path: &Path, request: &AdminRequest, json: bool) -> anyhow::Result<u8> {
+    let config = load(config_path)?;
+    let socket = control::socket_path(&config.server.data_dir);
+    let data = match control::request(&socket, request)? {
+        Some(answer) if answer.ok => answer.data.unwrap_or(Value::Null),
+        Some(answer) => bail!("{}", answer.error.unwrap_or_else(|| "unknown error".into())),
+        None => offline(&config.server.data_dir, request)?,
+    };
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &data)?;
+        writeln!(out)?;
+    } else {
+        print_human(&mut out, request, data)?;
+    }
+    Ok(0)
+}
+
+fn offline(data_dir: &Path, request: &AdminRequest) -> anyhow::Result<Value> {
+    if !data_dir.join("meta").exists() {
+        // Nothing stored yet: answer as an empty store would, without creating files.
+        return match request {
+            AdminRequest::ConversationsList | AdminRequest::ContactsList => {
+                Ok(Value::Array(Vec::new()))
+            }
+            AdminRequest::ConversationsShow { id } => bail!("conversation #{id} not found"),
+            AdminRequest::ContactsShow { email } => bail!("contact {email} not found"),
+            AdminRequest::Status => bail!("no data in {}", data_dir.display()),
+        };
+    }
+    let (store, _report) = match Store::open(data_dir, StoreOptions::default()) {
+        Ok(s) => s,
+        Err(StoreError::Locked(_)) => {
+            bail!(
+                "{} is locked by a running daemon, but its control socket does not answer",
+                data_dir.display()
+            )
+        }
+        Err(e) => return Err(e).with_context(|| format!("opening {}", data_dir.display())),
+    };
+    let result = admin::execute(&store, request);
+    runtime()?
+        .block_on(store.close())
+        .context("closing the store")?;
+    Ok(result?)
+}
+
+fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> anyhow::Result<()> {
+    match request {
+        AdminRequest::ConversationsList => {
+            let list: Vec<ConversationView> = serde_json::from_value(data)?;
+            writeln!(
+                out,
+                "{:>6}  {:<7} {:<14} {:<10} {:<30} {:<20}  SUBJECT",
+                "ID", "STATUS", "INBOX", "ASSIGNEE", "CONTACT", "UPDATED"
+            )?;
+            for c in list {
+                writeln!(
+                    out,
+                    "{:>6}  {:<7} {:<14} {:<10} {:<30} {:<20}  {}",
+                    format!("#{}", c.id.0),
+                    format!("{:?}", c.status).to_lowercase(),
+                    c.inbox,
+                    c.assignee.as_deref().unwrap_or("-"),
+                    c.contact.as_deref().unwrap_or("-"),
+                    c.updated,
+                    c.subject
+                )?;
+            }
+        }
+        AdminRequest::ConversationsShow { .. } => {
+            let c: ConversationDetail = serde_json::from_value(data)?;
+            let v = &c.conversation;
+            writeln!(out, "#{} {}", v.id.0, v.subject)?;
+            writeln!(out, "  inbox:    {}", v.inbox)?;
+            writeln!(
+                out,
+                "  status:   {}",
+                format!("{:?}", v.status).to_lowercase()
+            )?;
+            writeln!(out, "  assignee: {}", v.assignee.as_deref().unwrap_or("-"))?;
+            writeln!(out, "  contact:  {}", v.contact.as_deref().unwrap_or("-"))?;
+            if let Some(link) = c.linked_to {
+                writeln!(out, "  linked to #{}", link.0)?;
+            }
+            for m in &c.messages {
+                let dir = format!("{:?}", m.direction).to_lowercase();
+                let auto = if m.automatic { " (automatic)" } else { "" };
+                writeln!(
+                    out,
+                    "  - {} {dir}{auto} from {} ({} bytes) <{}>",
+                    m.date,
+                    m.from.as_deref().unwrap_or("-"),
+                    m.size,
+                    m.message_id
+                )?;
+                for a in &m.attachments {
+                    let q = if a.quarantined { " [quarantined]" } else { "" };
+                    writeln!(
+                        out,
+                        "      attachment {} ({}, {} bytes){q}",
+                        a.name, a.content_type, a.size
+                    )?;
+                }
+            }
+        }
+        AdminRequest::ContactsList => {
+            let list: Vec<ContactView> = serde_json::from_value(data)?;
+            for c in list {
+                let convs: Vec<String> = c
+                    .conversations
+                    .iter()
+                    .map(|id| format!("#{}", id.0))
+                    .collect();
+                writeln!(
+                    out,
+                    "{:<36} {:<28} last seen {}  {}",
+                    c.email,
+                    c.name.as_deref().unwrap_or("-"),
+                    c.last_seen,
+                    convs.join(" ")
+                )?;
+            }
+        }
+        AdminRequest::ContactsShow { .. } => {
+            let c: ContactDetail = serde_json::from_value(data)?;
+            writeln!(
+                out,
+                "{} {}",
+                c.contact.email,
+                c.contact.name.as_deref().unwrap_or("")
+            )?;
+            writeln!(
+                out,
+                "  first seen {}, last seen {}",
+                c.contact.first_seen, c.contact.last_seen
+            )?;
+            for t in &c.timeline {
+                let conv = t
+                    .conversation
+                    .map(|id| format!("#{}", id.0))
+                    .unwrap_or_default();
+                writeln!(
+                    out,
+                    "  {} {:<12} {conv:<6} {}",
+                    t.at,
+                    format!("{:?}", t.kind).to_lowercase(),
+                    t.detail
+                )?;
+            }
+        }
+        AdminRequest::Status => {
+            if let Value::Object(map) = data {
+                for (k, v) in map {
+                    writeln!(out, "{k}: {v}")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

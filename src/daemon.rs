@@ -1,0 +1,272 @@
+//! Wiring: open the store, bind every listener, spawn and track the tasks, reload on
+//! SIGHUP, two-phase shutdown on SIGTERM/SIGINT (GUIDE §3.5). The only module that
+//! spawns long-lived tasks.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use sd_notify::NotifyState;
+use tokio::{net::TcpListener, signal::unix::SignalKind, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tracing::{error, info, warn};
+
+use crate::{
+    config::{self, Config},
+    control,
+    ingest::Ingest,
+    net::{listener::AcceptLoop, tls::Tls},
+    reload::Reloadable,
+    smtp::server::{self as smtp_server, SmtpContext},
+    store::{Store, StoreError, StoreOptions},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("opening the data directory {path}: {source}")]
+    Store { path: String, source: StoreError },
+    #[error("binding {what} {addr}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::net::tls::TlsError),
+    #[error("creating {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("closing the store: {0}")]
+    Close(StoreError),
+    #[error("internal: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// Where the daemon actually listens (ports resolved, so tests can bind port 0).
+#[derive(Debug, Clone)]
+pub struct Addrs {
+    pub smtp: Vec<SocketAddr>,
+    pub control: PathBuf,
+}
+
+pub struct DaemonHandle {
+    pub addrs: Addrs,
+    config: Arc<Reloadable<Config>>,
+    tls: Option<Tls>,
+    store: Store,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+/// Opens the store and binds every listener before returning, then serves in the background.
+pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
+    let data_dir = config.server.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| DaemonError::DataDir {
+        path: data_dir.display().to_string(),
+        source,
+    })?;
+    let store_dir = data_dir.clone();
+    let (store, report) =
+        tokio::task::spawn_blocking(move || Store::open(&store_dir, StoreOptions::default()))
+            .await?
+            .map_err(|source| DaemonError::Store {
+                path: data_dir.display().to_string(),
+                source,
+            })?;
+    if report.bad_records.is_empty() {
+        info!(messages = report.messages_checked, "store opened");
+    } else {
+        for bad in &report.bad_records {
+            error!(record = %bad, "store record points at missing or damaged bytes");
+        }
+    }
+    if report.truncated_tail_bytes > 0 {
+        warn!(
+            bytes = report.truncated_tail_bytes,
+            "dropped a torn segment tail left by a crash"
+        );
+    }
+
+    let tls = config.tls.as_ref().map(Tls::new).transpose()?;
+    let shutdown = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let smtp_slots = Arc::new(Semaphore::new(config.smtp.max_connections));
+
+    let mut smtp_listeners = Vec::new();
+    for addr in &config.smtp.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                what: "smtp.listen",
+                addr: addr.to_string(),
+                source,
+            })?;
+        smtp_listeners.push(listener);
+    }
+    let control_path = control::socket_path(&config.server.data_dir);
+    let control_listener = control::bind(&control_path).map_err(|source| DaemonError::Bind {
+        what: "control socket",
+        addr: control_path.display().to_string(),
+        source,
+    })?;
+
+    let addrs = Addrs {
+        smtp: smtp_listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect(),
+        control: control_path,
+    };
+    let config = Arc::new(Reloadable::new(config));
+    let smtp_ctx = Arc::new(SmtpContext {
+        config: config.clone(),
+        tls: tls.clone(),
+        ingest: Ingest::new(store.clone(), config.clone()),
+        shutdown: shutdown.clone(),
+    });
+    for listener in smtp_listeners {
+        let ctx = smtp_ctx.clone();
+        let accept = AcceptLoop {
+            listener,
+            slots: smtp_slots.clone(),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+            busy_reply: b"421 4.7.0 Too many connections, try again later\r\n",
+            protocol: "smtp",
+        };
+        tasks.spawn(
+            accept.run(move |stream, peer, id| smtp_server::serve(stream, peer, id, ctx.clone())),
+        );
+    }
+    tasks.spawn(control::serve(
+        control_listener,
+        store.clone(),
+        tasks.clone(),
+        shutdown.clone(),
+    ));
+    info!(smtp = ?addrs.smtp, "listening");
+    Ok(DaemonHandle {
+        addrs,
+        config,
+        tls,
+        store,
+        tasks,
+        shutdown,
+    })
+}
+
+impl DaemonHandle {
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config.current()
+    }
+
+    /// Applies a new config to new sessions. What needs a restart is logged and ignored.
+    pub fn reload(&self, new: Config) -> Result<(), String> {
+        let old = self.config.current();
+        if new.server.data_dir != old.server.data_dir {
+            warn!("server.data_dir changed: takes effect after a restart");
+        }
+        if new.smtp.listen != old.smtp.listen {
+            warn!("smtp.listen changed: takes effect after a restart");
+        }
+        if new.smtp.max_connections != old.smtp.max_connections {
+            warn!("smtp.max_connections changed: takes effect after a restart");
+        }
+        match (&self.tls, &new.tls) {
+            (Some(tls), Some(files)) => tls.reload(files).map_err(|e| e.to_string())?,
+            (None, None) => {}
+            _ => warn!("enabling or disabling [tls] takes effect after a restart"),
+        }
+        self.config.replace(new);
+        Ok(())
+    }
+
+    /// Two-phase stop: refuse new work, let sessions reach a safe point within the grace
+    /// period, then flush and close the store (which releases its lock).
+    pub async fn shutdown(self) -> Result<(), DaemonError> {
+        let grace = self.config.current().server.shutdown_grace;
+        self.shutdown.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                left = self.tasks.len(),
+                "grace period over; abandoning sessions"
+            );
+        }
+        let _ = std::fs::remove_file(&self.addrs.control);
+        self.store.close().await.map_err(DaemonError::Close)
+    }
+}
+
+/// `teamgate serve`: runs until SIGTERM/SIGINT, reloading on SIGHUP.
+pub async fn serve(config_path: &Path, config: Config) -> Result<(), DaemonError> {
+    let handle = start(config).await?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    notify(&[NotifyState::Ready, NotifyState::Status("accepting mail")]);
+    let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
+    let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                notify(&reloading());
+                match config::load(config_path) {
+                    Ok(new) => match handle.reload(new) {
+                        Ok(()) => info!("configuration reloaded"),
+                        Err(e) => error!(error = %e, "reload failed; keeping the old configuration"),
+                    },
+                    Err(errors) => {
+                        for e in errors.iter() {
+                            error!(problem = %e, "new configuration rejected; keeping the old one");
+                        }
+                    }
+                }
+                notify(&[NotifyState::Ready]);
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = ping.tick(), if watchdog.is_some() => notify(&[NotifyState::Watchdog]),
+        }
+    }
+    info!("shutting down");
+    notify(&[NotifyState::Stopping]);
+    handle.shutdown().await?;
+    info!("stopped");
+    Ok(())
+}
+
+fn signal(kind: SignalKind) -> Result<tokio::signal::unix::Signal, DaemonError> {
+    tokio::signal::unix::signal(kind).map_err(|source| DaemonError::Bind {
+        what: "signal handler",
+        addr: format!("{kind:?}"),
+        source,
+    })
+}
+
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        warn!(error = %e, "sd_notify failed");
+    }
+}
+
+/// RELOADING=1 carries MONOTONIC_USEC so Type=notify-reload units accept it too.
+fn reloading() -> Vec<NotifyState<'static>> {
+    let mut states = vec![NotifyState::Reloading];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    states
+}

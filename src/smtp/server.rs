@@ -1,0 +1,433 @@
+//! Drives an SMTP `Session` over a socket: bounded command lines, DATA and BDAT bodies
+//! with size limits, per-read and per-body timeouts, STARTTLS, and graceful shutdown
+//! (idle sessions get `421`, a body in flight is finished first).
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use smtp_proto::request::receiver::{
+    BdatReceiver, DataReceiver, DummyDataReceiver, RequestReceiver,
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    time::{Instant, timeout, timeout_at},
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::{
+    reply::Reply,
+    session::{Action, Envelope, Session},
+};
+use crate::{config::Config, ingest::Ingest, net::tls::Tls, reload::Reloadable};
+
+/// What every inbound SMTP connection shares.
+pub struct SmtpContext {
+    pub config: Arc<Reloadable<Config>>,
+    pub tls: Option<Tls>,
+    pub ingest: Ingest,
+    pub shutdown: CancellationToken,
+}
+
+/// Facts about the connection that go into the Received header and logs.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub peer: SocketAddr,
+    pub local: Option<SocketAddr>,
+    pub id: u64,
+}
+
+enum Outcome {
+    Closed,
+    StartTls,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ConnError {
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out")]
+    Timeout,
+}
+
+/// How the bytes after a command line are being consumed.
+enum Mode {
+    Command,
+    /// Discarding the rest of an over-long command line.
+    SkipLine,
+    Data(DataReceiver),
+    /// Reading the rest of an over-size DATA body to its end, to answer 552.
+    DataDiscard(DummyDataReceiver),
+    Bdat(BdatReceiver),
+    /// Skipping a BDAT chunk, then answering with the stored reply.
+    BdatDiscard(DummyDataReceiver, Reply),
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Serves one inbound connection to the end (STARTTLS included).
+pub async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<SmtpContext>) {
+    let config = ctx.config.current();
+    let conn = Connection {
+        peer,
+        local: stream.local_addr().ok(),
+        id,
+    };
+    let mut session = Session::new(config.clone(), ctx.tls.is_some(), false);
+    let mut stream = stream;
+    match run(&mut stream, &mut session, &conn, &ctx, true).await {
+        Ok(Outcome::Closed) => {}
+        Ok(Outcome::StartTls) => {
+            let Some(tls) = &ctx.tls else { return };
+            let handshake = timeout(
+                config.server.tls_handshake_timeout,
+                tls.acceptor().accept(stream),
+            )
+            .await;
+            let mut tls_stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
+                Err(_) => return debug!("TLS handshake timed out"),
+            };
+            session.reset_after_tls();
+            if let Err(e) = run(&mut tls_stream, &mut session, &conn, &ctx, false).await {
+                debug!(error = %e, "session ended");
+            }
+            let _ = tls_stream.shutdown().await;
+        }
+        Err(e) => debug!(error = %e, "session ended"),
+    }
+}
+
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    session: &mut Session,
+    conn: &Connection,
+    ctx: &SmtpContext,
+    greet: bool,
+) -> Result<Outcome, ConnError> {
+    let config = session.config().clone();
+    let limits = &config.smtp;
+    let mut buf: Vec<u8> = Vec::new();
+    let mut out: Vec<u8> = Vec::new();
+    let mut message: Vec<u8> = Vec::new();
+    let mut mode = Mode::Command;
+    let mut body_deadline = Instant::now();
+    let mut read_buf = vec![0u8; READ_CHUNK];
+    if greet {
+        out.extend_from_slice(&session.greeting());
+    }
+    loop {
+        // 1) Work through everything already received (pipelining, RFC 2920).
+        loop {
+            match &mut mode {
+                Mode::Command => {
+                    let Some(lf) = buf.iter().position(|b| *b == b'\n') else {
+                        if buf.len() > limits.max_line_length {
+                            buf.clear();
+                            mode = Mode::SkipLine;
+                            if push_action(session.line_too_long(), &mut out) {
+                                write_out(io, &mut out, limits.timeout).await?;
+                                return Ok(Outcome::Closed);
+                            }
+                        }
+                        break;
+                    };
+                    let line: Vec<u8> = buf.drain(..=lf).collect();
+                    let action = if line.len() > limits.max_line_length {
+                        session.line_too_long()
+                    } else {
+                        match RequestReceiver::default().ingest(&mut line.iter()) {
+                            Ok(req) => session.handle(req.into_owned()),
+                            Err(e) => session.parse_error(&e),
+                        }
+                    };
+                    match action {
+                        Action::StartData => {
+                            out.extend_from_slice(b"354 End data with <CR><LF>.<CR><LF>\r\n");
+                            message.clear();
+                            body_deadline = Instant::now() + config.smtp.data_timeout;
+                            mode = Mode::Data(primed_data_receiver());
+                        }
+                        Action::StartBdat {
+                            chunk_size,
+                            is_last,
+                        } => {
+                            if message.is_empty() {
+                                // The first chunk of a transaction starts the body clock.
+                                body_deadline = Instant::now() + config.smtp.data_timeout;
+                            }
+                            if message.len().saturating_add(chunk_size) > limits.max_message_size {
+                                session.abort_transaction();
+                                message = Vec::new();
+                                mode = Mode::BdatDiscard(
+                                    DummyDataReceiver::new_bdat(chunk_size),
+                                    Reply::message_too_big(limits.max_message_size),
+                                );
+                            } else {
+                                message.reserve(chunk_size.min(READ_CHUNK * 16));
+                                mode = Mode::Bdat(BdatReceiver::new(chunk_size, is_last));
+                            }
+                        }
+                        Action::SkipBdat { chunk_size, reply } => {
+                            mode =
+                                Mode::BdatDiscard(DummyDataReceiver::new_bdat(chunk_size), reply);
+                        }
+                        Action::StartTls => {
+                            Reply::new(220, (2, 0, 0), "Ready to start TLS").write(&mut out);
+                            write_out(io, &mut out, limits.timeout).await?;
+                            // Bytes pipelined after STARTTLS are dropped on purpose (RFC 3207 §4.2,
+                            // CVE-2011-0411 command injection).
+                            return Ok(Outcome::StartTls);
+                        }
+                        other => {
+                            if push_action(other, &mut out) {
+                                write_out(io, &mut out, limits.timeout).await?;
+                                return Ok(Outcome::Closed);
+                            }
+                        }
+                    }
+                }
+                Mode::SkipLine => match buf.iter().position(|b| *b == b'\n') {
+                    Some(lf) => {
+                        buf.drain(..=lf);
+                        mode = Mode::Command;
+                    }
+                    None => {
+                        buf.clear();
+                        break;
+                    }
+                },
+                Mode::Data(rx) => {
+                    let mut iter = buf.iter();
+                    let done = rx.ingest(&mut iter, &mut message);
+                    let consumed = buf.len() - iter.as_slice().len();
+                    if message.len() > limits.max_message_size {
+                        let discard = DummyDataReceiver::new_data(rx);
+                        buf.drain(..consumed);
+                        message = Vec::new();
+                        if done {
+                            session.abort_transaction();
+                            Reply::message_too_big(limits.max_message_size).write(&mut out);
+                            mode = Mode::Command;
+                        } else {
+                            mode = Mode::DataDiscard(discard);
+                        }
+                        continue;
+                    }
+                    buf.drain(..consumed);
+                    if !done {
+                        break;
+                    }
+                    mode = Mode::Command;
+                    let reply =
+                        finish_message(session, conn, ctx, std::mem::take(&mut message)).await;
+                    reply.write(&mut out);
+                }
+                Mode::DataDiscard(rx) => {
+                    let mut iter = buf.iter();
+                    let done = rx.ingest(&mut iter);
+                    let consumed = buf.len() - iter.as_slice().len();
+                    buf.drain(..consumed);
+                    if !done {
+                        break;
+                    }
+                    session.abort_transaction();
+                    Reply::message_too_big(limits.max_message_size).write(&mut out);
+                    mode = Mode::Command;
+                }
+                Mode::Bdat(rx) => {
+                    let mut iter = buf.iter();
+                    let done = rx.ingest(&mut iter, &mut message);
+                    let consumed = buf.len() - iter.as_slice().len();
+                    buf.drain(..consumed);
+                    if !done {
+                        break;
+                    }
+                    let is_last = rx.is_last;
+                    mode = Mode::Command;
+                    if is_last {
+                        let reply =
+                            finish_message(session, conn, ctx, std::mem::take(&mut message)).await;
+                        reply.write(&mut out);
+                    } else {
+                        Reply::ok(format!("{} octets received so far", message.len()))
+                            .write(&mut out);
+                    }
+                }
+                Mode::BdatDiscard(rx, reply) => {
+                    let mut iter = buf.iter();
+                    let done = rx.ingest(&mut iter);
+                    let consumed = buf.len() - iter.as_slice().len();
+                    buf.drain(..consumed);
+                    if !done {
+                        break;
+                    }
+                    reply.write(&mut out);
+                    mode = Mode::Command;
+                }
+            }
+        }
+
+        // 2) Answer everything decided so far in one write.
+        write_out(io, &mut out, limits.timeout).await?;
+
+        // 3) Wait for more input. Between commands shutdown wins; a body in flight is
+        //    finished (bounded by the body deadline).
+        let in_body = !matches!(mode, Mode::Command | Mode::SkipLine);
+        let read_deadline = if in_body {
+            body_deadline.min(Instant::now() + limits.timeout)
+        } else {
+            Instant::now() + limits.timeout
+        };
+        let n = tokio::select! {
+            biased;
+            _ = ctx.shutdown.cancelled(), if !in_body => {
+                Reply::shutting_down().write(&mut out);
+                write_out(io, &mut out, limits.timeout).await?;
+                return Ok(Outcome::Closed);
+            }
+            r = timeout_at(read_deadline, io.read(&mut read_buf)) => match r {
+                Ok(r) => r?,
+                Err(_) => {
+                    info!(in_body, "closing idle session");
+                    Reply::timeout().write(&mut out);
+                    let _ = write_out(io, &mut out, limits.timeout).await;
+                    return Err(ConnError::Timeout);
+                }
+            },
+        };
+        if n == 0 {
+            if in_body {
+                // RFC 5321 §4.1.1.4: no end of data, no delivery.
+                info!(
+                    received = message.len(),
+                    "connection lost mid-body, nothing stored"
+                );
+            }
+            return Ok(Outcome::Closed);
+        }
+        buf.extend_from_slice(&read_buf[..n]);
+    }
+}
+
+/// Appends the reply of an action; true when the connection must close after it.
+fn push_action(action: Action, out: &mut Vec<u8>) -> bool {
+    match action {
+        Action::Reply(r) => {
+            r.write(out);
+            false
+        }
+        Action::Raw(bytes) => {
+            out.extend_from_slice(&bytes);
+            false
+        }
+        Action::Close(r) => {
+            r.write(out);
+            true
+        }
+        // Handled by the caller before it gets here.
+        Action::StartData
+        | Action::StartBdat { .. }
+        | Action::SkipBdat { .. }
+        | Action::StartTls => false,
+    }
+}
+
+async fn write_out<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    out: &mut Vec<u8>,
+    limit: Duration,
+) -> Result<(), ConnError> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    timeout(limit, async {
+        io.write_all(out).await?;
+        io.flush().await
+    })
+    .await
+    .map_err(|_| ConnError::Timeout)??;
+    out.clear();
+    Ok(())
+}
+
+/// smtp-proto 0.2.5 does not treat the start of the body as a line start, so an
+/// immediate `.\r\n` or a first line `..x` is mishandled (CRATES.md §2.2 pitfall 1).
+/// Feeding it one CRLF first fixes both.
+fn primed_data_receiver() -> DataReceiver {
+    let mut rx = DataReceiver::new();
+    let _ = rx.ingest(&mut b"\r\n".iter(), &mut Vec::new());
+    rx
+}
+
+/// A complete body: check it, prepend our trace header, store it durably, answer.
+async fn finish_message(
+    session: &mut Session,
+    conn: &Connection,
+    ctx: &SmtpContext,
+    body: Vec<u8>,
+) -> Reply {
+    if let Err(reply) = session.check_message(&body) {
+        session.abort_transaction();
+        return reply;
+    }
+    let Some(envelope) = session.take_envelope() else {
+        return Reply::bad_sequence("No transaction");
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let received = received_header(session, conn, &envelope, now);
+    let mut raw = Vec::with_capacity(received.len() + body.len());
+    raw.extend_from_slice(received.as_bytes());
+    raw.extend_from_slice(&body);
+    drop(body);
+    match ctx
+        .ingest
+        .deliver(&envelope, raw, now.unix_timestamp(), conn.id)
+        .await
+    {
+        Ok(summary) => {
+            info!(from = %envelope.mail_from, rcpts = envelope.rcpts.len(), %summary, "accepted");
+            Reply::ok(format!("Message accepted: {summary}"))
+        }
+        Err(e) => {
+            let reply = e.reply();
+            if e.is_peer_fault() {
+                info!(error = %e, "message refused");
+            } else {
+                warn!(error = %e, "message not stored");
+            }
+            reply
+        }
+    }
+}
+
+/// RFC 5321 §4.4 trace header.
+fn received_header(
+    session: &Session,
+    conn: &Connection,
+    env: &Envelope,
+    now: time::OffsetDateTime,
+) -> String {
+    let helo = session.helo().unwrap_or("unknown");
+    let helo: String = helo
+        .chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(255)
+        .collect();
+    let date = now
+        .format(&time::format_description::well_known::Rfc2822)
+        .unwrap_or_else(|_| now.unix_timestamp().to_string());
+    let for_clause = match env.rcpts.as_slice() {
+        [one] => format!("\r\n\tfor <{}>", one.address),
+        _ => String::new(),
+    };
+    format!(
+        "Received: from {helo} ([{}])\r\n\tby {} (teamgate) with {} id {:x}.{}{for_clause};\r\n\t{date}\r\n",
+        conn.peer.ip(),
+        session.config().server.hostname,
+        session.protocol(),
+        now.unix_timestamp(),
+        conn.id,
+    )
+}
