@@ -1,0 +1,245 @@
+//! One harness for every integration test: a real daemon on ephemeral loopback ports with
+//! a temp data dir, and a raw SMTP client that asserts reply codes (Stalwart `cmd` style).
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use teamgate::{
+    config::Config,
+    daemon::{self, DaemonHandle},
+};
+use tempfile::TempDir;
+use tokio::{
+    io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader},
+    net::TcpStream,
+};
+
+/// Upper bound for any single network step of a test.
+pub const STEP: Duration = Duration::from_secs(10);
+
+pub fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")
+}
+
+pub fn corpus(path: &str) -> Vec<u8> {
+    let p = corpus_dir().join(path);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("corpus file {}: {e}", p.display()))
+}
+
+/// A corpus file as an SMTP client would send it: without the mbox `From ` line some
+/// files carry, and with CRLF line ends.
+pub fn corpus_for_smtp(path: &str) -> Vec<u8> {
+    let raw = corpus(path);
+    let raw = if raw.starts_with(b"From ") {
+        match raw.iter().position(|b| *b == b'\n') {
+            Some(lf) => raw[lf + 1..].to_vec(),
+            None => Vec::new(),
+        }
+    } else {
+        raw
+    };
+    let mut out = Vec::with_capacity(raw.len() + raw.len() / 20);
+    for (i, &b) in raw.iter().enumerate() {
+        if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+pub struct TestDaemon {
+    pub handle: DaemonHandle,
+    pub data_dir: TempDir,
+}
+
+impl TestDaemon {
+    pub async fn start() -> TestDaemon {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut Config)) -> TestDaemon {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(data_dir, tweak).await
+    }
+
+    pub async fn start_in(data_dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestDaemon {
+        let mut config = Config::for_tests(data_dir.path());
+        tweak(&mut config);
+        let handle = daemon::start(config).await.expect("daemon start");
+        TestDaemon { handle, data_dir }
+    }
+
+    pub fn smtp_addr(&self) -> SocketAddr {
+        self.handle.addrs.smtp[0]
+    }
+
+    pub async fn smtp(&self) -> SmtpConn<TcpStream> {
+        SmtpConn::connect(self.smtp_addr()).await
+    }
+
+    /// Graceful stop; keeps the data dir for restart tests.
+    pub async fn stop(self) -> TempDir {
+        tokio::time::timeout(Duration::from_secs(30), self.handle.shutdown())
+            .await
+            .expect("shutdown within 30 s")
+            .expect("clean shutdown");
+        self.data_dir
+    }
+}
+
+pub struct SmtpConn<S> {
+    pub io: BufReader<S>,
+}
+
+impl SmtpConn<TcpStream> {
+    pub async fn connect(addr: SocketAddr) -> SmtpConn<TcpStream> {
+        let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
+            .await
+            .expect("connect timeout")
+            .expect("connect");
+        let mut c = SmtpConn {
+            io: BufReader::new(stream),
+        };
+        c.expect(220).await;
+        c
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> SmtpConn<S> {
+    pub fn new(stream: S) -> Self {
+        SmtpConn {
+            io: BufReader::new(stream),
+        }
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        tokio::time::timeout(STEP, async {
+            self.io.get_mut().write_all(bytes).await?;
+            self.io.get_mut().flush().await
+        })
+        .await
+        .expect("write timeout")
+        .expect("write");
+    }
+
+    /// Reads one (possibly multi-line) reply; `None` on EOF.
+    pub async fn read_reply(&mut self) -> Option<(u16, Vec<String>)> {
+        let mut lines = Vec::new();
+        loop {
+            let mut line = String::new();
+            let n = tokio::time::timeout(STEP, self.io.read_line(&mut line))
+                .await
+                .expect("reply timeout")
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            let line = line.trim_end().to_string();
+            let code: u16 = line
+                .get(..3)
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| panic!("bad reply line {line:?}"));
+            let last = line.as_bytes().get(3) != Some(&b'-');
+            lines.push(line);
+            if last {
+                return Some((code, lines));
+            }
+        }
+    }
+
+    pub async fn expect(&mut self, code: u16) -> Vec<String> {
+        let (got, lines) = self
+            .read_reply()
+            .await
+            .expect("connection closed while waiting for a reply");
+        assert_eq!(got, code, "unexpected reply: {lines:?}");
+        lines
+    }
+
+    /// Sends one command line and asserts the reply code.
+    pub async fn cmd(&mut self, line: &str, code: u16) -> Vec<String> {
+        self.send_raw(format!("{line}\r\n").as_bytes()).await;
+        self.expect(code).await
+    }
+
+    /// A whole transaction with DATA; returns the final reply code and text.
+    pub async fn send_mail(&mut self, from: &str, to: &[&str], body: &[u8]) -> (u16, Vec<String>) {
+        self.cmd(&format!("MAIL FROM:<{from}>"), 250).await;
+        for rcpt in to {
+            self.cmd(&format!("RCPT TO:<{rcpt}>"), 250).await;
+        }
+        self.cmd("DATA", 354).await;
+        self.send_raw(&dot_stuff(body)).await;
+        self.send_raw(b".\r\n").await;
+        self.read_reply().await.expect("reply to end of data")
+    }
+
+    /// Asserts that the server closed the connection.
+    pub async fn expect_closed(&mut self) {
+        assert!(
+            self.read_reply().await.is_none(),
+            "connection should be closed"
+        );
+    }
+}
+
+/// Dot-stuffs a body and makes sure it ends with CRLF (RFC 5321 §4.5.2).
+pub fn dot_stuff(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 64);
+    let mut at_line_start = true;
+    for &b in body {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !out.ends_with(b"\r\n") {
+        if out.ends_with(b"\n") {
+            out.pop();
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// A minimal valid message.
+pub fn simple_message(from: &str, subject: &str, message_id: &str) -> Vec<u8> {
+    format!(
+        "From: Customer <{from}>\r\nTo: support@example.test\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\nDate: Tue, 24 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello,\r\nmy printer is broken.\r\n"
+    )
+    .into_bytes()
+}
+
+/// Runs the real `teamgate` binary with arguments; returns (status code, stdout, stderr).
+pub fn teamgate(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_teamgate"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run teamgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Fails (never skips) when an external program the tests need is missing.
+pub fn require_program(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for dir in
+        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+    {
+        let candidate = dir.join(name);
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!("{name} is not installed; run tests/run.sh, which installs it")
+}

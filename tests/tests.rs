@@ -1,0 +1,17 @@
+//! The single integration-test binary (ripgrep layout): every module drives a real
+//! daemon over loopback with real clients.
+
+mod harness;
+
+// Inbound SMTP protocol behaviour, limits and smuggling.
+mod smtp_inbound;
+// STARTTLS and certificate reload.
+mod tls;
+// The real binary: CLI verbs, signals, control socket, kill -9 durability, swaks/python clients.
+mod process;
+// Durable storage seen through SMTP: group commit, duplicates, restart, shutdown drain.
+mod storage;
+// Fuzz seeds and the shared corpus through the fuzz entry points.
+mod fuzz_seeds;
+// Conversations, threading, forwards, auto-replies and contacts, with corpus scores.
+mod conversations;
