@@ -15,3 +15,5 @@ mod storage;
 mod fuzz_seeds;
 // Conversations, threading, forwards, auto-replies and contacts, with corpus scores.
 mod conversations;
+// Storage faults: a full disk gives 451, never a lost 250, and recovery.
+mod faults;
