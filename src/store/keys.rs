@@ -10,15 +10,18 @@
 //!
 //! Record values (JSON) are described in `records.rs`; the segment files in `blobs.rs`.
 //!
+//! IMAP mailboxes (GUIDE §0b) use `uid_spaces` (name → numeric space + UIDVALIDITY,
+//! UIDNEXT), `uid_map` (space ++ uid → entry), `flags` (per agent) and `shared_flags`.
+//! A space is addressed by a number so a folder rename moves one key, not its whole map.
+//! `uid_of` (space ++ message → uid), reserved earlier, is not created: a sync reads the
+//! space's whole `uid_map` anyway, and nothing else needs the reverse lookup yet.
+//!
 //! Trees reserved for later issues (not created yet; names and keys decided so they can
 //! be added without touching the trees below):
-//! - `flags`: agent (len-prefixed) ++ message key → per-agent flag bits (`\Seen`, `\Flagged`).
-//! - `uid_spaces`: space id (len-prefixed view/audience name) → UIDVALIDITY, UIDNEXT.
-//! - `uid_map`: space ++ uid (u32 BE) → message key; `uid_of`: space ++ message key → uid.
 //! - `queue`: next attempt (i64 BE) ++ queue id (u64 BE) → outbound queue entry.
 //! - `quarantine`, `junk`: id (u64 BE) → record.
 
-use super::model::{ConversationId, MessageKey};
+use super::model::{ConversationId, Entry, FolderId, MessageKey, TeamView};
 
 /// Version of the layout described in this file. Stored in `meta`; a newer one on disk
 /// makes `Store::open` refuse to start.
@@ -50,11 +53,22 @@ pub enum TreeId {
     ContactConvs,
     /// [`timeline`] → `TimelineRecord`, ordered by a per-contact sequence number.
     Timeline,
+    /// [`message_conv`] → empty: the conversations holding a message (reverse of
+    /// `conv_messages`; built from it on open when missing, see [`meta::MESSAGE_CONVS_BUILT`]).
+    MessageConvs,
+    /// [`agent_flags`] → one byte of [`AGENT_SEEN`] | [`AGENT_FLAGGED`]; absent = none.
+    Flags,
+    /// [`shared_flags`] → `SharedFlagsRecord`; absent = none.
+    SharedFlags,
+    /// [`view_space`] / [`folder_space`] → `UidSpaceRecord`.
+    UidSpaces,
+    /// [`uid_map`] → [`entry_value`]: a space's messages by uid.
+    UidMap,
 }
 
 impl TreeId {
     /// Every tree, in discriminant order.
-    pub const ALL: [TreeId; 11] = [
+    pub const ALL: [TreeId; 16] = [
         TreeId::Meta,
         TreeId::Messages,
         TreeId::Conversations,
@@ -66,6 +80,11 @@ impl TreeId {
         TreeId::Contacts,
         TreeId::ContactConvs,
         TreeId::Timeline,
+        TreeId::MessageConvs,
+        TreeId::Flags,
+        TreeId::SharedFlags,
+        TreeId::UidSpaces,
+        TreeId::UidMap,
     ];
 
     /// The sled tree name (part of the on-disk format).
@@ -82,6 +101,11 @@ impl TreeId {
             TreeId::Contacts => "contacts",
             TreeId::ContactConvs => "contact_convs",
             TreeId::Timeline => "timeline",
+            TreeId::MessageConvs => "message_convs",
+            TreeId::Flags => "flags",
+            TreeId::SharedFlags => "shared_flags",
+            TreeId::UidSpaces => "uid_spaces",
+            TreeId::UidMap => "uid_map",
         }
     }
 
@@ -97,6 +121,20 @@ pub mod meta {
     pub const SCHEMA_VERSION: &[u8] = b"schema_version";
     /// Value: `u64` BE, the last conversation number handed out (0 = none yet).
     pub const LAST_CONVERSATION: &[u8] = b"last_conversation";
+    /// Value: `u64` BE, the store-wide change counter (mailbox contents or flags); written
+    /// in the transaction of every change, so it never goes back (usable as a MODSEQ).
+    pub const CHANGE_COUNTER: &[u8] = b"change_counter";
+    /// Value: `u64` BE, bumped by every change that can alter which conversations or
+    /// messages a team view holds (ingest, conversation actions). A view space synced at
+    /// the current generation is up to date.
+    pub const VIEW_GENERATION: &[u8] = b"view_generation";
+    /// Value: `u64` BE, the last numeric UID space id handed out (0 = none yet).
+    pub const LAST_UID_SPACE: &[u8] = b"last_uid_space";
+    /// Value: `u32` BE, the last UIDVALIDITY handed out (store-wide, so a space created
+    /// again under an old name never repeats one).
+    pub const LAST_UID_VALIDITY: &[u8] = b"last_uid_validity";
+    /// Present (empty value) once `message_convs` holds every `conv_messages` entry.
+    pub const MESSAGE_CONVS_BUILT: &[u8] = b"message_convs_built";
 }
 
 /// Message-ID as indexed: no surrounding whitespace or angle brackets, ASCII lower case.
@@ -180,6 +218,12 @@ pub fn by_thread_index(inbox: &str, key: &[u8]) -> Vec<u8> {
     k
 }
 
+/// Prefix of every `by_thread_index` and `by_subject` key of one inbox (both start with
+/// the length-prefixed inbox): a transfer re-keys what follows it under the new inbox.
+pub fn inbox_prefix(inbox: &str) -> Vec<u8> {
+    with_strs(&[inbox], 0)
+}
+
 /// `by_subject` key: inbox ++ normalised subject ++ customer email.
 pub fn by_subject(inbox: &str, subject_base: &str, contact: &str) -> Vec<u8> {
     with_strs(&[inbox, subject_base, &normalize_email(contact)], 0)
@@ -220,6 +264,122 @@ pub fn timeline(email: &str, seq: u64) -> Vec<u8> {
     let mut k = timeline_prefix(email);
     k.extend_from_slice(&seq.to_be_bytes());
     k
+}
+
+/// `message_convs` key: message key ++ conversation.
+pub fn message_conv(msg: MessageKey, conv: ConversationId) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&msg.0.to_be_bytes());
+    k[8..].copy_from_slice(&conv.0.to_be_bytes());
+    k
+}
+
+/// Prefix of the `message_convs` keys of one message.
+pub fn message_convs_prefix(msg: MessageKey) -> [u8; 8] {
+    msg.0.to_be_bytes()
+}
+
+/// `flags` value bit: `\Seen`.
+pub const AGENT_SEEN: u8 = 1;
+/// `flags` value bit: `\Flagged`.
+pub const AGENT_FLAGGED: u8 = 2;
+
+/// `flags` key: agent login ++ message key.
+pub fn agent_flags(agent: &str, msg: MessageKey) -> Vec<u8> {
+    let mut k = with_strs(&[agent], 8);
+    k.extend_from_slice(&msg.0.to_be_bytes());
+    k
+}
+
+/// `shared_flags` key.
+pub fn shared_flags(msg: MessageKey) -> [u8; 8] {
+    msg.0.to_be_bytes()
+}
+
+/// `uid_spaces` key of a team view: `"view"`, a tag per variant, its parameters, then the
+/// inboxes, each length-prefixed. Part of the on-disk format: changing it loses every
+/// view's UIDs (clients re-download), so a new variant gets a new tag.
+pub fn view_space(view: &TeamView) -> Vec<u8> {
+    let year;
+    let mut parts: Vec<&str> = vec!["view"];
+    match view {
+        TeamView::Open { .. } => parts.push("open"),
+        TeamView::Assigned { assignee, .. } => parts.extend(["assigned", assignee.as_str()]),
+        TeamView::Unassigned { .. } => parts.push("unassigned"),
+        TeamView::Closed { year: None, .. } => parts.push("closed"),
+        TeamView::Closed { year: Some(y), .. } => {
+            year = y.to_string();
+            parts.extend(["closed_in", year.as_str()]);
+        }
+        TeamView::Trash { .. } => parts.push("trash"),
+        TeamView::Sent { .. } => parts.push("sent"),
+    }
+    parts.extend(view.inboxes().iter().map(String::as_str));
+    with_strs(&parts, 0)
+}
+
+/// Prefix of every folder's `uid_spaces` key of one owner.
+pub fn folder_spaces_prefix(owner: &str) -> Vec<u8> {
+    with_strs(&["folder", owner], 0)
+}
+
+/// `uid_spaces` key of a private folder: `"folder"` ++ owner ++ name.
+pub fn folder_space(folder: &FolderId) -> Vec<u8> {
+    with_strs(&["folder", &folder.owner, &folder.name], 0)
+}
+
+/// The folder name of a `uid_spaces` key found under [`folder_spaces_prefix`].
+pub fn folder_name(key: &[u8], owner_prefix: &[u8]) -> Option<String> {
+    let rest = key.strip_prefix(owner_prefix)?;
+    let len = usize::try_from(be_u32(rest.get(..4)?)?).ok()?;
+    let name = rest.get(4..)?;
+    (name.len() == len)
+        .then(|| String::from_utf8(name.to_vec()).ok())
+        .flatten()
+}
+
+/// Prefix of one space's `uid_map` keys.
+pub fn uid_map_prefix(space: u64) -> [u8; 8] {
+    space.to_be_bytes()
+}
+
+/// `uid_map` key: space (u64 BE) ++ uid (u32 BE), so a prefix scan is in uid order.
+pub fn uid_map(space: u64, uid: u32) -> [u8; 12] {
+    let mut k = [0u8; 12];
+    k[..8].copy_from_slice(&space.to_be_bytes());
+    k[8..].copy_from_slice(&uid.to_be_bytes());
+    k
+}
+
+/// The uid of a `uid_map` key.
+pub fn uid_of_key(key: &[u8]) -> Option<u32> {
+    be_u32(key.get(8..12)?)
+}
+
+/// `uid_map` value: conversation ++ message (16 bytes) for a view entry, message alone
+/// (8 bytes) for a folder entry.
+pub fn entry_value(entry: &Entry) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16);
+    if let Some(c) = entry.conversation {
+        v.extend_from_slice(&c.0.to_be_bytes());
+    }
+    v.extend_from_slice(&entry.message.0.to_be_bytes());
+    v
+}
+
+/// Inverse of [`entry_value`].
+pub fn parse_entry(v: &[u8]) -> Option<Entry> {
+    match v.len() {
+        8 => Some(Entry {
+            conversation: None,
+            message: MessageKey(be_u64(v, 0)?),
+        }),
+        16 => Some(Entry {
+            conversation: Some(ConversationId(be_u64(v, 0)?)),
+            message: MessageKey(be_u64(v, 8)?),
+        }),
+        _ => None,
+    }
 }
 
 /// A big-endian u64 at `bytes[at..at + 8]`, if there are enough bytes.
@@ -272,6 +432,57 @@ mod tests {
     fn length_prefix_keeps_parts_apart() {
         assert_ne!(by_message_id("ab", "c@d"), by_message_id("a", "bc@d"));
         assert!(!contact_conv("a@xb", ConversationId(1)).starts_with(&contact_convs_prefix("a@x")));
+    }
+
+    #[test]
+    fn mailbox_keys_round_trip_and_stay_apart() {
+        let open = |i: &[&str]| TeamView::Open {
+            inboxes: i.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        assert_ne!(
+            view_space(&open(&["ab", "c"])),
+            view_space(&open(&["a", "bc"]))
+        );
+        assert_ne!(
+            view_space(&open(&["a"])),
+            view_space(&TeamView::Unassigned {
+                inboxes: vec!["a".into()]
+            })
+        );
+        let closed = |year| TeamView::Closed {
+            inboxes: vec!["a".into()],
+            year,
+        };
+        assert_ne!(view_space(&closed(None)), view_space(&closed(Some(2026))));
+        let f = FolderId {
+            owner: "bob".into(),
+            name: "Personal/x".into(),
+        };
+        let prefix = folder_spaces_prefix("bob");
+        assert_eq!(
+            folder_name(&folder_space(&f), &prefix).as_deref(),
+            Some("Personal/x")
+        );
+        assert_eq!(
+            folder_name(&folder_space(&f), &folder_spaces_prefix("bo")),
+            None
+        );
+        assert!(uid_map(1, 9) < uid_map(1, 10));
+        assert!(uid_map(1, u32::MAX) < uid_map(2, 0));
+        assert_eq!(uid_of_key(&uid_map(3, 77)), Some(77));
+        for e in [
+            Entry {
+                conversation: None,
+                message: MessageKey(5),
+            },
+            Entry {
+                conversation: Some(ConversationId(2)),
+                message: MessageKey(5),
+            },
+        ] {
+            assert_eq!(parse_entry(&entry_value(&e)), Some(e));
+        }
+        assert_eq!(parse_entry(&[1, 2, 3]), None);
     }
 
     #[test]

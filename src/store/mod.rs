@@ -10,10 +10,20 @@
 //! sled lookups and may run on any thread (async callers use `spawn_blocking` for scans).
 //! [`Store::open`] checks the schema version and that every message record points at an
 //! intact record header ([`recovery`]).
+//!
+//! IMAP mailboxes (GUIDE §0b, SPEC §5): every team view ([`TeamView`]) and private folder
+//! ([`FolderId`]) has a persistent UID space. Views are predicates over conversations
+//! ([`membership`]); their spaces are brought up to date by [`Store::sync_view`] on the
+//! writer ([`ops`]). Flags are one shared record plus a per-agent byte ([`flags`]).
+//! Every durable change bumps a store-wide counter, published after its barrier
+//! ([`Store::subscribe`]) for IDLE.
 
 mod blobs;
+mod flags;
 pub mod keys;
+mod membership;
 pub mod model;
+mod ops;
 mod records;
 mod recovery;
 mod views;
@@ -25,13 +35,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use model::*;
 
 use keys::TreeId;
 use records::MessageRecord;
-use writer::Request;
+use writer::{Op, OpOutput, Request};
 
 /// Tuning knobs of the store.
 #[derive(Debug, Clone)]
@@ -86,6 +96,9 @@ pub enum StoreError {
     SchemaTooNew { found: u32, supported: u32 },
     #[error("not found: {0}")]
     NotFound(String),
+    /// A folder to create or rename to exists already.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
     /// The writer thread is gone (store closed, or it stopped after a bug).
     #[error("store is closed")]
     Closed,
@@ -137,6 +150,8 @@ pub struct StoreStats {
 struct Counters {
     barriers: AtomicU64,
     requests: AtomicU64,
+    /// The store-wide change counter as of the last barrier.
+    change: AtomicU64,
 }
 
 /// The trees of [`keys::TreeId`], in that order.
@@ -169,6 +184,7 @@ struct Inner {
     segments_dir: PathBuf,
     requests: mpsc::Sender<Request>,
     counters: Arc<Counters>,
+    changes: Arc<watch::Sender<u64>>,
 }
 
 /// Handle on an open store. Cheap to clone; `Send + Sync`.
@@ -220,6 +236,28 @@ fn check_schema(db: &sled::Db, trees: &Trees) -> Result<(), StoreError> {
             )),
         },
     }
+}
+
+/// Fills `message_convs` from `conv_messages` once (data written before that tree
+/// existed); later ingests keep it up to date in their own transaction.
+fn build_message_convs(db: &sled::Db, trees: &Trees) -> Result<(), StoreError> {
+    let meta = trees.get(TreeId::Meta);
+    if meta.contains_key(keys::meta::MESSAGE_CONVS_BUILT)? {
+        return Ok(());
+    }
+    let reverse = trees.get(TreeId::MessageConvs);
+    for kv in trees.get(TreeId::ConvMessages).iter() {
+        let (k, _) = kv?;
+        let conv = records::u64_at(TreeId::ConvMessages, &k, &k, 0)?;
+        let msg = records::u64_at(TreeId::ConvMessages, &k, &k, 8)?;
+        reverse.insert(
+            keys::message_conv(MessageKey(msg), ConversationId(conv)),
+            &[][..],
+        )?;
+    }
+    meta.insert(keys::meta::MESSAGE_CONVS_BUILT, &[][..])?;
+    db.flush()?;
+    Ok(())
 }
 
 /// How long a handle dropped in this process may keep sled's lock: sled's background
@@ -280,19 +318,22 @@ impl Store {
         let db = open_sled(&meta_dir, opts.cache_capacity_bytes)?;
         let trees = Trees::open(&db)?;
         check_schema(&db, &trees)?;
+        build_message_convs(&db, &trees)?;
         let (report, last) = recovery::recover(&trees, &segments_dir)?;
         let segments = blobs::SegmentWriter::open(&segments_dir, opts.segment_max_bytes, last)
             .map_err(|e| StoreError::io("opening the last segment", e))?;
         let counters = Arc::new(Counters::default());
         let max_batch = opts.max_batch.max(1);
         let (tx, rx) = mpsc::channel(max_batch.saturating_mul(2));
+        let changes = Arc::new(watch::Sender::new(0));
         let w = writer::Writer::new(
             db.clone(),
             trees.clone(),
             segments,
             max_batch,
             counters.clone(),
-        );
+            changes.clone(),
+        )?;
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || w.run(rx))
@@ -304,6 +345,7 @@ impl Store {
             segments_dir,
             requests: tx,
             counters,
+            changes,
         };
         Ok((
             Store {
@@ -335,10 +377,235 @@ impl Store {
         .await
     }
 
-    /// Sets a conversation's status, durably.
+    /// Sets a conversation's status, durably (as `conversation_action(SetStatus)`).
     pub async fn set_status(&self, id: ConversationId, status: Status) -> Result<(), StoreError> {
-        self.request(|reply| Request::SetStatus { id, status, reply })
+        self.conversation_action(id, ConversationAction::SetStatus(status))
             .await
+    }
+
+    async fn op(&self, op: Op) -> Result<OpOutput, StoreError> {
+        self.request(|reply| Request::Op {
+            op: Box::new(op),
+            reply,
+        })
+        .await
+    }
+
+    async fn op_done(&self, op: Op) -> Result<(), StoreError> {
+        match self.op(op).await? {
+            OpOutput::Done => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn op_snapshot(&self, op: Op) -> Result<MailboxSnapshot, StoreError> {
+        match self.op(op).await? {
+            OpOutput::Snapshot(s) => Ok(s),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Brings the view's UID space up to date and returns it. Runs on the writer (it may
+    /// assign UIDs, durably before it returns): entries whose conversation no longer
+    /// matches are removed (expunged from this view); entries that now match and have no
+    /// UID get the next UIDs in arrival order, so a message that leaves and re-enters gets
+    /// a new uid. The space and its UIDVALIDITY are created on first use; one space per
+    /// distinct `TeamView` value, shared by every agent asking for that value. All
+    /// messages of a matching conversation are in the view, except for `Sent` (only
+    /// outgoing ones). Cheap when nothing that can change views happened since the
+    /// space's last sync; otherwise O(conversations) (see `ops`).
+    pub async fn sync_view(&self, view: &TeamView) -> Result<MailboxSnapshot, StoreError> {
+        self.op_snapshot(Op::SyncView(view.clone())).await
+    }
+
+    /// The folder's UID space. `NotFound` if it does not exist.
+    pub async fn sync_folder(&self, folder: &FolderId) -> Result<MailboxSnapshot, StoreError> {
+        self.op_snapshot(Op::SyncFolder(folder.clone())).await
+    }
+
+    /// The store-wide change counter as of the last durability barrier (no writer
+    /// round trip). Never goes back, also across restarts.
+    pub fn change_counter(&self) -> u64 {
+        self.inner.counters.change.load(Ordering::SeqCst)
+    }
+
+    /// Notified (after the barrier) with the new change counter on every durable change
+    /// that can alter a mailbox or flags: ingest, conversation actions, flag stores,
+    /// folder changes. IMAP sessions await it (IDLE) and resync.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    pub fn message_meta(&self, key: MessageKey) -> Result<Option<MessageMeta>, StoreError> {
+        let t = &self.inner.trees;
+        let Some(rec) = views::message_record(t, key)? else {
+            return Ok(None);
+        };
+        let conversation = match t
+            .get(TreeId::MessageConvs)
+            .scan_prefix(keys::message_convs_prefix(key))
+            .next()
+        {
+            None => None,
+            Some(kv) => {
+                let (k, _) = kv?;
+                Some(ConversationId(records::u64_at(
+                    TreeId::MessageConvs,
+                    &k,
+                    &k,
+                    8,
+                )?))
+            }
+        };
+        Ok(Some(MessageMeta {
+            received_at: rec.received_at,
+            size: rec.loc.len,
+            direction: rec.summary.direction,
+            message_id: rec
+                .summary
+                .message_id
+                .trim()
+                .trim_matches(['<', '>'])
+                .to_owned(),
+            conversation,
+        }))
+    }
+
+    /// Flags as `agent` sees them: `\Seen` and `\Flagged` are per agent; `\Answered`,
+    /// `\Deleted`, `\Draft` and every keyword are shared by everyone seeing the message.
+    pub fn flags(&self, agent: &str, key: MessageKey) -> Result<Flags, StoreError> {
+        flags::read(&self.inner.trees, agent, key)
+    }
+
+    pub fn flags_many(&self, agent: &str, keys: &[MessageKey]) -> Result<Vec<Flags>, StoreError> {
+        keys.iter()
+            .map(|k| flags::read(&self.inner.trees, agent, *k))
+            .collect()
+    }
+
+    /// Applies a STORE; returns the resulting flags per key (as `agent` sees them).
+    /// Durable when it returns; `NotFound` (and nothing changed) if a key is unknown.
+    pub async fn store_flags(
+        &self,
+        agent: &str,
+        keys: Vec<MessageKey>,
+        op: FlagOp,
+        flags: Flags,
+    ) -> Result<Vec<Flags>, StoreError> {
+        let op = Op::StoreFlags {
+            agent: agent.to_owned(),
+            keys,
+            op,
+            flags,
+        };
+        match self.op(op).await? {
+            OpOutput::Flags(f) => Ok(f),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One conversation-wide action in one transaction, durable when it returns.
+    /// `SetStatus(Closed)` records `closed_at` (for `Closed/<year>`), any other status
+    /// clears it. `Transfer` moves the conversation and its threading index entries to
+    /// another inbox. An action that changes nothing writes nothing.
+    pub async fn conversation_action(
+        &self,
+        id: ConversationId,
+        action: ConversationAction,
+    ) -> Result<(), StoreError> {
+        self.op_done(Op::Action { id, action }).await
+    }
+
+    /// `AlreadyExists` if it exists.
+    pub async fn folder_create(&self, folder: &FolderId) -> Result<(), StoreError> {
+        self.op_done(Op::FolderCreate(folder.clone())).await
+    }
+
+    /// Removes the folder and its entries (the bytes stay in the segments).
+    pub async fn folder_delete(&self, folder: &FolderId) -> Result<(), StoreError> {
+        self.op_done(Op::FolderDelete(folder.clone())).await
+    }
+
+    /// Renames one folder (not its children: the IMAP layer renames each), keeping its
+    /// UIDVALIDITY and UIDs. `AlreadyExists` if `to` exists.
+    pub async fn folder_rename(&self, from: &FolderId, to: &FolderId) -> Result<(), StoreError> {
+        self.op_done(Op::FolderRename {
+            from: from.clone(),
+            to: to.clone(),
+        })
+        .await
+    }
+
+    /// The names of `owner`'s folders, sorted (by their stored byte order).
+    pub fn folder_list(&self, owner: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = keys::folder_spaces_prefix(owner);
+        let mut names = self
+            .inner
+            .trees
+            .get(TreeId::UidSpaces)
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, _) = kv?;
+                keys::folder_name(&k, &prefix)
+                    .ok_or_else(|| records::corrupt(TreeId::UidSpaces, &k, "bad folder key"))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        names.sort();
+        Ok(names)
+    }
+
+    /// Stores `raw` durably (segment + barrier, as ingest) as a new message of the folder
+    /// with these flags and INTERNALDATE; returns (UIDVALIDITY, uid).
+    pub async fn folder_append(
+        &self,
+        folder: &FolderId,
+        raw: Vec<u8>,
+        flags: Flags,
+        internal_date: i64,
+    ) -> Result<(u32, u32), StoreError> {
+        let op = Op::FolderAppend {
+            folder: folder.clone(),
+            raw,
+            flags,
+            internal_date,
+        };
+        match self.op(op).await? {
+            OpOutput::Appended(v, u) => Ok((v, u)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Copies messages (team or folder) into a folder without copying bytes: each copy is
+    /// a new message key (its own flags, starting as the source's as the folder owner
+    /// sees them) pointing at the same stored body. Returns (UIDVALIDITY, new uids in
+    /// order). `NotFound` (and nothing copied) if a key is unknown.
+    pub async fn folder_copy(
+        &self,
+        folder: &FolderId,
+        keys: Vec<MessageKey>,
+    ) -> Result<(u32, Vec<u32>), StoreError> {
+        let op = Op::FolderCopy {
+            folder: folder.clone(),
+            keys,
+        };
+        match self.op(op).await? {
+            OpOutput::Copied(v, u) => Ok((v, u)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes these uids from the folder (EXPUNGE, UID EXPUNGE, MOVE out); unknown uids
+    /// are ignored.
+    pub async fn folder_expunge(
+        &self,
+        folder: &FolderId,
+        uids: Vec<u32>,
+    ) -> Result<(), StoreError> {
+        self.op_done(Op::FolderExpunge {
+            folder: folder.clone(),
+            uids,
+        })
+        .await
     }
 
     /// Stops the writer after it has answered every request queued before this call, and
@@ -422,5 +689,13 @@ impl Store {
     }
 }
 
+fn unexpected(out: OpOutput) -> StoreError {
+    StoreError::Internal(format!(
+        "writer answered with the wrong kind of result: {out:?}"
+    ))
+}
+
+#[cfg(test)]
+mod mailbox_tests;
 #[cfg(test)]
 mod tests;

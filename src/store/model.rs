@@ -87,6 +87,14 @@ pub trait ThreadLookup {
     ) -> Option<(ConversationId, i64)>;
 }
 
+impl ConversationInfo {
+    /// Whether a message delivered to `inbox` may join it: its own inbox, or one it was
+    /// transferred from (the customer still writes to the old address).
+    pub fn reachable_from(&self, inbox: &str) -> bool {
+        self.inbox == inbox || self.former_inboxes.iter().any(|i| i == inbox)
+    }
+}
+
 /// What threading needs to know about a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationInfo {
@@ -98,6 +106,9 @@ pub struct ConversationInfo {
     pub customer: Option<String>,
     /// Every address seen in From/To/Cc of its messages (lower-cased emails).
     pub participants: Vec<String>,
+    /// Inboxes it was transferred out of: mail to their addresses still threads into it.
+    #[serde(default)]
+    pub former_inboxes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,4 +262,123 @@ pub struct ContactDetail {
     #[serde(flatten)]
     pub contact: ContactView,
     pub timeline: Vec<TimelineEntry>,
+}
+
+/// A team mailbox: a predicate over conversations (SPEC §5). `inboxes` are sorted and
+/// deduplicated by the caller; each distinct value has its own UID space, shared by every
+/// agent whose mailbox maps to the same value (GUIDE §0b fan-out).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TeamView {
+    /// `INBOX` (all the agent's inboxes), `Inboxes/<name>` (one): open conversations.
+    Open { inboxes: Vec<String> },
+    /// `Mine`, `Assigned/<login>`: open conversations assigned to `assignee`.
+    Assigned {
+        inboxes: Vec<String>,
+        assignee: String,
+    },
+    /// `Unassigned`: open conversations with no assignee.
+    Unassigned { inboxes: Vec<String> },
+    /// `Closed`; `Closed/<year>`: closed conversations, closed in that UTC year.
+    Closed {
+        inboxes: Vec<String>,
+        year: Option<i32>,
+    },
+    /// `Trash`: conversations with status trash.
+    Trash { inboxes: Vec<String> },
+    /// `Sent`: only the outgoing (`Direction::Out`) messages of conversations not in trash.
+    Sent { inboxes: Vec<String> },
+}
+
+impl TeamView {
+    /// The inboxes the view ranges over.
+    pub fn inboxes(&self) -> &[String] {
+        match self {
+            TeamView::Open { inboxes }
+            | TeamView::Assigned { inboxes, .. }
+            | TeamView::Unassigned { inboxes }
+            | TeamView::Closed { inboxes, .. }
+            | TeamView::Trash { inboxes }
+            | TeamView::Sent { inboxes } => inboxes,
+        }
+    }
+}
+
+/// A private folder: Drafts, Templates, Personal/<...> (the IMAP layer decides names).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FolderId {
+    /// Agent login, or `inbox:<name>` for an inbox's shared Templates.
+    pub owner: String,
+    pub name: String,
+}
+
+/// One message of a mailbox. Folder entries have no conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Entry {
+    pub conversation: Option<ConversationId>,
+    pub message: MessageKey,
+}
+
+/// A mailbox's UID space as of one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailboxSnapshot {
+    pub uid_validity: u32,
+    pub uid_next: u32,
+    /// `(uid, entry)`, ascending uid.
+    pub entries: Vec<(u32, Entry)>,
+    /// The store-wide change counter the snapshot reflects (see `Store::subscribe`).
+    pub highest_change: u64,
+}
+
+/// IMAP flags of a message as one agent sees them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Flags {
+    /// Per agent.
+    pub seen: bool,
+    /// Shared.
+    pub answered: bool,
+    /// Per agent.
+    pub flagged: bool,
+    /// Shared.
+    pub deleted: bool,
+    /// Shared.
+    pub draft: bool,
+    /// Shared (Thunderbird tags, `$Comment`, `$Replying`, ...).
+    pub keywords: std::collections::BTreeSet<String>,
+}
+
+/// How a STORE combines the given flags with the current ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagOp {
+    /// `+FLAGS`: set every flag given.
+    Add,
+    /// `-FLAGS`: clear every flag given.
+    Remove,
+    /// `FLAGS`: exactly the given flags.
+    Replace,
+}
+
+/// A conversation-wide change (SPEC §5: moving any message acts on its conversation).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConversationAction {
+    SetStatus(Status),
+    Assign(Option<String>),
+    /// Moves the conversation to another inbox; threading keeps finding it there.
+    Transfer {
+        inbox: String,
+    },
+}
+
+/// What IMAP needs about a stored message besides its bytes and flags.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageMeta {
+    /// Unix seconds; the IMAP INTERNALDATE.
+    pub received_at: i64,
+    /// Size of the stored bytes (RFC822.SIZE).
+    pub size: u64,
+    /// Folder messages (APPEND) are stored as `In`: the field only matters for `Sent`.
+    pub direction: Direction,
+    /// Without angle brackets; "" when an appended message has none.
+    pub message_id: String,
+    /// The first (lowest-numbered) conversation holding it; None for folder messages.
+    pub conversation: Option<ConversationId>,
 }

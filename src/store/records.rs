@@ -40,6 +40,40 @@ pub struct ConversationRecord {
     pub created: i64,
     /// `received_at` of the newest message.
     pub updated: i64,
+    /// When it was last closed (unix seconds), while its status is closed: the
+    /// `Closed/<year>` views file it by this. Records written before it existed (or
+    /// closed without it) fall back to `updated`.
+    #[serde(default)]
+    pub closed_at: Option<i64>,
+    /// Inboxes it was transferred out of; their threading index entries still point here.
+    #[serde(default)]
+    pub former_inboxes: BTreeSet<String>,
+}
+
+/// `uid_spaces` value: one mailbox's UID space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UidSpaceRecord {
+    /// Numeric id used in `uid_map` keys; never reused.
+    pub space: u64,
+    pub uid_validity: u32,
+    /// The uid the next entry gets; only grows.
+    pub uid_next: u32,
+    /// The view generation (`meta` `view_generation`) the space was last brought up to
+    /// date at. Unused (0) for folders, whose entries change only through folder requests.
+    pub synced_at: u64,
+}
+
+/// `shared_flags` value: the flags everyone seeing a message shares (SPEC §5).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedFlagsRecord {
+    #[serde(default)]
+    pub answered: bool,
+    #[serde(default)]
+    pub deleted: bool,
+    #[serde(default)]
+    pub draft: bool,
+    #[serde(default)]
+    pub keywords: BTreeSet<String>,
 }
 
 /// `contacts` value.

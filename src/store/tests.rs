@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 
-type TestResult = Result<(), Box<dyn std::error::Error>>;
+pub(super) type TestResult = Result<(), Box<dyn std::error::Error>>;
 
-const T0: i64 = 1_700_000_000;
+pub(super) const T0: i64 = 1_700_000_000;
 
 fn addr(email: &str, name: Option<&str>) -> Address {
     Address {
@@ -19,7 +19,13 @@ fn addr(email: &str, name: Option<&str>) -> Address {
     }
 }
 
-fn summary(mid: &str, subject: &str, from: &str, to: &[&str], refs: &[&str]) -> MessageSummary {
+pub(super) fn summary(
+    mid: &str,
+    subject: &str,
+    from: &str,
+    to: &[&str],
+    refs: &[&str],
+) -> MessageSummary {
     MessageSummary {
         message_id: mid.into(),
         subject: subject.into(),
@@ -34,18 +40,18 @@ fn summary(mid: &str, subject: &str, from: &str, to: &[&str], refs: &[&str]) -> 
     }
 }
 
-fn raw_for(mid: &str) -> Vec<u8> {
+pub(super) fn raw_for(mid: &str) -> Vec<u8> {
     let mut raw =
         format!("Message-ID: <{mid}>\r\nSubject: test\r\n\r\nbody of {mid}\r\n").into_bytes();
     raw.extend_from_slice(&[0x00, 0xff, 0xfe]);
     raw
 }
 
-fn new_conv() -> Decide {
+pub(super) fn new_conv() -> Decide {
     Box::new(|_| ThreadDecision::New { linked_to: None })
 }
 
-fn join(id: ConversationId) -> Decide {
+pub(super) fn join(id: ConversationId) -> Decide {
     Box::new(move |_| ThreadDecision::Join(id))
 }
 
@@ -58,7 +64,7 @@ fn customer(email: &str, name: Option<&str>) -> ContactTouch {
     }
 }
 
-fn delivery(inbox: &str, decide: Decide) -> Delivery {
+pub(super) fn delivery(inbox: &str, decide: Decide) -> Delivery {
     Delivery {
         inbox: inbox.into(),
         decide,
@@ -67,7 +73,11 @@ fn delivery(inbox: &str, decide: Decide) -> Delivery {
     }
 }
 
-fn message(at: i64, summary: MessageSummary, deliveries: Vec<Delivery>) -> IncomingMessage {
+pub(super) fn message(
+    at: i64,
+    summary: MessageSummary,
+    deliveries: Vec<Delivery>,
+) -> IncomingMessage {
     IncomingMessage {
         raw: raw_for(&summary.message_id),
         received_at: at,
@@ -79,7 +89,13 @@ fn message(at: i64, summary: MessageSummary, deliveries: Vec<Delivery>) -> Incom
 }
 
 /// A simple message from `from` to support, one delivery to `inbox`.
-fn simple(inbox: &str, mid: &str, at: i64, from: &str, decide: Decide) -> IncomingMessage {
+pub(super) fn simple(
+    inbox: &str,
+    mid: &str,
+    at: i64,
+    from: &str,
+    decide: Decide,
+) -> IncomingMessage {
     let mut d = delivery(inbox, decide);
     d.contacts = vec![customer(from, None)];
     message(
@@ -89,11 +105,11 @@ fn simple(inbox: &str, mid: &str, at: i64, from: &str, decide: Decide) -> Incomi
     )
 }
 
-fn open(dir: &Path) -> Result<(Store, RecoveryReport), StoreError> {
+pub(super) fn open(dir: &Path) -> Result<(Store, RecoveryReport), StoreError> {
     Store::open(dir, StoreOptions::default())
 }
 
-fn stored(o: &IngestOutcome, i: usize) -> (ConversationId, bool, bool) {
+pub(super) fn stored(o: &IngestOutcome, i: usize) -> (ConversationId, bool, bool) {
     match &o.deliveries[i].1 {
         DeliveryOutcome::Stored {
             conversation,

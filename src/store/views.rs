@@ -31,6 +31,7 @@ impl ConversationRecord {
             assignee: self.assignee.clone(),
             customer: self.customer.clone(),
             participants: self.participants.iter().cloned().collect(),
+            former_inboxes: self.former_inboxes.iter().cloned().collect(),
         }
     }
 }

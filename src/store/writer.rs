@@ -8,6 +8,10 @@
 //!    all its writes (the closure is pure: sled may run it again on conflict);
 //! 4. `Db::flush` once, then answer every request of the batch.
 //!
+//! Requests that change nothing (a mailbox sync that found it up to date) make no
+//! barrier of their own: a batch of only those is answered without a flush.
+//! After a barrier, the store-wide change counter is published (see `Store::subscribe`).
+//!
 //! Syncing the segment before the transactions means that sled (which may persist a
 //! commit on its own, from its background flusher) never holds a record pointing at
 //! bytes that are not durable. Nobody is answered `Ok` before phase 4 succeeded.
@@ -21,13 +25,14 @@ use std::sync::atomic::Ordering;
 
 use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::blobs::{BlobLoc, SegmentWriter};
 use super::keys::{self, TreeId};
 use super::model::{
-    ContactTouch, ConversationId, ConversationInfo, Delivery, DeliveryOutcome, IncomingMessage,
-    IngestOutcome, MessageKey, Status, ThreadDecision, ThreadLookup,
+    ContactTouch, ConversationAction, ConversationId, ConversationInfo, Delivery, DeliveryOutcome,
+    FlagOp, Flags, FolderId, IncomingMessage, IngestOutcome, MailboxSnapshot, MessageKey, Status,
+    TeamView, ThreadDecision, ThreadLookup,
 };
 use super::records::{self, ContactRecord, ConversationRecord, MessageRecord, TimelineRecord};
 use super::views;
@@ -41,13 +46,58 @@ pub enum Request {
         msg: Box<IncomingMessage>,
         reply: Reply<IngestOutcome>,
     },
-    SetStatus {
-        id: ConversationId,
-        status: Status,
-        reply: Reply<()>,
-    },
+    /// Every other mutation (and mailbox syncs, which may assign UIDs).
+    Op { op: Box<Op>, reply: Reply<OpOutput> },
     /// Answer everything queued, flush, stop.
     Close { reply: Reply<()> },
+}
+
+/// A request other than ingest; see the `Store` methods of the same names.
+pub enum Op {
+    SyncView(TeamView),
+    SyncFolder(FolderId),
+    StoreFlags {
+        agent: String,
+        keys: Vec<MessageKey>,
+        op: FlagOp,
+        flags: Flags,
+    },
+    Action {
+        id: ConversationId,
+        action: ConversationAction,
+    },
+    FolderCreate(FolderId),
+    FolderDelete(FolderId),
+    FolderRename {
+        from: FolderId,
+        to: FolderId,
+    },
+    FolderAppend {
+        folder: FolderId,
+        raw: Vec<u8>,
+        flags: Flags,
+        internal_date: i64,
+    },
+    FolderCopy {
+        folder: FolderId,
+        keys: Vec<MessageKey>,
+    },
+    FolderExpunge {
+        folder: FolderId,
+        uids: Vec<u32>,
+    },
+}
+
+/// The answer to an [`Op`]; each `Store` method expects one variant.
+#[derive(Debug)]
+pub enum OpOutput {
+    Done,
+    Snapshot(MailboxSnapshot),
+    Flags(Vec<Flags>),
+    /// UIDVALIDITY, uid.
+    Appended(u32, u32),
+    /// UIDVALIDITY, uids in order.
+    Copied(u32, Vec<u32>),
 }
 
 /// A request inside a batch, with its answer once known.
@@ -58,11 +108,12 @@ enum Job {
         reply: Reply<IngestOutcome>,
         result: Option<Result<IngestOutcome, StoreError>>,
     },
-    SetStatus {
-        id: ConversationId,
-        status: Status,
-        reply: Reply<()>,
-        result: Option<Result<(), StoreError>>,
+    Op {
+        op: Box<Op>,
+        /// Where an appended body went (phase 1).
+        loc: Option<BlobLoc>,
+        reply: Reply<OpOutput>,
+        result: Option<Result<OpOutput, StoreError>>,
     },
 }
 
@@ -75,7 +126,7 @@ impl Job {
                     *result = Some(Err(err()));
                 }
             }
-            Job::SetStatus { result, .. } => {
+            Job::Op { result, .. } => {
                 if !matches!(result, Some(Err(_))) {
                     *result = Some(Err(err()));
                 }
@@ -92,7 +143,7 @@ impl Job {
             Job::Ingest { reply, result, .. } => {
                 let _ = reply.send(result.unwrap_or_else(missing));
             }
-            Job::SetStatus { reply, result, .. } => {
+            Job::Op { reply, result, .. } => {
                 let _ = reply.send(result.unwrap_or_else(missing));
             }
         }
@@ -107,11 +158,41 @@ fn barrier_error(what: &str, e: &dyn std::fmt::Display) -> StoreError {
 }
 
 pub struct Writer {
-    db: sled::Db,
-    trees: Trees,
-    segments: SegmentWriter,
+    pub(super) db: sled::Db,
+    pub(super) trees: Trees,
+    pub(super) segments: SegmentWriter,
     max_batch: usize,
     counters: Arc<Counters>,
+    changes: Arc<watch::Sender<u64>>,
+    /// `meta` `change_counter` as committed (this thread is its only writer).
+    pub(super) change: u64,
+    /// `meta` `view_generation` as committed.
+    pub(super) view_gen: u64,
+    /// Something was committed in the current batch: it needs the sled flush.
+    pub(super) dirty: bool,
+    /// The last sled flush failed: commits may not be durable, so the next batch
+    /// flushes even if it writes nothing (a no-op answer may rely on them).
+    flush_owed: bool,
+}
+
+/// The counter values a change writes in its transaction; applied to the writer with
+/// [`Writer::bumped`] once the transaction committed.
+#[derive(Debug, Clone, Copy)]
+pub struct Bump {
+    change: u64,
+    view_gen: Option<u64>,
+}
+
+impl Bump {
+    /// Writes the new counter values (inside the change's transaction).
+    pub fn write(&self, tx: &Tx<'_>) -> TxResult<()> {
+        let meta = tx.t(TreeId::Meta);
+        meta.insert(keys::meta::CHANGE_COUNTER, &self.change.to_be_bytes()[..])?;
+        if let Some(g) = self.view_gen {
+            meta.insert(keys::meta::VIEW_GENERATION, &g.to_be_bytes()[..])?;
+        }
+        Ok(())
+    }
 }
 
 impl Writer {
@@ -121,14 +202,48 @@ impl Writer {
         segments: SegmentWriter,
         max_batch: usize,
         counters: Arc<Counters>,
-    ) -> Self {
-        Writer {
+        changes: Arc<watch::Sender<u64>>,
+    ) -> Result<Self, StoreError> {
+        let meta = trees.get(TreeId::Meta);
+        let read = |k: &[u8]| -> Result<u64, StoreError> {
+            match meta.get(k)? {
+                Some(v) => records::u64_at(TreeId::Meta, k, &v, 0),
+                None => Ok(0),
+            }
+        };
+        let change = read(keys::meta::CHANGE_COUNTER)?;
+        let view_gen = read(keys::meta::VIEW_GENERATION)?;
+        counters.change.store(change, Ordering::SeqCst);
+        changes.send_replace(change);
+        Ok(Writer {
             db,
             trees,
             segments,
             max_batch,
             counters,
+            changes,
+            change,
+            view_gen,
+            dirty: false,
+            flush_owed: false,
+        })
+    }
+
+    /// The counters a change will write; `views` when it can alter team views.
+    pub(super) fn bump(&self, views: bool) -> Bump {
+        Bump {
+            change: self.change.wrapping_add(1),
+            view_gen: views.then(|| self.view_gen.wrapping_add(1)),
         }
+    }
+
+    /// Records that the transaction carrying `b` committed.
+    pub(super) fn bumped(&mut self, b: Bump) {
+        self.change = b.change;
+        if let Some(g) = b.view_gen {
+            self.view_gen = g;
+        }
+        self.dirty = true;
     }
 
     /// The thread's body: until every handle is gone or `Close` was received and the
@@ -146,9 +261,9 @@ impl Writer {
                         reply,
                         result: None,
                     }),
-                    Request::SetStatus { id, status, reply } => batch.push(Job::SetStatus {
-                        id,
-                        status,
+                    Request::Op { op, reply } => batch.push(Job::Op {
+                        op,
+                        loc: None,
                         reply,
                         result: None,
                     }),
@@ -182,18 +297,21 @@ impl Writer {
     }
 
     fn run_batch(&mut self, mut jobs: Vec<Job>) {
+        self.dirty = false;
         for job in &mut jobs {
-            if let Job::Ingest {
-                msg, loc, result, ..
-            } = job
-            {
-                match self.append_if_needed(msg) {
-                    Ok(l) => *loc = l,
-                    Err(e) => *result = Some(Err(e)),
+            let appended = match job {
+                Job::Ingest { msg, loc, .. } => self.append_if_needed(msg).map(|l| *loc = l),
+                Job::Op { op, loc, .. } => self.append_op_body(op).map(|l| *loc = l),
+            };
+            if let Err(e) = appended {
+                match job {
+                    Job::Ingest { result, .. } => *result = Some(Err(e)),
+                    Job::Op { result, .. } => *result = Some(Err(e)),
                 }
             }
         }
-        let synced = if self.segments.needs_sync() {
+        let needs_barrier = self.segments.needs_sync();
+        let synced = if needs_barrier {
             self.segments.sync()
         } else {
             Ok(())
@@ -216,26 +334,35 @@ impl Writer {
                         } => {
                             *result = Some(self.commit_ingest(msg, *loc));
                         }
-                        Job::SetStatus {
-                            id,
-                            status,
+                        Job::Op {
+                            op,
+                            loc,
                             result: result @ None,
                             ..
                         } => {
-                            *result = Some(self.commit_status(*id, *status));
+                            *result = Some(self.run_op(op, *loc));
                         }
                         _ => {}
                     }
                 }
-                if let Err(e) = self.db.flush() {
-                    tracing::error!(error = %e, "store: sled flush failed");
-                    for job in &mut jobs {
-                        job.fail(|| barrier_error("sled flush", &e));
+                if needs_barrier || self.dirty || self.flush_owed {
+                    self.counters.barriers.fetch_add(1, Ordering::Relaxed);
+                    match self.db.flush() {
+                        Err(e) => {
+                            tracing::error!(error = %e, "store: sled flush failed");
+                            self.flush_owed = true;
+                            for job in &mut jobs {
+                                job.fail(|| barrier_error("sled flush", &e));
+                            }
+                        }
+                        Ok(_) => {
+                            self.flush_owed = false;
+                            self.publish();
+                        }
                     }
                 }
             }
         }
-        self.counters.barriers.fetch_add(1, Ordering::Relaxed);
         self.counters
             .requests
             .fetch_add(jobs.len() as u64, Ordering::Relaxed);
@@ -286,7 +413,9 @@ impl Writer {
             return Ok(decision);
         };
         match views::conversation_record(&self.trees, id)? {
-            Some(rec) if rec.inbox == d.inbox => Ok(decision),
+            Some(rec) if rec.inbox == d.inbox || rec.former_inboxes.contains(&d.inbox) => {
+                Ok(decision)
+            }
             found => {
                 // A bug in the decision, not in the mail: keep the mail, in its own inbox.
                 tracing::warn!(
@@ -301,8 +430,19 @@ impl Writer {
         }
     }
 
+    /// Makes the committed change counter visible (after a barrier).
+    fn publish(&self) {
+        self.counters.change.store(self.change, Ordering::SeqCst);
+        let change = self.change;
+        self.changes.send_if_modified(|v| {
+            let modified = *v != change;
+            *v = change;
+            modified
+        });
+    }
+
     fn commit_ingest(
-        &self,
+        &mut self,
         msg: &IncomingMessage,
         loc: Option<BlobLoc>,
     ) -> Result<IngestOutcome, StoreError> {
@@ -368,7 +508,9 @@ impl Writer {
             .map(|r| keys::normalize_message_id(r))
             .filter(|r| !r.is_empty() && *r != mid)
             .collect();
+        let bump = self.bump(true);
         let plan = Plan {
+            bump,
             key,
             record: records::encode(TreeId::Messages, &record)?,
             mid,
@@ -380,30 +522,11 @@ impl Writer {
         let deliveries = self.trees.all[..]
             .transaction(|trees| apply_ingest(&Tx(trees), &plan))
             .map_err(tx_error)?;
+        self.bumped(bump);
         Ok(IngestOutcome {
             message: Some(key),
             deliveries,
         })
-    }
-
-    fn commit_status(&self, id: ConversationId, status: Status) -> Result<(), StoreError> {
-        let k = keys::conversation(id);
-        self.trees
-            .get(TreeId::Conversations)
-            .transaction(|t| {
-                let Some(v) = t.get(k)? else {
-                    return Err(abort_with(StoreError::NotFound(format!(
-                        "conversation {}",
-                        id.0
-                    ))));
-                };
-                let mut rec: ConversationRecord =
-                    abort(records::decode(TreeId::Conversations, &k, &v))?;
-                rec.status = status;
-                t.insert(&k[..], abort(records::encode(TreeId::Conversations, &rec))?)?;
-                Ok(())
-            })
-            .map_err(tx_error)
     }
 }
 
@@ -429,6 +552,7 @@ enum Action {
 
 /// Everything the transaction writes, computed beforehand so the closure stays pure.
 struct Plan<'a> {
+    bump: Bump,
     key: MessageKey,
     record: Vec<u8>,
     /// Normalised Message-ID ("" when the message has none: not indexed).
@@ -439,17 +563,17 @@ struct Plan<'a> {
     actions: Vec<Action>,
 }
 
-type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
+pub type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
 
-fn abort_with(e: StoreError) -> ConflictableTransactionError<StoreError> {
+pub fn abort_with(e: StoreError) -> ConflictableTransactionError<StoreError> {
     ConflictableTransactionError::Abort(e)
 }
 
-fn abort<T>(r: Result<T, StoreError>) -> TxResult<T> {
+pub fn abort<T>(r: Result<T, StoreError>) -> TxResult<T> {
     r.map_err(abort_with)
 }
 
-fn tx_error(e: TransactionError<StoreError>) -> StoreError {
+pub fn tx_error(e: TransactionError<StoreError>) -> StoreError {
     match e {
         TransactionError::Abort(e) => e,
         TransactionError::Storage(e) => StoreError::Db(e),
@@ -457,10 +581,10 @@ fn tx_error(e: TransactionError<StoreError>) -> StoreError {
 }
 
 /// The transactional views of every tree, addressed by [`TreeId`].
-struct Tx<'a>(&'a [TransactionalTree]);
+pub struct Tx<'a>(pub &'a [TransactionalTree]);
 
 impl Tx<'_> {
-    fn t(&self, id: TreeId) -> &TransactionalTree {
+    pub fn t(&self, id: TreeId) -> &TransactionalTree {
         &self.0[id.index()]
     }
 }
@@ -468,6 +592,7 @@ impl Tx<'_> {
 fn apply_ingest(tx: &Tx<'_>, plan: &Plan<'_>) -> TxResult<Vec<(String, DeliveryOutcome)>> {
     tx.t(TreeId::Messages)
         .insert(&keys::message(plan.key)[..], plan.record.as_slice())?;
+    plan.bump.write(tx)?;
     let mut outcomes: Vec<(String, DeliveryOutcome)> = Vec::with_capacity(plan.actions.len());
     for (d, action) in plan.msg.deliveries.iter().zip(&plan.actions) {
         let outcome = match action {
@@ -525,6 +650,7 @@ fn store_delivery(
             let reopened = rec.status == Status::Closed && !msg.summary.automatic;
             if reopened {
                 rec.status = Status::Open;
+                rec.closed_at = None;
             }
             (rec, false, reopened)
         }
@@ -546,6 +672,8 @@ fn store_delivery(
                 participants: BTreeSet::new(),
                 created: at,
                 updated: at,
+                closed_at: None,
+                former_inboxes: BTreeSet::new(),
             };
             (rec, true, false)
         }
@@ -560,6 +688,8 @@ fn store_delivery(
     )?;
     tx.t(TreeId::ConvMessages)
         .insert(&keys::conv_message(id, plan.key)[..], &[][..])?;
+    tx.t(TreeId::MessageConvs)
+        .insert(&keys::message_conv(plan.key, id)[..], &[][..])?;
     if !plan.mid.is_empty() {
         tx.t(TreeId::ByMessageId).insert(
             keys::by_message_id(inbox, &plan.mid),

@@ -1,0 +1,707 @@
+//! IMAP mailbox tests on real disk: team view UID spaces, flags, folders, change
+//! notifications, and that all of it survives close + reopen.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::tests::{
+    T0, TestResult, join, message, new_conv, open, raw_for, simple, stored, summary,
+};
+use super::*;
+
+fn open_view(inboxes: &[&str]) -> TeamView {
+    TeamView::Open {
+        inboxes: inboxes.iter().map(|s| (*s).to_owned()).collect(),
+    }
+}
+
+fn inboxes(i: &[&str]) -> Vec<String> {
+    i.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// `(uid, message)` pairs of a snapshot.
+fn uids(s: &MailboxSnapshot) -> Vec<(u32, MessageKey)> {
+    s.entries.iter().map(|(u, e)| (*u, e.message)).collect()
+}
+
+fn key(o: &IngestOutcome) -> Result<MessageKey, StoreError> {
+    o.message
+        .ok_or_else(|| StoreError::Internal("no message key".into()))
+}
+
+fn folder(owner: &str, name: &str) -> FolderId {
+    FolderId {
+        owner: owner.into(),
+        name: name.into(),
+    }
+}
+
+fn flags(seen: bool, flagged: bool, answered: bool, kw: &[&str]) -> Flags {
+    Flags {
+        seen,
+        flagged,
+        answered,
+        keywords: kw.iter().map(|s| (*s).to_owned()).collect(),
+        ..Flags::default()
+    }
+}
+
+#[tokio::test]
+async fn reopened_conversation_reenters_with_new_uids() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = open(dir.path())?;
+    let o1 = store
+        .ingest(simple("a", "m1@x", T0, "c@x", new_conv()))
+        .await?;
+    let c1 = stored(&o1, 0).0;
+    let o2 = store
+        .ingest(simple("a", "m2@x", T0 + 1, "d@x", new_conv()))
+        .await?;
+    let c2 = stored(&o2, 0).0;
+    let o3 = store
+        .ingest(simple("a", "m3@x", T0 + 2, "c@x", join(c1)))
+        .await?;
+    let (k1, k2, k3) = (key(&o1)?, key(&o2)?, key(&o3)?);
+
+    let inbox = open_view(&["a"]);
+    let closed = TeamView::Closed {
+        inboxes: inboxes(&["a"]),
+        year: None,
+    };
+    let s = store.sync_view(&inbox).await?;
+    assert_ne!(s.uid_validity, 0);
+    assert_eq!(uids(&s), vec![(1, k1), (2, k2), (3, k3)]);
+    assert_eq!(s.uid_next, 4);
+    assert_eq!(s.entries[0].1.conversation, Some(c1));
+    assert_eq!(s.entries[1].1.conversation, Some(c2));
+    assert!(store.sync_view(&closed).await?.entries.is_empty());
+
+    store
+        .conversation_action(c1, ConversationAction::SetStatus(Status::Closed))
+        .await?;
+    let s2 = store.sync_view(&inbox).await?;
+    assert_eq!(s2.uid_validity, s.uid_validity);
+    assert_eq!(uids(&s2), vec![(2, k2)]);
+    assert_eq!(s2.uid_next, 4);
+    let cl = store.sync_view(&closed).await?;
+    assert_eq!(uids(&cl), vec![(1, k1), (2, k3)]);
+
+    store
+        .conversation_action(c1, ConversationAction::SetStatus(Status::Open))
+        .await?;
+    let s3 = store.sync_view(&inbox).await?;
+    assert_eq!(uids(&s3), vec![(2, k2), (4, k1), (5, k3)]);
+    assert_eq!(s3.uid_next, 6);
+    let cl2 = store.sync_view(&closed).await?;
+    assert!(cl2.entries.is_empty());
+    assert_eq!((cl2.uid_validity, cl2.uid_next), (cl.uid_validity, 3));
+
+    // A new message of an open conversation gets the next uid, after the old ones.
+    let o4 = store
+        .ingest(simple("a", "m4@x", T0 + 3, "d@x", join(c2)))
+        .await?;
+    let s4 = store.sync_view(&inbox).await?;
+    assert_eq!(uids(&s4), vec![(2, k2), (4, k1), (5, k3), (6, key(&o4)?)]);
+    assert!(s4.highest_change > s3.highest_change);
+    store.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn spaces_are_per_view_value() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = open(dir.path())?;
+    let k = key(&store
+        .ingest(simple("a", "m1@x", T0, "c@x", new_conv()))
+        .await?)?;
+    let open_a = open_view(&["a"]);
+    let unassigned_a = TeamView::Unassigned {
+        inboxes: inboxes(&["a"]),
+    };
+    // Same content, different values: separate spaces (and UIDVALIDITYs).
+    let s1 = store.sync_view(&open_a).await?;
+    let s2 = store.sync_view(&unassigned_a).await?;
+    assert_eq!(uids(&s1), vec![(1, k)]);
+    assert_eq!(uids(&s2), vec![(1, k)]);
+    assert!(s2.uid_validity > s1.uid_validity);
+    // Identical values (two agents with the same memberships): one space.
+    let again = store.sync_view(&open_view(&["a"])).await?;
+    assert_eq!(again, s1);
+
+    // An up-to-date space is answered without a barrier.
+    let barriers = store.stats()?.barriers;
+    store.sync_view(&open_a).await?;
+    store.sync_view(&unassigned_a).await?;
+    assert_eq!(store.stats()?.barriers, barriers);
+
+    // A UID in one space does not move the other.
+    let c = stored(
+        &store
+            .ingest(simple("a", "m2@x", T0 + 1, "d@x", new_conv()))
+            .await?,
+        0,
+    )
+    .0;
+    store
+        .conversation_action(c, ConversationAction::Assign(Some("bob".into())))
+        .await?;
+    assert_eq!(store.sync_view(&open_a).await?.uid_next, 3);
+    assert_eq!(store.sync_view(&unassigned_a).await?.uid_next, 2);
+    store.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn assigned_unassigned_trash_sent_and_closed_years() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = open(dir.path())?;
+    let o_in = store
+        .ingest(simple("a", "in@x", T0, "c@x", new_conv()))
+        .await?;
+    let c = stored(&o_in, 0).0;
+    let mut out = simple("a", "out@x", T0 + 1, "agent@team", join(c));
+    out.summary.direction = Direction::Out;
+    let k_out = key(&store.ingest(out).await?)?;
+    let mut note = simple("a", "note@x", T0 + 2, "agent@team", join(c));
+    note.summary.direction = Direction::Comment;
+    let k_note = key(&store.ingest(note).await?)?;
+    let k_in = key(&o_in)?;
+    // Another inbox's outgoing mail is not in this Sent.
+    let mut other = simple("b", "other@x", T0 + 3, "agent@team", new_conv());
+    other.summary.direction = Direction::Out;
+    store.ingest(other).await?;
+
+    let ab = inboxes(&["a"]);
+    let bob = TeamView::Assigned {
+        inboxes: ab.clone(),
+        assignee: "bob".into(),
+    };
+    let unassigned = TeamView::Unassigned {
+        inboxes: ab.clone(),
+    };
+    let trash = TeamView::Trash {
+        inboxes: ab.clone(),
+    };
+    let sent = TeamView::Sent {
+        inboxes: ab.clone(),
+    };
+    let msgs = |s: &MailboxSnapshot| -> Vec<MessageKey> {
+        s.entries.iter().map(|(_, e)| e.message).collect()
+    };
+    let all = vec![k_in, k_out, k_note];
+
+    assert!(store.sync_view(&bob).await?.entries.is_empty());
+    assert_eq!(msgs(&store.sync_view(&unassigned).await?), all);
+    assert_eq!(msgs(&store.sync_view(&sent).await?), vec![k_out]);
+
+    store
+        .conversation_action(c, ConversationAction::Assign(Some("bob".into())))
+        .await?;
+    assert_eq!(msgs(&store.sync_view(&bob).await?), all);
+    assert!(store.sync_view(&unassigned).await?.entries.is_empty());
+    assert_eq!(
+        store
+            .conversation_info(c)?
+            .ok_or("info")?
+            .assignee
+            .as_deref(),
+        Some("bob")
+    );
+
+    // Closed/<year>: the UTC year it was closed in (now).
+    store
+        .conversation_action(c, ConversationAction::SetStatus(Status::Closed))
+        .await?;
+    let this_year = membership::utc_year(i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs(),
+    )?)
+    .ok_or("year")?;
+    let closed_in = |year| TeamView::Closed {
+        inboxes: ab.clone(),
+        year: Some(year),
+    };
+    assert_eq!(msgs(&store.sync_view(&closed_in(this_year)).await?), all);
+    assert!(store.sync_view(&closed_in(2001)).await?.entries.is_empty());
+    assert!(store.sync_view(&bob).await?.entries.is_empty());
+    assert_eq!(msgs(&store.sync_view(&sent).await?), vec![k_out]);
+
+    store
+        .conversation_action(c, ConversationAction::SetStatus(Status::Trash))
+        .await?;
+    assert_eq!(msgs(&store.sync_view(&trash).await?), all);
+    assert!(store.sync_view(&sent).await?.entries.is_empty());
+    assert!(
+        store
+            .sync_view(&closed_in(this_year))
+            .await?
+            .entries
+            .is_empty()
+    );
+    assert!(
+        store
+            .sync_view(&open_view(&["a"]))
+            .await?
+            .entries
+            .is_empty()
+    );
+
+    let meta = store.message_meta(k_out)?.ok_or("meta")?;
+    assert_eq!(meta.direction, Direction::Out);
+    assert_eq!(meta.conversation, Some(c));
+    assert_eq!(meta.message_id, "out@x");
+    assert_eq!(meta.size, raw_for("out@x").len() as u64);
+    assert_eq!(meta.received_at, T0 + 1);
+    assert_eq!(store.message_meta(MessageKey(999_999))?, None);
+    store.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn transfer_moves_views_and_threading() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = open(dir.path())?;
+    let mut first = simple("a", "<P@x>", T0, "c@x", new_conv());
+    first.summary.references = vec!["root@x".into()];
+    first.deliveries[0].keys = ThreadKeys {
+        subject_base: Some("printer".into()),
+        thread_index: Some(vec![7u8; 22]),
+    };
+    let o = store.ingest(first).await?;
+    let c = stored(&o, 0).0;
+    let k = key(&o)?;
+    let (va, vb) = (open_view(&["a"]), open_view(&["b"]));
+    assert_eq!(uids(&store.sync_view(&va).await?), vec![(1, k)]);
+    assert!(store.sync_view(&vb).await?.entries.is_empty());
+
+    store
+        .conversation_action(c, ConversationAction::Transfer { inbox: "b".into() })
+        .await?;
+    assert!(store.sync_view(&va).await?.entries.is_empty());
+    assert_eq!(uids(&store.sync_view(&vb).await?), vec![(1, k)]);
+    assert_eq!(store.conversation_info(c)?.ok_or("info")?.inbox, "b");
+
+    type Seen = Vec<Option<ConversationId>>;
+    let seen: Arc<Mutex<Seen>> = Arc::default();
+    type SubjectHits = Vec<Option<(ConversationId, i64)>>;
+    let subj: Arc<Mutex<SubjectHits>> = Arc::default();
+    let (seen2, subj2) = (seen.clone(), subj.clone());
+    let decide: Decide = Box::new(move |l| {
+        if let Ok(mut s) = seen2.lock() {
+            s.extend([
+                l.by_message_id("b", "p@x"),
+                l.by_message_id("a", "p@x"),
+                l.referencing("b", "root@x"),
+                l.referencing("a", "root@x"),
+                l.by_thread_index("b", &[7u8; 22]),
+                l.by_thread_index("a", &[7u8; 22]),
+            ]);
+        }
+        if let Ok(mut s) = subj2.lock() {
+            s.push(l.by_subject("b", "printer", "c@x"));
+            s.push(l.by_subject("a", "printer", "c@x"));
+        }
+        match l.by_message_id("b", "p@x") {
+            Some(c) => ThreadDecision::Join(c),
+            None => ThreadDecision::New { linked_to: None },
+        }
+    });
+    let mut reply = simple("b", "r@x", T0 + 5, "c@x", decide);
+    reply.summary.references = vec!["<P@x>".into()];
+    assert_eq!(stored(&store.ingest(reply).await?, 0).0, c);
+    let seen = seen.lock().map_err(|_| "poisoned")?.clone();
+    // The old inbox keeps its entries: mail to its address still follows the conversation.
+    assert_eq!(seen, vec![Some(c); 6]);
+    let subj = subj.lock().map_err(|_| "poisoned")?.clone();
+    assert_eq!(subj, vec![Some((c, T0)), Some((c, T0))]);
+    assert_eq!(store.sync_view(&vb).await?.entries.len(), 2);
+    store.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn flags_are_per_agent_or_shared() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = open(dir.path())?;
+    let k1 = key(&store
+        .ingest(simple("a", "m1@x", T0, "c@x", new_conv()))
+        .await?)?;
+    let k2 = key(&store
+        .ingest(simple("a", "m2@x", T0 + 1, "c@x", new_conv()))
+        .await?)?;
+    assert_eq!(store.flags("alice", k1)?, Flags::default());
+
+    let set = flags(true, true, true, &["$Comment", "todo"]);
+    let r = store
+        .store_flags("alice", vec![k1, k2], FlagOp::Add, set.clone())
+        .await?;
+    assert_eq!(r, vec![set.clone(), set.clone()]);
+    assert_eq!(store.flags("alice", k1)?, set);
+    // Bob shares \Answered and keywords, not \Seen or \Flagged.
+    let bob_view = flags(false, false, true, &["$Comment", "todo"]);
+    assert_eq!(store.flags("bob", k1)?, bob_view);
+    assert_eq!(
+        store.flags_many("bob", &[k1, k2])?,
+        vec![bob_view.clone(), bob_view]
+    );
+
+    let r = store
+        .store_flags(
+            "bob",
+            vec![k1],
+            FlagOp::Add,
+            Flags {
+                seen: true,
+                deleted: true,
+                ..Flags::default()
+            },
+        )
+        .await?;
+    assert!(r[0].seen && r[0].deleted && r[0].answered && !r[0].flagged);
+    assert!(store.flags("alice", k1)?.deleted);
+
+    let r = store
+        .store_flags(
+            "alice",
+            vec![k1],
+            FlagOp::Remove,
+            flags(true, false, false, &["todo"]),
+        )
+        .await?;
+    let mut want = flags(false, true, true, &["$Comment"]);
+    want.deleted = true;
+    assert_eq!(r, vec![want]);
+    assert!(store.flags("bob", k1)?.seen);
+
+    let r = store
+        .store_flags(
+            "alice",
+            vec![k2],
+            FlagOp::Replace,
+            flags(false, false, false, &["x"]),
+        )
+        .await?;
+    assert_eq!(r, vec![flags(false, false, false, &["x"])]);
+    assert_eq!(store.flags("bob", k2)?, flags(false, false, false, &["x"]));
+
+    // The same key twice sees its own first change.
+    let r = store
+        .store_flags(
+            "carol",
+            vec![k2, k2],
+            FlagOp::Add,
+            flags(true, false, false, &[]),
+        )
+        .await?;
+    assert_eq!(r[0], r[1]);
+
+    let before = store.change_counter();
+    let err = store
+        .store_flags(
+            "alice",
+            vec![k1, MessageKey(999_999)],
+            FlagOp::Add,
+            flags(false, true, false, &["zz"]),
+        )
+        .await;
+    assert!(matches!(err, Err(StoreError::NotFound(_))), "{err:?}");
+    assert!(!store.flags("alice", k1)?.keywords.contains("zz"));
+    // A STORE that changes nothing is not a change.
+    store
+        .store_flags(
+            "alice",
+            vec![k1],
+            FlagOp::Add,
+            flags(false, true, false, &[]),
+        )
+        .await?;
+    assert_eq!(store.change_counter(), before);
+
+    store.close().await?;
+    let (store, _) = open(dir.path())?;
+    assert!(store.flags("alice", k1)?.flagged);
+    assert!(!store.flags("alice", k1)?.seen);
+    assert!(store.flags("bob", k1)?.seen);
+    store.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn folders_keep_uids_across_reopen() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = open(dir.path())?;
+    let team = key(&store
+        .ingest(simple("a", "m1@x", T0, "c@x", new_conv()))
+        .await?)?;
+    store
+        .store_flags(
+            "bob",
+            vec![team],
+            FlagOp::Add,
+            flags(true, false, true, &["t"]),
+        )
+        .await?;
+    let drafts = folder("bob", "Drafts");
+    let personal = folder("bob", "Personal/x");
+    assert!(matches!(
+        store.sync_folder(&drafts).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .folder_append(&drafts, b"x".to_vec(), Flags::default(), T0)
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.folder_create(&drafts).await?;
+    store.folder_create(&personal).await?;
+    store.folder_create(&folder("alice", "Drafts")).await?;
+    assert!(matches!(
+        store.folder_create(&drafts).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    assert_eq!(store.folder_list("bob")?, vec!["Drafts", "Personal/x"]);
+    assert_eq!(store.folder_list("bo")?, Vec::<String>::new());
+
+    let raw = b"Message-ID: <d1@x>\r\nSubject: draft\r\n\r\nhello\r\n".to_vec();
+    let draft_flags = Flags {
+        draft: true,
+        seen: true,
+        ..Flags::default()
+    };
+    let (v, u1) = store
+        .folder_append(&drafts, raw.clone(), draft_flags.clone(), T0 + 9)
+        .await?;
+    assert_eq!(u1, 1);
+    let (v2, u2) = store
+        .folder_append(
+            &drafts,
+            b"Subject: 2\r\n\r\n".to_vec(),
+            Flags::default(),
+            T0,
+        )
+        .await?;
+    assert_eq!((v2, u2), (v, 2));
+    let (v3, copied) = store.folder_copy(&drafts, vec![team]).await?;
+    assert_eq!((v3, copied), (v, vec![3]));
+
+    let snap = store.sync_folder(&drafts).await?;
+    assert_eq!(snap.uid_validity, v);
+    assert_eq!(snap.uid_next, 4);
+    assert_eq!(
+        snap.entries.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert!(snap.entries.iter().all(|(_, e)| e.conversation.is_none()));
+    let appended = snap.entries[0].1.message;
+    assert_eq!(store.read_message(appended)?, raw);
+    assert_eq!(store.flags("bob", appended)?, draft_flags);
+    let meta = store.message_meta(appended)?.ok_or("meta")?;
+    assert_eq!(
+        (meta.received_at, meta.message_id.as_str()),
+        (T0 + 9, "d1@x")
+    );
+    assert_eq!(meta.conversation, None);
+    // The copy shares the bytes, starts with the source's flags, then has its own.
+    let copy = snap.entries[2].1.message;
+    assert_ne!(copy, team);
+    assert_eq!(store.read_message(copy)?, store.read_message(team)?);
+    assert_eq!(store.flags("bob", copy)?, flags(true, false, true, &["t"]));
+    store
+        .store_flags(
+            "bob",
+            vec![copy],
+            FlagOp::Add,
+            Flags {
+                deleted: true,
+                ..Flags::default()
+            },
+        )
+        .await?;
+    assert!(!store.flags("bob", team)?.deleted);
+
+    store.folder_expunge(&drafts, vec![1, 3, 77]).await?;
+    let snap = store.sync_folder(&drafts).await?;
+    assert_eq!(
+        snap.entries.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+        vec![2]
+    );
+    let (_, u4) = store
+        .folder_append(
+            &drafts,
+            b"Subject: 4\r\n\r\n".to_vec(),
+            Flags::default(),
+            T0,
+        )
+        .await?;
+    assert_eq!(u4, 4);
+    let before_close = store.sync_folder(&drafts).await?;
+    store.close().await?;
+
+    let (store, _) = open(dir.path())?;
+    let after = store.sync_folder(&drafts).await?;
+    assert_eq!(after, before_close);
+
+    let renamed = folder("bob", "Personal/Old drafts");
+    assert!(matches!(
+        store.folder_rename(&drafts, &personal).await,
+        Err(StoreError::AlreadyExists(_))
+    ));
+    store.folder_rename(&drafts, &renamed).await?;
+    assert!(matches!(
+        store.sync_folder(&drafts).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let r = store.sync_folder(&renamed).await?;
+    assert_eq!((r.uid_validity, r.uid_next), (v, 5));
+    assert_eq!(r.entries, after.entries);
+    assert_eq!(
+        store.folder_list("bob")?,
+        vec!["Personal/Old drafts", "Personal/x"]
+    );
+
+    store.folder_delete(&renamed).await?;
+    assert!(matches!(
+        store.folder_delete(&renamed).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.folder_create(&renamed).await?;
+    let fresh = store.sync_folder(&renamed).await?;
+    assert!(fresh.uid_validity > v);
+    assert_eq!((fresh.uid_next, fresh.entries.len()), (1, 0));
+    // The bytes of deleted folder messages stay readable by key (segments are append-only).
+    assert_eq!(store.read_message(appended)?, raw);
+    store.close().await?;
+    Ok(())
+}
+
+async fn next_change(
+    rx: &mut tokio::sync::watch::Receiver<u64>,
+) -> Result<u64, Box<dyn std::error::Error>> {
+    tokio::time::timeout(Duration::from_secs(5), rx.changed()).await??;
+    Ok(*rx.borrow_and_update())
+}
+
+#[tokio::test]
+async fn subscribers_hear_every_durable_change() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = open(dir.path())?;
+    let mut rx = store.subscribe();
+    let start = *rx.borrow_and_update();
+    assert_eq!(start, store.change_counter());
+
+    let c = stored(
+        &store
+            .ingest(simple("a", "m1@x", T0, "c@x", new_conv()))
+            .await?,
+        0,
+    )
+    .0;
+    let mut last = next_change(&mut rx).await?;
+    assert!(last > start);
+    assert_eq!(store.change_counter(), last);
+
+    let actions = [
+        ConversationAction::Assign(Some("bob".into())),
+        ConversationAction::SetStatus(Status::Closed),
+        ConversationAction::SetStatus(Status::Open),
+        ConversationAction::Transfer { inbox: "b".into() },
+    ];
+    for a in actions {
+        store.conversation_action(c, a.clone()).await?;
+        let now = next_change(&mut rx).await?;
+        assert!(now > last, "{a:?}");
+        last = now;
+    }
+    // A no-op action and a sync are not changes.
+    store
+        .conversation_action(c, ConversationAction::Transfer { inbox: "b".into() })
+        .await?;
+    store.sync_view(&open_view(&["b"])).await?;
+    assert!(!rx.has_changed()?);
+    assert!(matches!(
+        store
+            .conversation_action(ConversationId(999), ConversationAction::Assign(None))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+
+    let f = folder("bob", "Drafts");
+    store.folder_create(&f).await?;
+    last = {
+        let now = next_change(&mut rx).await?;
+        assert!(now > last);
+        now
+    };
+    store
+        .folder_append(&f, b"Subject: x\r\n\r\n".to_vec(), Flags::default(), T0)
+        .await?;
+    assert!(next_change(&mut rx).await? > last);
+    store.close().await?;
+
+    // The counter never goes back across a reopen (usable as a MODSEQ).
+    let (store, _) = open(dir.path())?;
+    assert!(store.change_counter() > last);
+    assert_eq!(*store.subscribe().borrow(), store.change_counter());
+    store.close().await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn view_uids_survive_reopen() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = open(dir.path())?;
+    let both = message(
+        T0,
+        summary("x@x", "Hi", "c@x", &[], &[]),
+        vec![
+            super::tests::delivery("a", new_conv()),
+            super::tests::delivery("b", new_conv()),
+        ],
+    );
+    let o = store.ingest(both).await?;
+    store
+        .ingest(simple("a", "m2@x", T0 + 1, "d@x", new_conv()))
+        .await?;
+    // One message in two inboxes' conversations: two entries of the union view.
+    let all = open_view(&["a", "b"]);
+    let views = [
+        all.clone(),
+        open_view(&["a"]),
+        TeamView::Closed {
+            inboxes: inboxes(&["a", "b"]),
+            year: None,
+        },
+    ];
+    let mut before = Vec::new();
+    for v in &views {
+        before.push(store.sync_view(v).await?);
+    }
+    assert_eq!(before[0].entries.len(), 3);
+    let k = key(&o)?;
+    assert_eq!(
+        before[0]
+            .entries
+            .iter()
+            .filter(|(_, e)| e.message == k)
+            .count(),
+        2
+    );
+    store.close().await?;
+
+    let (store, _) = open(dir.path())?;
+    for (v, b) in views.iter().zip(&before) {
+        assert_eq!(&store.sync_view(v).await?, b, "{v:?}");
+    }
+    // Data written before message_convs existed is indexed on open.
+    let t = &store.inner.trees;
+    t.get(TreeId::MessageConvs).clear()?;
+    t.get(TreeId::Meta)
+        .remove(keys::meta::MESSAGE_CONVS_BUILT)?;
+    store.close().await?;
+    let (store, _) = open(dir.path())?;
+    assert!(store.message_meta(k)?.ok_or("meta")?.conversation.is_some());
+    store.close().await?;
+    Ok(())
+}

@@ -1,0 +1,815 @@
+//! The writer's side of IMAP mailboxes (GUIDE §0b): UID spaces of team views and private
+//! folders, flag stores and conversation actions. Runs only on the writer thread, so
+//! reading the indexes and then committing one transaction never interleaves with
+//! another request. Transaction closures are pure (everything is computed before).
+//!
+//! Team views are synced lazily: a view's UID space is brought up to date on the first
+//! SELECT/STATUS/IDLE wake-up after a change (GUIDE §0b allows it), so ingest costs the
+//! same whatever the number of views or members. A sync scans every conversation
+//! (O(conversations + messages of matching conversations)); it is skipped entirely when
+//! the view generation has not moved since the space's last sync. An index by
+//! (inbox, status) would make it O(matching) when stores grow large.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sled::Transactional;
+
+use super::StoreError;
+use super::blobs::BlobLoc;
+use super::flags;
+use super::keys::{self, TreeId};
+use super::membership::{self, Membership};
+use super::model::{
+    ConversationAction, ConversationId, Direction, Entry, FlagOp, Flags, FolderId, MailboxSnapshot,
+    MessageKey, MessageSummary, Status, TeamView,
+};
+use super::records::{self, ConversationRecord, MessageRecord, UidSpaceRecord};
+use super::views;
+use super::writer::{Op, OpOutput, Tx, TxResult, Writer, tx_error};
+use super::{Trees, records::SharedFlagsRecord};
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The agent whose per-agent flags a folder's APPEND/COPY sets: its owner, unless the
+/// folder belongs to an inbox (shared Templates), where only shared flags are kept.
+fn agent_owner(owner: &str) -> Option<&str> {
+    (!owner.starts_with("inbox:")).then_some(owner)
+}
+
+/// The entries of a UID space, ascending uid.
+fn read_entries(trees: &Trees, space: u64) -> Result<Vec<(u32, Entry)>, StoreError> {
+    trees
+        .get(TreeId::UidMap)
+        .scan_prefix(keys::uid_map_prefix(space))
+        .map(|kv| {
+            let (k, v) = kv?;
+            let uid = keys::uid_of_key(&k)
+                .ok_or_else(|| records::corrupt(TreeId::UidMap, &k, "short key"))?;
+            let entry = keys::parse_entry(&v)
+                .ok_or_else(|| records::corrupt(TreeId::UidMap, &k, "bad entry value"))?;
+            Ok((uid, entry))
+        })
+        .collect()
+}
+
+fn snapshot(
+    trees: &Trees,
+    rec: &UidSpaceRecord,
+    change: u64,
+) -> Result<MailboxSnapshot, StoreError> {
+    Ok(MailboxSnapshot {
+        uid_validity: rec.uid_validity,
+        uid_next: rec.uid_next,
+        entries: read_entries(trees, rec.space)?,
+        highest_change: change,
+    })
+}
+
+/// Every (conversation, message) the view should hold, in arrival order (message key,
+/// which `generate_id` hands out increasingly).
+fn desired_entries(trees: &Trees, view: &TeamView) -> Result<Vec<Entry>, StoreError> {
+    let mut out = Vec::new();
+    for kv in trees.get(TreeId::Conversations).iter() {
+        let (k, v) = kv?;
+        let conv: ConversationRecord = records::decode(TreeId::Conversations, &k, &v)?;
+        let m = membership::membership(view, &conv);
+        if m == Membership::None {
+            continue;
+        }
+        for msg in views::message_keys(trees, conv.id)? {
+            let keep = match m {
+                Membership::All => true,
+                _ => {
+                    let rec = views::message_record(trees, msg)?.ok_or_else(|| {
+                        records::corrupt(
+                            TreeId::ConvMessages,
+                            &keys::conv_message(conv.id, msg),
+                            "names a message that does not exist",
+                        )
+                    })?;
+                    membership::in_view(view, &conv, rec.summary.direction)
+                }
+            };
+            if keep {
+                out.push(Entry {
+                    conversation: Some(conv.id),
+                    message: msg,
+                });
+            }
+        }
+    }
+    out.sort_by_key(|e| (e.message, e.conversation));
+    Ok(out)
+}
+
+/// `meta` values a new UID space consumes.
+struct SpaceAlloc {
+    space: u64,
+    uid_validity: u32,
+}
+
+impl SpaceAlloc {
+    fn write(&self, tx: &Tx<'_>) -> TxResult<()> {
+        let meta = tx.t(TreeId::Meta);
+        meta.insert(keys::meta::LAST_UID_SPACE, &self.space.to_be_bytes()[..])?;
+        meta.insert(
+            keys::meta::LAST_UID_VALIDITY,
+            &self.uid_validity.to_be_bytes()[..],
+        )?;
+        Ok(())
+    }
+}
+
+/// Removals then insertions, computed before a transaction.
+#[derive(Default)]
+struct Rekey {
+    removes: Vec<(TreeId, Vec<u8>)>,
+    inserts: Vec<(TreeId, Vec<u8>, Vec<u8>)>,
+}
+
+impl Rekey {
+    fn apply(&self, tx: &Tx<'_>) -> TxResult<()> {
+        for (t, k) in &self.removes {
+            tx.t(*t).remove(k.as_slice())?;
+        }
+        for (t, k, v) in &self.inserts {
+            tx.t(*t).insert(k.as_slice(), v.as_slice())?;
+        }
+        Ok(())
+    }
+}
+
+/// The value of a header in the header section of `raw` (unfolded, trimmed), if present.
+/// Enough for the few fields an appended message's record keeps; IMAP parses the bytes.
+fn header_value(raw: &[u8], name: &str) -> Option<String> {
+    let mut value: Option<String> = None;
+    for line in raw.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(&first) = line.first() else { break };
+        if first == b' ' || first == b'\t' {
+            if let Some(v) = &mut value {
+                v.push(' ');
+                v.push_str(String::from_utf8_lossy(line).trim());
+            }
+            continue;
+        }
+        if value.is_some() {
+            break;
+        }
+        if let Some(colon) = line.iter().position(|&b| b == b':')
+            && line[..colon].eq_ignore_ascii_case(name.as_bytes())
+        {
+            value = Some(
+                String::from_utf8_lossy(&line[colon + 1..])
+                    .trim()
+                    .to_owned(),
+            );
+        }
+    }
+    value.map(|v| v.trim().to_owned())
+}
+
+/// The record summary of an appended message (folder messages are never threaded).
+fn appended_summary(raw: &[u8]) -> MessageSummary {
+    MessageSummary {
+        message_id: header_value(raw, "message-id")
+            .map(|m| m.trim_matches(['<', '>', ' ']).to_owned())
+            .unwrap_or_default(),
+        subject: header_value(raw, "subject").unwrap_or_default(),
+        from: None,
+        to: Vec::new(),
+        cc: Vec::new(),
+        date: None,
+        attachments: Vec::new(),
+        direction: Direction::In,
+        automatic: false,
+        references: Vec::new(),
+    }
+}
+
+/// Encoded flag writes for one message: the agent byte (None = remove) and the shared
+/// record (None = remove).
+struct FlagWrite {
+    agent: Option<(Vec<u8>, Option<u8>)>,
+    shared: Option<([u8; 8], Option<Vec<u8>>)>,
+}
+
+impl FlagWrite {
+    /// The writes that take `key` from `before` to `after` for `agent` (None: shared only).
+    fn new(
+        agent: Option<&str>,
+        key: MessageKey,
+        before: &Flags,
+        after: &Flags,
+    ) -> Result<Self, StoreError> {
+        let agent = match agent {
+            Some(a) if flags::agent_bits(before) != flags::agent_bits(after) => {
+                let bits = flags::agent_bits(after);
+                Some((keys::agent_flags(a, key), (bits != 0).then_some(bits)))
+            }
+            _ => None,
+        };
+        let (sb, sa) = (flags::shared_part(before), flags::shared_part(after));
+        let shared = if sb == sa {
+            None
+        } else if sa == SharedFlagsRecord::default() {
+            Some((keys::shared_flags(key), None))
+        } else {
+            Some((
+                keys::shared_flags(key),
+                Some(records::encode(TreeId::SharedFlags, &sa)?),
+            ))
+        };
+        Ok(FlagWrite { agent, shared })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.agent.is_none() && self.shared.is_none()
+    }
+
+    fn apply(&self, tx: &Tx<'_>) -> TxResult<()> {
+        if let Some((k, v)) = &self.agent {
+            match v {
+                Some(b) => tx.t(TreeId::Flags).insert(k.as_slice(), &[*b][..])?,
+                None => tx.t(TreeId::Flags).remove(k.as_slice())?,
+            };
+        }
+        if let Some((k, v)) = &self.shared {
+            match v {
+                Some(b) => tx.t(TreeId::SharedFlags).insert(&k[..], b.as_slice())?,
+                None => tx.t(TreeId::SharedFlags).remove(&k[..])?,
+            };
+        }
+        Ok(())
+    }
+}
+
+impl Writer {
+    /// Phase 1 of a batch for an APPEND: the body goes to the segment (after checking
+    /// the folder exists, so a refused APPEND leaves no bytes behind).
+    pub(super) fn append_op_body(&mut self, op: &Op) -> Result<Option<BlobLoc>, StoreError> {
+        let Op::FolderAppend { folder, raw, .. } = op else {
+            return Ok(None);
+        };
+        self.folder_space(folder)?;
+        self.segments
+            .append(raw)
+            .map(Some)
+            .map_err(|e| StoreError::io("appending a message to the segment", e))
+    }
+
+    /// Phase 3 for one op.
+    pub(super) fn run_op(&mut self, op: &Op, loc: Option<BlobLoc>) -> Result<OpOutput, StoreError> {
+        match op {
+            Op::SyncView(view) => self.sync_view(view).map(OpOutput::Snapshot),
+            Op::SyncFolder(folder) => {
+                let (_, rec) = self.folder_space(folder)?;
+                snapshot(&self.trees, &rec, self.change).map(OpOutput::Snapshot)
+            }
+            Op::StoreFlags {
+                agent,
+                keys,
+                op,
+                flags,
+            } => self
+                .store_flags(agent, keys, *op, flags)
+                .map(OpOutput::Flags),
+            Op::Action { id, action } => self
+                .conversation_action(*id, action)
+                .map(|()| OpOutput::Done),
+            Op::FolderCreate(folder) => self.folder_create(folder).map(|()| OpOutput::Done),
+            Op::FolderDelete(folder) => self.folder_delete(folder).map(|()| OpOutput::Done),
+            Op::FolderRename { from, to } => self.folder_rename(from, to).map(|()| OpOutput::Done),
+            Op::FolderAppend {
+                folder,
+                raw,
+                flags,
+                internal_date,
+            } => {
+                let loc = loc.ok_or_else(|| {
+                    StoreError::Internal("message body was not appended; retry".into())
+                })?;
+                self.folder_append(folder, raw, flags, *internal_date, loc)
+                    .map(|(v, u)| OpOutput::Appended(v, u))
+            }
+            Op::FolderCopy { folder, keys } => self
+                .folder_copy(folder, keys)
+                .map(|(v, u)| OpOutput::Copied(v, u)),
+            Op::FolderExpunge { folder, uids } => {
+                self.folder_expunge(folder, uids).map(|()| OpOutput::Done)
+            }
+        }
+    }
+
+    fn space_record(&self, name: &[u8]) -> Result<Option<UidSpaceRecord>, StoreError> {
+        self.trees
+            .get(TreeId::UidSpaces)
+            .get(name)?
+            .map(|v| records::decode(TreeId::UidSpaces, name, &v))
+            .transpose()
+    }
+
+    /// The key and record of an existing folder.
+    fn folder_space(&self, folder: &FolderId) -> Result<(Vec<u8>, UidSpaceRecord), StoreError> {
+        let name = keys::folder_space(folder);
+        match self.space_record(&name)? {
+            Some(rec) => Ok((name, rec)),
+            None => Err(StoreError::NotFound(format!(
+                "folder {:?} of {:?}",
+                folder.name, folder.owner
+            ))),
+        }
+    }
+
+    fn meta_u64(&self, k: &[u8]) -> Result<u64, StoreError> {
+        match self.trees.get(TreeId::Meta).get(k)? {
+            Some(v) => records::u64_at(TreeId::Meta, k, &v, 0),
+            None => Ok(0),
+        }
+    }
+
+    /// A new, empty UID space: a fresh numeric id and a UIDVALIDITY from the clock,
+    /// strictly above every one handed out before (store-wide).
+    fn new_space(&self) -> Result<(UidSpaceRecord, SpaceAlloc), StoreError> {
+        let space = self
+            .meta_u64(keys::meta::LAST_UID_SPACE)?
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Internal("UID space ids exhausted".into()))?;
+        let k = keys::meta::LAST_UID_VALIDITY;
+        let last = match self.trees.get(TreeId::Meta).get(k)? {
+            Some(v) => {
+                keys::be_u32(&v).ok_or_else(|| records::corrupt(TreeId::Meta, k, "not a u32"))?
+            }
+            None => 0,
+        };
+        let after_last = last
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Internal("UIDVALIDITY values exhausted".into()))?;
+        let uid_validity = u32::try_from(now()).unwrap_or(0).max(after_last);
+        let rec = UidSpaceRecord {
+            space,
+            uid_validity,
+            uid_next: 1,
+            synced_at: 0,
+        };
+        Ok((
+            rec,
+            SpaceAlloc {
+                space,
+                uid_validity,
+            },
+        ))
+    }
+
+    fn sync_view(&mut self, view: &TeamView) -> Result<MailboxSnapshot, StoreError> {
+        let name = keys::view_space(view);
+        let existing = self.space_record(&name)?;
+        if let Some(rec) = &existing
+            && rec.synced_at == self.view_gen
+        {
+            return snapshot(&self.trees, rec, self.change);
+        }
+        let (mut rec, alloc, current) = match existing {
+            Some(rec) => {
+                let current = read_entries(&self.trees, rec.space)?;
+                (rec, None, current)
+            }
+            None => {
+                let (rec, alloc) = self.new_space()?;
+                (rec, Some(alloc), Vec::new())
+            }
+        };
+        let desired = desired_entries(&self.trees, view)?;
+        let wanted: HashSet<Entry> = desired.iter().copied().collect();
+        let have: HashSet<Entry> = current.iter().map(|(_, e)| *e).collect();
+        let (kept, removed): (Vec<_>, Vec<_>) =
+            current.into_iter().partition(|(_, e)| wanted.contains(e));
+        let added: Vec<Entry> = desired.into_iter().filter(|e| !have.contains(e)).collect();
+        let first = rec.uid_next;
+        rec.uid_next = u32::try_from(added.len())
+            .ok()
+            .and_then(|n| first.checked_add(n))
+            .ok_or_else(|| {
+                StoreError::Internal(format!(
+                    "UID space of {view:?} is exhausted (uid_next {first})"
+                ))
+            })?;
+        rec.synced_at = self.view_gen;
+        let space = rec.space;
+        let value = records::encode(TreeId::UidSpaces, &rec)?;
+        let inserts: Vec<(u32, Entry)> = (first..rec.uid_next).zip(added).collect();
+        self.trees.all[..]
+            .transaction(|t| {
+                let tx = Tx(t);
+                if let Some(a) = &alloc {
+                    a.write(&tx)?;
+                }
+                tx.t(TreeId::UidSpaces)
+                    .insert(name.as_slice(), value.as_slice())?;
+                let map = tx.t(TreeId::UidMap);
+                for (uid, _) in &removed {
+                    map.remove(&keys::uid_map(space, *uid)[..])?;
+                }
+                for (uid, e) in &inserts {
+                    map.insert(&keys::uid_map(space, *uid)[..], keys::entry_value(e))?;
+                }
+                Ok(())
+            })
+            .map_err(tx_error)?;
+        self.dirty = true;
+        let mut entries = kept;
+        entries.extend(inserts);
+        Ok(MailboxSnapshot {
+            uid_validity: rec.uid_validity,
+            uid_next: rec.uid_next,
+            entries,
+            highest_change: self.change,
+        })
+    }
+
+    fn check_message(&self, key: MessageKey) -> Result<MessageRecord, StoreError> {
+        views::message_record(&self.trees, key)?
+            .ok_or_else(|| StoreError::NotFound(format!("message {}", key.0)))
+    }
+
+    fn store_flags(
+        &mut self,
+        agent: &str,
+        keys: &[MessageKey],
+        op: FlagOp,
+        given: &Flags,
+    ) -> Result<Vec<Flags>, StoreError> {
+        // (flags before this STORE, flags now) per distinct key.
+        let mut state: HashMap<MessageKey, (Flags, Flags)> = HashMap::new();
+        let mut results = Vec::with_capacity(keys.len());
+        for &key in keys {
+            let current = match state.get(&key) {
+                Some((_, now)) => now.clone(),
+                None => {
+                    self.check_message(key)?;
+                    flags::read(&self.trees, agent, key)?
+                }
+            };
+            let new = flags::combine(op, &current, given);
+            state
+                .entry(key)
+                .or_insert_with(|| (current, Flags::default()))
+                .1 = new.clone();
+            results.push(new);
+        }
+        let mut writes = Vec::new();
+        for (key, (before, after)) in &state {
+            let w = FlagWrite::new(Some(agent), *key, before, after)?;
+            if !w.is_empty() {
+                writes.push(w);
+            }
+        }
+        if writes.is_empty() {
+            return Ok(results);
+        }
+        let bump = self.bump(false);
+        self.trees.all[..]
+            .transaction(|t| {
+                let tx = Tx(t);
+                for w in &writes {
+                    w.apply(&tx)?;
+                }
+                bump.write(&tx)
+            })
+            .map_err(tx_error)?;
+        self.bumped(bump);
+        Ok(results)
+    }
+
+    fn conversation_action(
+        &mut self,
+        id: ConversationId,
+        action: &ConversationAction,
+    ) -> Result<(), StoreError> {
+        let old = views::conversation_record(&self.trees, id)?
+            .ok_or_else(|| StoreError::NotFound(format!("conversation {}", id.0)))?;
+        let mut rec = old.clone();
+        let mut rekey = Rekey::default();
+        match action {
+            ConversationAction::SetStatus(Status::Closed) => {
+                if rec.status != Status::Closed || rec.closed_at.is_none() {
+                    rec.closed_at = Some(now());
+                }
+                rec.status = Status::Closed;
+            }
+            ConversationAction::SetStatus(status) => {
+                rec.status = *status;
+                rec.closed_at = None;
+            }
+            ConversationAction::Assign(assignee) => rec.assignee = assignee.clone(),
+            ConversationAction::Transfer { inbox } => {
+                if *inbox != rec.inbox {
+                    rekey = self.transfer_rekey(&rec, inbox)?;
+                    rec.former_inboxes.insert(rec.inbox.clone());
+                    rec.former_inboxes.remove(inbox);
+                    rec.inbox = inbox.clone();
+                }
+            }
+        }
+        if rec == old {
+            return Ok(());
+        }
+        let k = keys::conversation(id);
+        let value = records::encode(TreeId::Conversations, &rec)?;
+        let bump = self.bump(true);
+        self.trees.all[..]
+            .transaction(|t| {
+                let tx = Tx(t);
+                rekey.apply(&tx)?;
+                tx.t(TreeId::Conversations)
+                    .insert(&k[..], value.as_slice())?;
+                bump.write(&tx)
+            })
+            .map_err(tx_error)?;
+        self.bumped(bump);
+        Ok(())
+    }
+
+    /// Copies a conversation's threading index entries from its inbox to `to`, so
+    /// replies arriving in the new inbox find it; the old inbox's entries stay, so mail
+    /// still sent to the old address follows it too (`former_inboxes`). An entry the new inbox already
+    /// has for another conversation is kept (the same message delivered to both inboxes
+    /// stays threaded there), except a by-subject entry older than ours.
+    fn transfer_rekey(&self, rec: &ConversationRecord, to: &str) -> Result<Rekey, StoreError> {
+        let (id, from) = (rec.id, rec.inbox.as_str());
+        let mut rk = Rekey::default();
+        let by_mid = self.trees.get(TreeId::ByMessageId);
+        for msg in views::message_keys(&self.trees, id)? {
+            let m = self.check_message(msg)?;
+            let mid = keys::normalize_message_id(&m.summary.message_id);
+            if !mid.is_empty() {
+                let new = keys::by_message_id(to, &mid);
+                if !by_mid.contains_key(&new)? {
+                    rk.inserts.push((
+                        TreeId::ByMessageId,
+                        new,
+                        keys::msgid_value(id, msg).to_vec(),
+                    ));
+                }
+            }
+            for r in &m.summary.references {
+                let r = keys::normalize_message_id(r);
+                if r.is_empty() || r == mid {
+                    continue;
+                }
+                rk.inserts.push((
+                    TreeId::ReferencedBy,
+                    keys::referenced_by(to, &r, id),
+                    Vec::new(),
+                ));
+            }
+        }
+        let (old_prefix, new_prefix) = (keys::inbox_prefix(from), keys::inbox_prefix(to));
+        for tree in [TreeId::ByThreadIndex, TreeId::BySubject] {
+            let t = self.trees.get(tree);
+            for kv in t.scan_prefix(&old_prefix) {
+                let (k, v) = kv?;
+                if records::u64_at(tree, &k, &v, 0)? != id.0 {
+                    continue;
+                }
+                let mut new = new_prefix.clone();
+                new.extend_from_slice(&k[old_prefix.len()..]);
+                let replace = match t.get(&new)? {
+                    None => true,
+                    Some(existing) if tree == TreeId::BySubject => {
+                        let at = |b: &[u8]| {
+                            records::u64_at(tree, &k, b, 8)
+                                .map(|x| i64::from_be_bytes(x.to_be_bytes()))
+                        };
+                        at(&existing)? < at(&v)?
+                    }
+                    Some(_) => false,
+                };
+                if replace {
+                    rk.inserts.push((tree, new, v.to_vec()));
+                }
+            }
+        }
+        Ok(rk)
+    }
+
+    fn folder_create(&mut self, folder: &FolderId) -> Result<(), StoreError> {
+        let name = keys::folder_space(folder);
+        if self.space_record(&name)?.is_some() {
+            return Err(StoreError::AlreadyExists(format!(
+                "folder {:?} of {:?}",
+                folder.name, folder.owner
+            )));
+        }
+        let (rec, alloc) = self.new_space()?;
+        let value = records::encode(TreeId::UidSpaces, &rec)?;
+        let bump = self.bump(false);
+        self.trees.all[..]
+            .transaction(|t| {
+                let tx = Tx(t);
+                alloc.write(&tx)?;
+                tx.t(TreeId::UidSpaces)
+                    .insert(name.as_slice(), value.as_slice())?;
+                bump.write(&tx)
+            })
+            .map_err(tx_error)?;
+        self.bumped(bump);
+        Ok(())
+    }
+
+    fn folder_delete(&mut self, folder: &FolderId) -> Result<(), StoreError> {
+        let (name, rec) = self.folder_space(folder)?;
+        let uids: Vec<u32> = read_entries(&self.trees, rec.space)?
+            .into_iter()
+            .map(|(u, _)| u)
+            .collect();
+        let bump = self.bump(false);
+        self.trees.all[..]
+            .transaction(|t| {
+                let tx = Tx(t);
+                tx.t(TreeId::UidSpaces).remove(name.as_slice())?;
+                for uid in &uids {
+                    tx.t(TreeId::UidMap)
+                        .remove(&keys::uid_map(rec.space, *uid)[..])?;
+                }
+                bump.write(&tx)
+            })
+            .map_err(tx_error)?;
+        self.bumped(bump);
+        Ok(())
+    }
+
+    fn folder_rename(&mut self, from: &FolderId, to: &FolderId) -> Result<(), StoreError> {
+        let (old, rec) = self.folder_space(from)?;
+        let new = keys::folder_space(to);
+        if self.space_record(&new)?.is_some() {
+            return Err(StoreError::AlreadyExists(format!(
+                "folder {:?} of {:?}",
+                to.name, to.owner
+            )));
+        }
+        let value = records::encode(TreeId::UidSpaces, &rec)?;
+        let bump = self.bump(false);
+        self.trees.all[..]
+            .transaction(|t| {
+                let tx = Tx(t);
+                tx.t(TreeId::UidSpaces).remove(old.as_slice())?;
+                tx.t(TreeId::UidSpaces)
+                    .insert(new.as_slice(), value.as_slice())?;
+                bump.write(&tx)
+            })
+            .map_err(tx_error)?;
+        self.bumped(bump);
+        Ok(())
+    }
+
+    /// Adds new message records with their flags to a folder, one uid each, in order.
+    fn folder_add(
+        &mut self,
+        folder: &FolderId,
+        new: Vec<(MessageRecord, Flags)>,
+    ) -> Result<(u32, Vec<u32>), StoreError> {
+        let agent = agent_owner(&folder.owner);
+        let (name, mut rec) = self.folder_space(folder)?;
+        if new.is_empty() {
+            return Ok((rec.uid_validity, Vec::new()));
+        }
+        let first = rec.uid_next;
+        rec.uid_next = u32::try_from(new.len())
+            .ok()
+            .and_then(|n| first.checked_add(n))
+            .ok_or_else(|| {
+                StoreError::Internal(format!(
+                    "UID space of folder {:?} is exhausted",
+                    folder.name
+                ))
+            })?;
+        let mut rows = Vec::with_capacity(new.len());
+        for (uid, (record, flags)) in (first..rec.uid_next).zip(new) {
+            let key = MessageKey(self.db.generate_id()?);
+            let value = records::encode(TreeId::Messages, &record)?;
+            let fw = FlagWrite::new(agent, key, &Flags::default(), &flags)?;
+            rows.push((uid, key, value, fw));
+        }
+        let space_value = records::encode(TreeId::UidSpaces, &rec)?;
+        let bump = self.bump(false);
+        self.trees.all[..]
+            .transaction(|t| {
+                let tx = Tx(t);
+                for (uid, key, value, fw) in &rows {
+                    tx.t(TreeId::Messages)
+                        .insert(&keys::message(*key)[..], value.as_slice())?;
+                    let entry = Entry {
+                        conversation: None,
+                        message: *key,
+                    };
+                    tx.t(TreeId::UidMap).insert(
+                        &keys::uid_map(rec.space, *uid)[..],
+                        keys::entry_value(&entry),
+                    )?;
+                    fw.apply(&tx)?;
+                }
+                tx.t(TreeId::UidSpaces)
+                    .insert(name.as_slice(), space_value.as_slice())?;
+                bump.write(&tx)
+            })
+            .map_err(tx_error)?;
+        self.bumped(bump);
+        Ok((rec.uid_validity, rows.iter().map(|r| r.0).collect()))
+    }
+
+    fn folder_append(
+        &mut self,
+        folder: &FolderId,
+        raw: &[u8],
+        flags: &Flags,
+        internal_date: i64,
+        loc: BlobLoc,
+    ) -> Result<(u32, u32), StoreError> {
+        let record = MessageRecord {
+            loc,
+            received_at: internal_date,
+            mail_from: String::new(),
+            rcpts: Vec::new(),
+            summary: appended_summary(raw),
+        };
+        let (validity, uids) = self.folder_add(folder, vec![(record, flags.clone())])?;
+        let uid = uids
+            .first()
+            .copied()
+            .ok_or_else(|| StoreError::Internal("append assigned no uid".into()))?;
+        Ok((validity, uid))
+    }
+
+    /// New message records sharing the source bodies (no bytes copied), with the
+    /// source's shared flags and the owner's per-agent flags.
+    fn folder_copy(
+        &mut self,
+        folder: &FolderId,
+        keys: &[MessageKey],
+    ) -> Result<(u32, Vec<u32>), StoreError> {
+        let agent = agent_owner(&folder.owner).unwrap_or("");
+        let mut new = Vec::with_capacity(keys.len());
+        for &key in keys {
+            let record = self.check_message(key)?;
+            new.push((record, flags::read(&self.trees, agent, key)?));
+        }
+        self.folder_add(folder, new)
+    }
+
+    fn folder_expunge(&mut self, folder: &FolderId, uids: &[u32]) -> Result<(), StoreError> {
+        let (_, rec) = self.folder_space(folder)?;
+        let map = self.trees.get(TreeId::UidMap);
+        let mut gone = Vec::new();
+        for &uid in uids {
+            let k = keys::uid_map(rec.space, uid);
+            if map.contains_key(k)? {
+                gone.push(k);
+            }
+        }
+        if gone.is_empty() {
+            return Ok(());
+        }
+        let bump = self.bump(false);
+        self.trees.all[..]
+            .transaction(|t| {
+                let tx = Tx(t);
+                for k in &gone {
+                    tx.t(TreeId::UidMap).remove(&k[..])?;
+                }
+                bump.write(&tx)
+            })
+            .map_err(tx_error)?;
+        self.bumped(bump);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_unfold_and_stop_at_body() {
+        let raw =
+            b"Subject: hello\r\n  world\r\nMessage-ID:\r\n <X@y>\r\n\r\nMessage-ID: <body@x>\r\n";
+        assert_eq!(header_value(raw, "subject").as_deref(), Some("hello world"));
+        assert_eq!(header_value(raw, "MESSAGE-ID").as_deref(), Some("<X@y>"));
+        assert_eq!(header_value(b"A: b\n\nSubject: no\n", "subject"), None);
+        let s = appended_summary(raw);
+        assert_eq!(s.message_id, "X@y");
+        assert_eq!(s.direction, Direction::In);
+    }
+
+    #[test]
+    fn inbox_owners_keep_no_agent_flags() {
+        assert_eq!(agent_owner("bob"), Some("bob"));
+        assert_eq!(agent_owner("inbox:support"), None);
+    }
+}
