@@ -174,6 +174,12 @@ struct RawImap {
     /// Implicit-TLS listeners (993); need `[tls]`.
     #[serde(deserialize_with = "lenient_list")]
     listen_tls: Vec<String>,
+    /// Simultaneous IMAP connections over all IMAP listeners.
+    max_connections: u64,
+    /// Autologout of an authenticated idle session (RFC 3501 §5.4: at least 30 minutes).
+    timeout_secs: u64,
+    /// Time a client gets to log in.
+    login_timeout_secs: u64,
 }
 
 impl Default for RawImap {
@@ -181,6 +187,9 @@ impl Default for RawImap {
         Self {
             listen: vec!["127.0.0.1:1143".into()],
             listen_tls: Vec::new(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            timeout_secs: 30 * 60,
+            login_timeout_secs: 60,
         }
     }
 }
@@ -830,6 +839,9 @@ pub struct SubmissionConfig {
 pub struct ImapConfig {
     pub listen: Vec<SocketAddr>,
     pub listen_tls: Vec<SocketAddr>,
+    pub max_connections: usize,
+    pub timeout: Duration,
+    pub login_timeout: Duration,
 }
 
 /// Checked to be readable and to hold a certificate chain / a private key at load time.
@@ -955,8 +967,8 @@ impl Config {
         self.inboxes.iter().find(|i| i.name == name)
     }
 
-    /// A config for tests: hostname "mx.example.test", the given data_dir, SMTP on
-    /// 127.0.0.1:0, no submission/IMAP listeners, short timeouts, one inbox "Support"
+    /// A config for tests: hostname "mx.example.test", the given data_dir, SMTP and IMAP
+    /// on 127.0.0.1:0, no submission listener, short timeouts, one inbox "Support"
     /// (support@example.test) and one agent "alice" (password "alice-password").
     pub fn for_tests(data_dir: &Path) -> Config {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -984,8 +996,11 @@ impl Config {
                 listen_tls: Vec::new(),
             },
             imap: ImapConfig {
-                listen: Vec::new(),
+                listen: vec![loopback],
                 listen_tls: Vec::new(),
+                max_connections: DEFAULT_MAX_CONNECTIONS as usize,
+                timeout: Duration::from_secs(30 * 60),
+                login_timeout: Duration::from_secs(10),
             },
             tls: None,
             allow_plaintext_auth: true,
@@ -1326,6 +1341,9 @@ fn validate_tls_and_listeners(
     let imap = ImapConfig {
         listen: ck.socket_addrs("imap.listen", &imap.listen),
         listen_tls: ck.socket_addrs("imap.listen_tls", &imap.listen_tls),
+        max_connections: ck.limit("imap.max_connections", imap.max_connections),
+        timeout: ck.secs("imap.timeout_secs", imap.timeout_secs),
+        login_timeout: ck.secs("imap.login_timeout_secs", imap.login_timeout_secs),
     };
     if tls_files.is_none() {
         for (key, list) in [

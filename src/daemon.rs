@@ -15,8 +15,10 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{error, info, warn};
 
 use crate::{
+    auth::Authenticator,
     config::{self, Config},
     control,
+    imap::{self, session::ImapContext},
     ingest::Ingest,
     net::{listener::AcceptLoop, tls::Tls},
     reload::Reloadable,
@@ -51,6 +53,8 @@ pub enum DaemonError {
 #[derive(Debug, Clone)]
 pub struct Addrs {
     pub smtp: Vec<SocketAddr>,
+    pub imap: Vec<SocketAddr>,
+    pub imap_tls: Vec<SocketAddr>,
     pub control: PathBuf,
 }
 
@@ -97,17 +101,9 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
     let tasks = TaskTracker::new();
     let smtp_slots = Arc::new(Semaphore::new(config.smtp.max_connections));
 
-    let mut smtp_listeners = Vec::new();
-    for addr in &config.smtp.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| DaemonError::Bind {
-                what: "smtp.listen",
-                addr: addr.to_string(),
-                source,
-            })?;
-        smtp_listeners.push(listener);
-    }
+    let smtp_listeners = bind_all(&config.smtp.listen, "smtp.listen").await?;
+    let imap_listeners = bind_all(&config.imap.listen, "imap.listen").await?;
+    let imap_tls_listeners = bind_all(&config.imap.listen_tls, "imap.listen_tls").await?;
     let control_path = control::socket_path(&config.server.data_dir);
     let control_listener = control::bind(&control_path).map_err(|source| DaemonError::Bind {
         what: "control socket",
@@ -116,10 +112,9 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
     })?;
 
     let addrs = Addrs {
-        smtp: smtp_listeners
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect(),
+        smtp: local_addrs(&smtp_listeners),
+        imap: local_addrs(&imap_listeners),
+        imap_tls: local_addrs(&imap_tls_listeners),
         control: control_path,
     };
     let config = Arc::new(Reloadable::new(config));
@@ -143,13 +138,40 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
             accept.run(move |stream, peer, id| smtp_server::serve(stream, peer, id, ctx.clone())),
         );
     }
+    let imap_ctx = Arc::new(ImapContext {
+        config: config.clone(),
+        store: store.clone(),
+        ingest: Ingest::new(store.clone(), config.clone()),
+        auth: Authenticator::default(),
+        tls: tls.clone(),
+    });
+    let imap_slots = Arc::new(Semaphore::new(config.current().imap.max_connections));
+    let imap_listeners = imap_listeners
+        .into_iter()
+        .map(|l| (l, false))
+        .chain(imap_tls_listeners.into_iter().map(|l| (l, true)));
+    for (listener, implicit_tls) in imap_listeners {
+        let ctx = imap_ctx.clone();
+        let stop = shutdown.clone();
+        let accept = AcceptLoop {
+            listener,
+            slots: imap_slots.clone(),
+            tasks: tasks.clone(),
+            shutdown: shutdown.clone(),
+            busy_reply: b"* BYE Too many connections, try again later\r\n",
+            protocol: "imap",
+        };
+        tasks.spawn(accept.run(move |stream, peer, _id| {
+            imap::server::serve(stream, peer, ctx.clone(), stop.clone(), implicit_tls)
+        }));
+    }
     tasks.spawn(control::serve(
         control_listener,
         store.clone(),
         tasks.clone(),
         shutdown.clone(),
     ));
-    info!(smtp = ?addrs.smtp, "listening");
+    info!(smtp = ?addrs.smtp, imap = ?addrs.imap, imap_tls = ?addrs.imap_tls, "listening");
     Ok(DaemonHandle {
         addrs,
         config,
@@ -158,6 +180,31 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         tasks,
         shutdown,
     })
+}
+
+async fn bind_all(
+    addrs: &[SocketAddr],
+    what: &'static str,
+) -> Result<Vec<TcpListener>, DaemonError> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| DaemonError::Bind {
+                what,
+                addr: addr.to_string(),
+                source,
+            })?;
+        out.push(listener);
+    }
+    Ok(out)
+}
+
+fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
+    listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect()
 }
 
 impl DaemonHandle {

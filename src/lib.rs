@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod contacts;
@@ -16,6 +17,7 @@ pub mod daemon;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod imap;
 pub mod ingest;
 pub mod message;
 pub mod net;

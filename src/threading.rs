@@ -338,7 +338,7 @@ fn join_or_link(
     id: ConversationId,
 ) -> Option<ThreadDecision> {
     let info = idx.conversation(id)?;
-    if info.inbox != input.inbox {
+    if !info.reachable_from(input.inbox) {
         return None;
     }
     Some(if is_participant(&info, input, team) {
@@ -403,7 +403,9 @@ fn decide_inner(
         .dsn_reported_message_id
         .as_deref()
         .and_then(|id| idx.by_message_id(inbox, id))
-        && idx.conversation(id).is_some_and(|c| c.inbox == inbox)
+        && idx
+            .conversation(id)
+            .is_some_and(|c| c.reachable_from(inbox))
     {
         return ThreadDecision::Join(id);
     }
@@ -566,6 +568,7 @@ mod tests {
                     assignee: None,
                     customer: Some(customer.to_string()),
                     participants: participants.iter().map(|p| p.to_string()).collect(),
+                    former_inboxes: Vec::new(),
                 },
             );
             id

@@ -1,0 +1,612 @@
+//! SEARCH key evaluation for one message (RFC 3501 §6.4.4). Pure. Flags, UIDs, sequence
+//! numbers, sizes and internal dates come from the candidate's metadata; the message bytes are
+//! parsed only when a key needs their content, and then once per evaluation. Fed
+//! attacker-controlled bytes: never panics, recursion bounded.
+
+use std::cell::OnceCell;
+
+use chrono::{DateTime, NaiveDate};
+use imap_codec::imap_types::{
+    core::AString,
+    flag::Flag,
+    search::SearchKey,
+    sequence::{SeqOrUid, Sequence, SequenceSet},
+};
+use mail_parser::{
+    Header, HeaderValue, Message, MessageParser, PartType, decoders::html::html_to_text,
+    parsers::MessageStream,
+};
+
+/// Nested message/rfc822 levels whose text BODY and TEXT search.
+const MAX_DEPTH: usize = 32;
+/// NOT / OR / parenthesis nesting evaluated; a key nested deeper matches nothing.
+const MAX_KEY_DEPTH: usize = 64;
+
+/// What a search needs about one message.
+#[derive(Debug, Clone, Copy)]
+pub struct Candidate<'a> {
+    pub seq: u32,
+    pub uid: u32,
+    pub flags: &'a [Flag<'static>],
+    /// Unix seconds.
+    pub internal_date: i64,
+    pub raw: &'a [u8],
+}
+
+/// Evaluates `key` for one message. `max_seq`/`max_uid` resolve `*` in sequence sets.
+pub fn matches(key: &SearchKey<'_>, c: &Candidate<'_>, max_seq: u32, max_uid: u32) -> bool {
+    Eval {
+        c,
+        max_seq,
+        max_uid,
+        msg: OnceCell::new(),
+    }
+    .key(key, 0)
+    .unwrap_or(false)
+}
+
+struct Eval<'c, 'a> {
+    c: &'c Candidate<'a>,
+    max_seq: u32,
+    max_uid: u32,
+    /// Parsed on first use; `None` inside when the bytes have no header at all.
+    msg: OnceCell<Option<Message<'a>>>,
+}
+
+impl<'a> Eval<'_, 'a> {
+    /// `None` when the key nests deeper than [`MAX_KEY_DEPTH`].
+    fn key(&self, key: &SearchKey<'_>, depth: usize) -> Option<bool> {
+        let depth = depth.checked_add(1).filter(|&d| d <= MAX_KEY_DEPTH)?;
+        let c = self.c;
+        Some(match key {
+            SearchKey::And(keys) => {
+                for k in keys.as_ref() {
+                    if !self.key(k, depth)? {
+                        return Some(false);
+                    }
+                }
+                true
+            }
+            SearchKey::Or(a, b) => self.key(a, depth)? || self.key(b, depth)?,
+            SearchKey::Not(k) => !self.key(k, depth)?,
+            SearchKey::SequenceSet(set) => in_set(set, c.seq, self.max_seq),
+            SearchKey::Uid(set) => in_set(set, c.uid, self.max_uid),
+            SearchKey::All => true,
+            // No session here ever sees \Recent: NEW (= RECENT UNSEEN) never matches and OLD
+            // (= NOT RECENT) always does.
+            SearchKey::Recent | SearchKey::New => false,
+            SearchKey::Old => true,
+            SearchKey::Answered => self.has(&Flag::Answered),
+            SearchKey::Deleted => self.has(&Flag::Deleted),
+            SearchKey::Draft => self.has(&Flag::Draft),
+            SearchKey::Flagged => self.has(&Flag::Flagged),
+            SearchKey::Seen => self.has(&Flag::Seen),
+            SearchKey::Unanswered => !self.has(&Flag::Answered),
+            SearchKey::Undeleted => !self.has(&Flag::Deleted),
+            SearchKey::Undraft => !self.has(&Flag::Draft),
+            SearchKey::Unflagged => !self.has(&Flag::Flagged),
+            SearchKey::Unseen => !self.has(&Flag::Seen),
+            SearchKey::Keyword(k) => self.has_keyword(k.as_ref()),
+            SearchKey::Unkeyword(k) => !self.has_keyword(k.as_ref()),
+            SearchKey::Larger(n) => len_u64(c.raw) > u64::from(*n),
+            SearchKey::Smaller(n) => len_u64(c.raw) < u64::from(*n),
+            SearchKey::Before(d) => self.internal_date().is_some_and(|x| x < *d.as_ref()),
+            SearchKey::On(d) => self.internal_date().is_some_and(|x| x == *d.as_ref()),
+            SearchKey::Since(d) => self.internal_date().is_some_and(|x| x >= *d.as_ref()),
+            SearchKey::SentBefore(d) => self.sent_date().is_some_and(|x| x < *d.as_ref()),
+            SearchKey::SentOn(d) => self.sent_date().is_some_and(|x| x == *d.as_ref()),
+            SearchKey::SentSince(d) => self.sent_date().is_some_and(|x| x >= *d.as_ref()),
+            SearchKey::From(s) => self.field_contains("From", s),
+            SearchKey::To(s) => self.field_contains("To", s),
+            SearchKey::Cc(s) => self.field_contains("Cc", s),
+            SearchKey::Bcc(s) => self.field_contains("Bcc", s),
+            SearchKey::Subject(s) => self.field_contains("Subject", s),
+            SearchKey::Header(name, s) => {
+                self.field_contains(&String::from_utf8_lossy(name.as_ref()), s)
+            }
+            SearchKey::Body(s) => contains(&self.body_text(), s),
+            SearchKey::Text(s) => {
+                let needle = needle(s);
+                let header = self.message().map(header_text).unwrap_or_default();
+                contains_lower(&header, &needle) || contains_lower(&self.body_text(), &needle)
+            }
+            // CONDSTORE is not offered, so no message has a mod-sequence to compare.
+            SearchKey::ModSequence { .. } => false,
+        })
+    }
+
+    fn message(&self) -> Option<&Message<'a>> {
+        let raw = self.c.raw;
+        self.msg
+            .get_or_init(|| {
+                // mail-parser 0.11.9 has reachable `debug_assert!`s on malformed MIME (see
+                // message.rs): treat a failure like a message without a header.
+                std::panic::catch_unwind(|| MessageParser::default().parse(raw))
+                    .ok()
+                    .flatten()
+                    .filter(|m| !m.parts.is_empty())
+            })
+            .as_ref()
+    }
+
+    fn has(&self, flag: &Flag<'static>) -> bool {
+        self.c.flags.contains(flag)
+    }
+
+    fn has_keyword(&self, keyword: &str) -> bool {
+        self.c
+            .flags
+            .iter()
+            .any(|f| matches!(f, Flag::Keyword(k) if k.as_ref().eq_ignore_ascii_case(keyword)))
+    }
+
+    /// The calendar date (UTC) of the internal date.
+    fn internal_date(&self) -> Option<NaiveDate> {
+        DateTime::from_timestamp(self.c.internal_date, 0).map(|d| d.date_naive())
+    }
+
+    /// The calendar date written in the Date header, time and zone disregarded.
+    fn sent_date(&self) -> Option<NaiveDate> {
+        let date = self.message()?.date()?;
+        NaiveDate::from_ymd_opt(
+            i32::from(date.year),
+            u32::from(date.month),
+            u32::from(date.day),
+        )
+    }
+
+    /// Whether a top-level header called `name` contains `s` (decoded). An empty `s` matches
+    /// any message that has such a header.
+    fn field_contains(&self, name: &str, s: &AString<'_>) -> bool {
+        let Some(msg) = self.message() else {
+            return false;
+        };
+        let buf = msg.raw_message.as_ref();
+        let needle = needle(s);
+        msg.parts.first().is_some_and(|root| {
+            root.headers
+                .iter()
+                .filter(|h| h.name().eq_ignore_ascii_case(name))
+                .any(|h| contains_lower(&header_value(h, buf), &needle))
+        })
+    }
+
+    /// Decoded text of every text part (HTML as text), embedded messages included.
+    fn body_text(&self) -> String {
+        match self.message() {
+            Some(msg) => {
+                let mut out = String::new();
+                body_text(msg, 0, &mut out);
+                out
+            }
+            None => String::from_utf8_lossy(self.c.raw).into_owned(),
+        }
+    }
+}
+
+/// Whether `n` is in `set`, `*` standing for `max` (RFC 3501 §9 seq-range: either order).
+fn in_set(set: &SequenceSet, n: u32, max: u32) -> bool {
+    let resolve = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => max,
+    };
+    set.0.as_ref().iter().any(|seq| match seq {
+        Sequence::Single(s) => resolve(s) == n,
+        Sequence::Range(a, b) => {
+            let (a, b) = (resolve(a), resolve(b));
+            a.min(b) <= n && n <= a.max(b)
+        }
+    })
+}
+
+fn body_text(msg: &Message<'_>, depth: usize, out: &mut String) {
+    for part in &msg.parts {
+        match &part.body {
+            PartType::Text(text) => {
+                out.push_str(text);
+                out.push('\n');
+            }
+            PartType::Html(html) => {
+                out.push_str(&html_to_text(html));
+                out.push('\n');
+            }
+            PartType::Message(inner) if depth < MAX_DEPTH => {
+                out.push_str(&header_text(inner));
+                body_text(inner, depth + 1, out);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Every top-level header as `Name: decoded value` lines.
+fn header_text(msg: &Message<'_>) -> String {
+    let buf = msg.raw_message.as_ref();
+    let mut out = String::new();
+    for h in msg
+        .parts
+        .first()
+        .map(|p| p.headers.as_slice())
+        .unwrap_or_default()
+    {
+        out.push_str(h.name());
+        out.push_str(": ");
+        out.push_str(&header_value(h, buf));
+        out.push('\n');
+    }
+    out
+}
+
+/// A header's value with RFC 2047 encoded-words decoded, plus the addresses mail-parser found
+/// in it (which also decodes words inside quoted display names).
+fn header_value(h: &Header<'_>, buf: &[u8]) -> String {
+    let start = usize::try_from(h.offset_start).unwrap_or(usize::MAX);
+    let end = usize::try_from(h.offset_end)
+        .unwrap_or(usize::MAX)
+        .min(buf.len());
+    let raw = buf.get(start.min(end)..end).unwrap_or_default();
+    let mut out = match MessageStream::new(raw).parse_unstructured() {
+        HeaderValue::Text(text) => text.into_owned(),
+        _ => String::from_utf8_lossy(raw).trim().to_string(),
+    };
+    if let HeaderValue::Address(addresses) = &h.value {
+        for a in addresses.iter() {
+            out.push('\n');
+            out.push_str(a.name().unwrap_or_default());
+            out.push_str(" <");
+            out.push_str(a.address().unwrap_or_default());
+            out.push('>');
+        }
+    }
+    out
+}
+
+fn needle(s: &AString<'_>) -> String {
+    String::from_utf8_lossy(s.as_ref()).to_lowercase()
+}
+
+/// Case-insensitive substring test (RFC 3501 §6.4.4).
+fn contains(haystack: &str, s: &AString<'_>) -> bool {
+    contains_lower(haystack, &needle(s))
+}
+
+fn contains_lower(haystack: &str, needle_lower: &str) -> bool {
+    needle_lower.is_empty() || haystack.to_lowercase().contains(needle_lower)
+}
+
+fn len_u64(bytes: &[u8]) -> u64 {
+    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use imap_codec::{
+        CommandCodec,
+        decode::Decoder,
+        imap_types::{command::CommandBody, core::Vec1},
+    };
+
+    use super::*;
+
+    const MESSAGE: &str = "From: =?utf-8?q?J=C3=B6rg?= Doe <jorg@example.com>
+To: Support <support@example.org>, \"Smith, Ann\" <ann@example.net>
+Cc: team: bob@example.org, carol@example.org;
+Date: Tue, 03 Mar 2026 10:15:00 +0100
+Subject: =?utf-8?q?Caf=C3=A9?= order
+ #42
+Message-ID: <m1@example.com>
+MIME-Version: 1.0
+Content-Type: multipart/mixed; boundary=\"outer\"
+
+This is a MIME preamble.
+--outer
+Content-Type: multipart/alternative; boundary=alt
+
+--alt
+Content-Type: text/plain; charset=utf-8
+Content-Transfer-Encoding: quoted-printable
+
+Hello caf=C3=A9,
+see attachment.
+--alt
+Content-Type: text/html; charset=utf-8
+
+<p>Hello <b>cafe</b> lovers</p>
+--alt--
+
+--outer
+Content-Type: application/pdf; name=\"invoice.pdf\"
+Content-Transfer-Encoding: base64
+
+JVBERi0xLjQK
+--outer
+Content-Type: message/rfc822
+
+From: Bob <bob@example.org>
+Subject: Inner note
+
+Inner body line 2
+--outer--
+";
+
+    /// 2026-03-03T23:30:00Z: a day later in UTC than in the Date header's zone it is not.
+    const INTERNAL_DATE: i64 = 1_772_580_600;
+
+    /// The criteria of `a SEARCH <criteria>` as imap-codec decodes them (several are ANDed).
+    fn key(criteria: &str) -> SearchKey<'static> {
+        let line = format!("a SEARCH {criteria}\r\n");
+        let (_, cmd) = CommandCodec::default()
+            .decode_static(line.as_bytes())
+            .expect(criteria);
+        match cmd.body {
+            CommandBody::Search { criteria, .. } => {
+                let mut keys = criteria.into_inner();
+                if keys.len() == 1 {
+                    keys.remove(0)
+                } else {
+                    SearchKey::And(Vec1::try_from(keys).expect("keys"))
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn astring(s: &str) -> AString<'static> {
+        AString::try_from(s.to_string()).expect("astring")
+    }
+
+    fn check(raw: &[u8], flags: &[Flag<'static>], cases: &[(&str, bool)]) {
+        let c = Candidate {
+            seq: 5,
+            uid: 42,
+            flags,
+            internal_date: INTERNAL_DATE,
+            raw,
+        };
+        for (criteria, expected) in cases {
+            assert_eq!(
+                matches(&key(criteria), &c, 10, 100),
+                *expected,
+                "{criteria}"
+            );
+        }
+    }
+
+    fn flags() -> Vec<Flag<'static>> {
+        vec![Flag::Seen, Flag::try_from("$Comment").expect("keyword")]
+    }
+
+    #[test]
+    fn flag_keys() {
+        let raw = MESSAGE.replace('\n', "\r\n");
+        check(
+            raw.as_bytes(),
+            &flags(),
+            &[
+                ("ALL", true),
+                ("ANSWERED", false),
+                ("UNANSWERED", true),
+                ("DELETED", false),
+                ("UNDELETED", true),
+                ("DRAFT", false),
+                ("UNDRAFT", true),
+                ("FLAGGED", false),
+                ("UNFLAGGED", true),
+                ("SEEN", true),
+                ("UNSEEN", false),
+                ("KEYWORD $Comment", true),
+                ("KEYWORD $comment", true),
+                ("KEYWORD $Replying", false),
+                ("UNKEYWORD $Comment", false),
+                ("UNKEYWORD $Replying", true),
+                ("RECENT", false),
+                ("NEW", false),
+                ("OLD", true),
+                ("NOT SEEN", false),
+                ("OR ANSWERED SEEN", true),
+                ("OR ANSWERED DELETED", false),
+                ("(SEEN KEYWORD $Comment)", true),
+                ("(SEEN FLAGGED)", false),
+                ("SEEN UNDELETED", true),
+                ("NOT (SEEN DELETED)", true),
+            ],
+        );
+    }
+
+    #[test]
+    fn sequence_and_uid_sets() {
+        let raw = MESSAGE.replace('\n', "\r\n");
+        check(
+            raw.as_bytes(),
+            &[],
+            &[
+                ("5", true),
+                ("2,5", true),
+                ("4:6", true),
+                ("6:4", true),
+                ("1:4,6:*", false),
+                ("*", false),
+                ("UID 42", true),
+                ("UID 1:41", false),
+                ("UID 40:*", true),
+                ("UID 43:30", true),
+                ("UID *", false),
+                ("UID 200:*", false),
+                ("NOT UID 42", false),
+            ],
+        );
+        // `*` is the largest number in use, even when a range starts above it.
+        let c = Candidate {
+            seq: 10,
+            uid: 100,
+            flags: &[],
+            internal_date: 0,
+            raw: b"",
+        };
+        assert!(matches(&key("*"), &c, 10, 100));
+        assert!(matches(&key("UID 200:*"), &c, 10, 100));
+    }
+
+    #[test]
+    fn size_and_date_keys() {
+        let raw = MESSAGE.replace('\n', "\r\n");
+        let size = raw.len();
+        check(
+            raw.as_bytes(),
+            &[],
+            &[
+                (&format!("LARGER {}", size - 1), true),
+                (&format!("LARGER {size}"), false),
+                (&format!("SMALLER {}", size + 1), true),
+                (&format!("SMALLER {size}"), false),
+                ("BEFORE 4-Mar-2026", true),
+                ("BEFORE 3-Mar-2026", false),
+                ("ON 3-Mar-2026", true),
+                ("ON 4-Mar-2026", false),
+                ("SINCE 3-Mar-2026", true),
+                ("SINCE 4-Mar-2026", false),
+                ("SENTBEFORE 3-Mar-2026", false),
+                ("SENTBEFORE 4-Mar-2026", true),
+                ("SENTON 3-Mar-2026", true),
+                ("SENTON 2-Mar-2026", false),
+                ("SENTSINCE 3-Mar-2026", true),
+                ("SENTSINCE 4-Mar-2026", false),
+            ],
+        );
+        // SENT* use the calendar date written in the header, not UTC.
+        check(
+            b"Date: Tue, 03 Mar 2026 00:30:00 +0200\r\n\r\nx",
+            &[],
+            &[("SENTON 3-Mar-2026", true), ("ON 3-Mar-2026", true)],
+        );
+        // Without a parseable Date header no SENT* key matches.
+        for raw in [&b"Subject: x\r\n\r\nbody"[..], b"Date: someday\r\n\r\nbody"] {
+            check(
+                raw,
+                &[],
+                &[
+                    ("SENTBEFORE 1-Jan-2100", false),
+                    ("SENTON 3-Mar-2026", false),
+                    ("SENTSINCE 1-Jan-1970", false),
+                ],
+            );
+        }
+    }
+
+    #[test]
+    fn header_and_text_keys() {
+        let raw = MESSAGE.replace('\n', "\r\n");
+        check(
+            raw.as_bytes(),
+            &[],
+            &[
+                ("FROM jorg@example.com", true),
+                ("FROM \"JORG@\"", true),
+                ("FROM bob", false),
+                ("TO \"smith, ann\"", true),
+                ("TO support@example.org", true),
+                ("TO bob", false),
+                ("CC carol", true),
+                ("CC team", true),
+                ("CC ann", false),
+                ("BCC x", false),
+                ("BCC \"\"", false),
+                ("SUBJECT \"order #42\"", true),
+                ("SUBJECT inner", false),
+                ("HEADER Message-ID m1@", true),
+                ("HEADER message-id \"\"", true),
+                ("HEADER X-Missing \"\"", false),
+                ("HEADER Subject \"order #42\"", true),
+                ("BODY \"see ATTACHMENT\"", true),
+                ("BODY \"cafe lovers\"", true),
+                ("BODY \"Inner body line 2\"", true),
+                ("BODY preamble", false),
+                ("BODY JVBERi0", false),
+                ("BODY support@example.org", false),
+                ("TEXT support@example.org", true),
+                ("TEXT \"Inner note\"", true),
+                ("TEXT lovers", true),
+                ("TEXT nowhere", false),
+                ("OR FROM nobody TEXT lovers", true),
+            ],
+        );
+        // Keys on decoded (RFC 2047 / quoted-printable, UTF-8) text.
+        let c = Candidate {
+            seq: 5,
+            uid: 42,
+            flags: &[],
+            internal_date: INTERNAL_DATE,
+            raw: raw.as_bytes(),
+        };
+        for (key, expected) in [
+            (SearchKey::From(astring("jörg doe")), true),
+            (SearchKey::Subject(astring("CAFÉ ORDER")), true),
+            (SearchKey::Body(astring("hello café,")), true),
+            (SearchKey::Text(astring("café")), true),
+            (SearchKey::Body(astring("jörg")), false),
+        ] {
+            assert_eq!(matches(&key, &c, 10, 100), expected, "{key:?}");
+        }
+    }
+
+    #[test]
+    fn content_keys_on_input_without_header() {
+        check(
+            b"",
+            &[],
+            &[("TEXT x", false), ("BODY \"\"", true), ("FROM \"\"", false)],
+        );
+        check(
+            b"\r\njust words",
+            &[],
+            &[("BODY words", true), ("SUBJECT words", false)],
+        );
+    }
+
+    #[test]
+    fn flag_keys_do_not_parse_the_message() {
+        let raw = MESSAGE.replace('\n', "\r\n");
+        let flags = flags();
+        let c = Candidate {
+            seq: 5,
+            uid: 42,
+            flags: &flags,
+            internal_date: INTERNAL_DATE,
+            raw: raw.as_bytes(),
+        };
+        let eval = Eval {
+            c: &c,
+            max_seq: 10,
+            max_uid: 100,
+            msg: OnceCell::new(),
+        };
+        let key = key("SEEN UID 1:* LARGER 10 SINCE 1-Jan-2000 NOT DELETED OR 1 KEYWORD $Comment");
+        assert_eq!(eval.key(&key, 0), Some(true));
+        assert!(eval.msg.get().is_none());
+        assert_eq!(
+            eval.key(&SearchKey::Subject(astring("order")), 0),
+            Some(true)
+        );
+        assert!(eval.msg.get().is_some());
+    }
+
+    #[test]
+    fn deep_keys_are_bounded() {
+        let mut key = SearchKey::All;
+        for _ in 0..10_000 {
+            key = SearchKey::Not(Box::new(key));
+        }
+        let c = Candidate {
+            seq: 1,
+            uid: 1,
+            flags: &[],
+            internal_date: 0,
+            raw: b"",
+        };
+        assert!(!matches(&key, &c, 1, 1));
+        key = SearchKey::Not(Box::new(key));
+        assert!(!matches(&key, &c, 1, 1));
+        // Dropping 10 000 nested boxes recursively is the test's own affair.
+        std::mem::forget(key);
+    }
+}

@@ -1,0 +1,316 @@
+//! Drives an IMAP `Session` over a socket with imap-next's sans-I/O server (literals,
+//! AUTHENTICATE rounds, IDLE/DONE): our own loop, so plain TCP, STARTTLS and implicit TLS
+//! share one code path (CRATES.md §2.8). Timeouts, store-change pushes during IDLE and
+//! `* BYE` on shutdown live here.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use imap_codec::imap_types::{
+    auth::AuthenticateData,
+    core::Tag,
+    response::{CommandContinuationRequest, Data, Status},
+};
+use imap_next::{
+    Interrupt, Io, State,
+    server::{Event, Options, ResponseHandle, Server},
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt},
+    net::TcpStream,
+    time::timeout,
+};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
+
+use super::session::{After, Answer, ImapContext, Session};
+
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Malformed commands tolerated before the connection is closed.
+const MAX_BAD_COMMANDS: u32 = 20;
+
+enum Outcome {
+    Closed,
+    StartTls,
+}
+
+/// Serves one IMAP connection to the end.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<ImapContext>,
+    shutdown: CancellationToken,
+    implicit_tls: bool,
+) {
+    let config = ctx.config.current();
+    let mut session = Session::new(ctx.clone(), peer, false);
+    if implicit_tls {
+        let Some(tls) = &ctx.tls else { return };
+        let mut stream = match timeout(
+            config.server.tls_handshake_timeout,
+            tls.acceptor().accept(stream),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
+            Err(_) => return debug!("TLS handshake timed out"),
+        };
+        session.tls_started();
+        let _ = run(&mut stream, &mut session, &ctx, &shutdown, true).await;
+        let _ = stream.shutdown().await;
+        return;
+    }
+    let mut stream = stream;
+    match run(&mut stream, &mut session, &ctx, &shutdown, true).await {
+        Ok(Outcome::StartTls) => {
+            let Some(tls) = &ctx.tls else { return };
+            let mut stream = match timeout(
+                config.server.tls_handshake_timeout,
+                tls.acceptor().accept(stream),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
+                Err(_) => return debug!("TLS handshake timed out"),
+            };
+            session.tls_started();
+            // No second greeting after STARTTLS (RFC 3501 §6.2.1).
+            let _ = run(&mut stream, &mut session, &ctx, &shutdown, false).await;
+            let _ = stream.shutdown().await;
+        }
+        Ok(Outcome::Closed) => {}
+        Err(e) => debug!(error = %e, "session ended"),
+    }
+}
+
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut S,
+    session: &mut Session,
+    ctx: &ImapContext,
+    shutdown: &CancellationToken,
+    greet: bool,
+) -> std::io::Result<Outcome> {
+    let config = ctx.config.current();
+    let mut options = Options::default();
+    let max_literal = u32::try_from(config.smtp.max_message_size).unwrap_or(u32::MAX - 65536);
+    options.max_literal_size = max_literal;
+    options.max_command_size = max_literal.saturating_add(64 * 1024);
+    let mut server = Server::new(options, session.greeting());
+    let mut skip_greeting = !greet;
+    let mut changes = ctx.store.subscribe();
+    let mut idling: Option<Tag<'static>> = None;
+    let mut authenticating: Option<Tag<'static>> = None;
+    let mut finish_after: Option<(ResponseHandle, After)> = None;
+    let mut bad_commands = 0u32;
+    let mut read_buf = vec![0u8; 64 * 1024];
+    loop {
+        loop {
+            match server.next() {
+                Ok(Event::GreetingSent { .. }) => {}
+                Ok(Event::ResponseSent { handle, .. }) => {
+                    if let Some((expected, after)) = finish_after
+                        && expected == handle
+                    {
+                        match after {
+                            After::Logout => return Ok(Outcome::Closed),
+                            After::StartTls => return Ok(Outcome::StartTls),
+                            After::Continue | After::Idle => finish_after = None,
+                        }
+                    }
+                }
+                Ok(Event::CommandReceived { command }) => {
+                    let answer = session.command(command).await;
+                    let after = answer.after;
+                    let handle = enqueue(&mut server, answer);
+                    if matches!(after, After::Logout | After::StartTls) {
+                        finish_after = Some((handle, after));
+                    }
+                }
+                Ok(Event::CommandAuthenticateReceived {
+                    command_authenticate,
+                }) => {
+                    let tag = command_authenticate.tag;
+                    if let Err(reason) =
+                        session.authenticate_allowed(&command_authenticate.mechanism)
+                    {
+                        let status =
+                            Status::no(Some(tag), None, reason).unwrap_or_else(|_| fallback_no());
+                        let _ = server.authenticate_finish(status);
+                    } else if let Some(initial) = command_authenticate.initial_response {
+                        let answer = session.authenticate_plain(tag, initial.declassify()).await;
+                        let _ = server.authenticate_finish(answer.status);
+                    } else {
+                        authenticating = Some(tag);
+                        let _ = server
+                            .authenticate_continue(CommandContinuationRequest::base64(Vec::new()));
+                    }
+                }
+                Ok(Event::AuthenticateDataReceived { authenticate_data }) => {
+                    let Some(tag) = authenticating.take() else {
+                        continue;
+                    };
+                    let status = match authenticate_data {
+                        AuthenticateData::Continue(secret) => {
+                            session
+                                .authenticate_plain(tag, secret.declassify())
+                                .await
+                                .status
+                        }
+                        AuthenticateData::Cancel => {
+                            Status::bad(Some(tag), None, "AUTHENTICATE cancelled")
+                                .unwrap_or_else(|_| fallback_no())
+                        }
+                    };
+                    let _ = server.authenticate_finish(status);
+                }
+                Ok(Event::IdleCommandReceived { tag }) => {
+                    let answer = session.command(idle_command(tag.clone())).await;
+                    if answer.after == After::Idle {
+                        let ccr = CommandContinuationRequest::basic(None, "idling").ok();
+                        if let Some(ccr) = ccr {
+                            let _ = server.idle_accept(ccr);
+                        }
+                        idling = Some(tag);
+                        push(&mut server, session.pending_updates().await);
+                    } else {
+                        let _ = server.idle_reject(answer.status);
+                    }
+                }
+                Ok(Event::IdleDoneReceived) => {
+                    if let Some(tag) = idling.take() {
+                        let status = Status::ok(Some(tag), None, "IDLE terminated")
+                            .unwrap_or_else(|_| fallback_no());
+                        server.enqueue_status(status);
+                    }
+                }
+                Err(Interrupt::Io(Io::Output(bytes))) => {
+                    if skip_greeting {
+                        skip_greeting = false;
+                        continue;
+                    }
+                    timeout(WRITE_TIMEOUT, io.write_all(&bytes))
+                        .await
+                        .map_err(|_| {
+                            std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")
+                        })??;
+                }
+                Err(Interrupt::Io(Io::NeedMoreInput)) => break,
+                Err(Interrupt::Error(e)) => {
+                    bad_commands += 1;
+                    if let Some(status) = tagged_bad(&e) {
+                        server.enqueue_status(status);
+                    }
+                    if bad_commands > MAX_BAD_COMMANDS {
+                        let bye = Status::bye(None, "too many bad commands")
+                            .unwrap_or_else(|_| fallback_no());
+                        let handle = server.enqueue_status(bye);
+                        finish_after = Some((handle, After::Logout));
+                    }
+                }
+            }
+        }
+        io.flush().await?;
+
+        let limit = if session.is_authenticated() {
+            config.imap.timeout
+        } else {
+            config.imap.login_timeout
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                let bye = Status::bye(None, "server shutting down").unwrap_or_else(|_| fallback_no());
+                server.enqueue_status(bye);
+                let _ = shutdown_write(io, &mut server).await;
+                return Ok(Outcome::Closed);
+            }
+            _ = changes.changed(), if idling.is_some() => {
+                push(&mut server, session.pending_updates().await);
+            }
+            r = timeout(limit, io.read(&mut read_buf)) => {
+                let n = match r {
+                    Ok(r) => r?,
+                    Err(_) => {
+                        let bye = Status::bye(None, "autologout: idle too long").unwrap_or_else(|_| fallback_no());
+                        server.enqueue_status(bye);
+                        let _ = shutdown_write(io, &mut server).await;
+                        return Ok(Outcome::Closed);
+                    }
+                };
+                if n == 0 {
+                    return Ok(Outcome::Closed);
+                }
+                server.enqueue_input(&read_buf[..n]);
+            }
+        }
+    }
+}
+
+/// Writes what is queued (a BYE) without taking more input.
+async fn shutdown_write<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    server: &mut Server,
+) -> std::io::Result<()> {
+    for _ in 0..16 {
+        match server.next() {
+            Err(Interrupt::Io(Io::Output(bytes))) => {
+                timeout(WRITE_TIMEOUT, io.write_all(&bytes))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")
+                    })??;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    io.flush().await
+}
+
+fn enqueue(server: &mut Server, answer: Answer) -> ResponseHandle {
+    for status in answer.untagged_status {
+        server.enqueue_status(status);
+    }
+    push(server, answer.untagged);
+    server.enqueue_status(answer.status)
+}
+
+fn push(server: &mut Server, data: Vec<Data<'static>>) {
+    for d in data {
+        server.enqueue_data(d);
+    }
+}
+
+fn idle_command(tag: Tag<'static>) -> imap_codec::imap_types::command::Command<'static> {
+    imap_codec::imap_types::command::Command {
+        tag,
+        body: imap_codec::imap_types::command::CommandBody::Idle,
+    }
+}
+
+/// imap-next reports malformed input without a tag; recover it from the discarded bytes
+/// so the client gets a tagged BAD instead of waiting forever (CRATES.md §2.8).
+fn tagged_bad(error: &imap_next::server::Error) -> Option<Status<'static>> {
+    use imap_next::server::Error as E;
+    let (bytes, text) = match error {
+        E::ExpectedCrlfGotLf { discarded_bytes } => (discarded_bytes.declassify(), "expected CRLF"),
+        E::MalformedMessage { discarded_bytes } => (discarded_bytes.declassify(), "syntax error"),
+        E::CommandTooLong { discarded_bytes } => (discarded_bytes.declassify(), "command too long"),
+        // imap-next already answered a too-long literal with a tagged BAD.
+        E::LiteralTooLong { .. } => return None,
+    };
+    let tag = bytes
+        .split(|b| *b == b' ')
+        .next()
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| Tag::try_from(t.to_string()).ok());
+    match tag {
+        Some(tag) => Status::bad(Some(tag), None, text).ok(),
+        None => Status::bad(None, None, text).ok(),
+    }
+}
+
+fn fallback_no() -> Status<'static> {
+    // Unwrap: a constant ASCII text always validates.
+    Status::bad(None, None, "error").expect("constant status text")
+}
