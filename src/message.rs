@@ -349,8 +349,12 @@ fn reported_message_id(msg: &Message<'_>) -> Option<String> {
         _ if p.is_content_type("text", "rfc822-headers")
             || p.is_content_type("message", "rfc822-headers") =>
         {
+            // The part usually ends right after its last header (the CRLF before the
+            // boundary belongs to the boundary): terminate the header block ourselves.
+            let mut headers = p.contents().to_vec();
+            headers.extend_from_slice(b"\r\n\r\n");
             MessageParser::default()
-                .parse_headers(p.contents())?
+                .parse_headers(&headers)?
                 .message_id()
                 .and_then(clean_id)
         }

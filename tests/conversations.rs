@@ -466,3 +466,44 @@ async fn contacts_names_timelines_and_cli_json() {
     );
     d.stop().await;
 }
+
+#[tokio::test]
+async fn a_bounce_joins_the_conversation_of_the_message_it_reports_on() {
+    let d = TestDaemon::start().await;
+    let mut c = d.smtp().await;
+    c.cmd("EHLO client.example", 250).await;
+    let to = "support@example.test";
+    let conv = deliver(
+        &mut c,
+        "jane@customer.example",
+        to,
+        &mail(
+            "Jane <jane@customer.example>",
+            "Order 7",
+            "o7@customer.example",
+            "",
+        ),
+    )
+    .await
+    .unwrap();
+    let dsn = b"From: Mail Delivery System <MAILER-DAEMON@mx.other.example>\r\nTo: support@example.test\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-o7@mx.other.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.other.example\r\n\r\nFinal-Recipient: rfc822; gone@other.example\r\nAction: failed\r\nStatus: 5.1.1\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: Jane <jane@customer.example>\r\nSubject: Order 7\r\nMessage-ID: <o7@customer.example>\r\n--b--\r\n";
+    assert_eq!(
+        deliver(&mut c, "", to, dsn).await,
+        Some(conv),
+        "threaded by the Message-ID it reports on"
+    );
+    let detail = d
+        .handle
+        .store()
+        .conversation(ConversationId(conv))
+        .unwrap()
+        .unwrap();
+    assert!(detail.messages.last().unwrap().automatic);
+    let contacts = d.handle.store().list_contacts().unwrap();
+    assert_eq!(
+        contacts.len(),
+        1,
+        "no contact for the mailer daemon: {contacts:?}"
+    );
+    d.stop().await;
+}

@@ -78,6 +78,15 @@ impl TestDaemon {
         self.handle.addrs.smtp[0]
     }
 
+    pub fn imap_addr(&self) -> SocketAddr {
+        self.handle.addrs.imap[0]
+    }
+
+    /// Logs in as a seeded agent (`alice`/`alice-password`, or one added by a test).
+    pub async fn imap_as(&self, user: &str, password: &str) -> ImapConn {
+        ImapConn::login(self.imap_addr(), user, password).await
+    }
+
     pub async fn smtp(&self) -> SmtpConn<TcpStream> {
         SmtpConn::connect(self.smtp_addr()).await
     }
@@ -242,4 +251,127 @@ pub fn require_program(name: &str) -> PathBuf {
         }
     }
     panic!("{name} is not installed; run tests/run.sh, which installs it")
+}
+
+/// A raw IMAP client: sends tagged commands, collects untagged responses (literals
+/// included, as bytes) until the tagged completion.
+pub struct ImapConn {
+    pub io: BufReader<TcpStream>,
+    next_tag: u32,
+}
+
+/// One response line with any literals spliced in.
+pub type ImapLine = Vec<u8>;
+
+impl ImapConn {
+    pub async fn connect(addr: SocketAddr) -> ImapConn {
+        let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
+            .await
+            .expect("connect timeout")
+            .expect("connect");
+        let mut c = ImapConn {
+            io: BufReader::new(stream),
+            next_tag: 0,
+        };
+        let greeting = c.read_line().await.expect("greeting");
+        assert!(
+            greeting.starts_with(b"* OK"),
+            "{}",
+            String::from_utf8_lossy(&greeting)
+        );
+        c
+    }
+
+    /// Reads one response, splicing literals `{n}` into it.
+    pub async fn read_line(&mut self) -> Option<ImapLine> {
+        let mut out = Vec::new();
+        loop {
+            let mut line = Vec::new();
+            let n = tokio::time::timeout(STEP, self.io.read_until(b'\n', &mut line))
+                .await
+                .expect("read timeout")
+                .ok()?;
+            if n == 0 {
+                return if out.is_empty() { None } else { Some(out) };
+            }
+            out.extend_from_slice(&line);
+            let trimmed = line.strip_suffix(b"\r\n").unwrap_or(&line);
+            let literal = trimmed
+                .strip_suffix(b"}")
+                .and_then(|t| t.iter().rposition(|b| *b == b'{').map(|i| &t[i + 1..]))
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .and_then(|d| d.trim_end_matches('+').parse::<usize>().ok());
+            match literal {
+                Some(len) => {
+                    let mut buf = vec![0u8; len];
+                    tokio::time::timeout(
+                        STEP,
+                        tokio::io::AsyncReadExt::read_exact(&mut self.io, &mut buf),
+                    )
+                    .await
+                    .expect("literal timeout")
+                    .ok()?;
+                    out.extend_from_slice(&buf);
+                }
+                None => return Some(out),
+            }
+        }
+    }
+
+    pub async fn send_raw(&mut self, bytes: &[u8]) {
+        tokio::time::timeout(STEP, self.io.get_mut().write_all(bytes))
+            .await
+            .expect("write timeout")
+            .expect("write");
+    }
+
+    /// Sends `<tag> <command>` and returns (untagged responses, tagged completion line).
+    pub async fn run(&mut self, command: &str) -> (Vec<String>, String) {
+        self.next_tag += 1;
+        let tag = format!("t{}", self.next_tag);
+        self.send_raw(format!("{tag} {command}\r\n").as_bytes())
+            .await;
+        self.until_tagged(&tag).await
+    }
+
+    pub async fn until_tagged(&mut self, tag: &str) -> (Vec<String>, String) {
+        let mut untagged = Vec::new();
+        loop {
+            let line = self
+                .read_line()
+                .await
+                .unwrap_or_else(|| panic!("connection closed; got {untagged:?}"));
+            let text = String::from_utf8_lossy(&line).trim_end().to_string();
+            if text.starts_with(&format!("{tag} ")) {
+                return (untagged, text);
+            }
+            untagged.push(text);
+        }
+    }
+
+    /// Runs a command and asserts `OK`; returns the untagged responses.
+    pub async fn ok(&mut self, command: &str) -> Vec<String> {
+        let (untagged, tagged) = self.run(command).await;
+        assert!(
+            tagged.split(' ').nth(1) == Some("OK"),
+            "{command} -> {tagged} ({untagged:?})"
+        );
+        untagged
+    }
+
+    /// Runs a command and asserts `NO` (or `BAD`); returns the tagged line.
+    pub async fn refused(&mut self, command: &str, status: &str) -> String {
+        let (_, tagged) = self.run(command).await;
+        assert!(
+            tagged.split(' ').nth(1) == Some(status),
+            "{command} -> {tagged}"
+        );
+        tagged
+    }
+
+    pub async fn login(addr: SocketAddr, user: &str, password: &str) -> ImapConn {
+        let mut c = ImapConn::connect(addr).await;
+        c.ok(&format!("LOGIN {user} {password}")).await;
+        c
+    }
 }

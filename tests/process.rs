@@ -276,6 +276,57 @@ fn serve_reload_and_graceful_stop_with_admin_verbs_online_and_offline() {
     assert_eq!(code, 0, "{err}");
     let shown: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(shown["messages"][0]["direction"], "in");
+    for field in [
+        "message_id",
+        "direction",
+        "from",
+        "to",
+        "date",
+        "size",
+        "attachments",
+    ] {
+        assert!(
+            shown["messages"][0].get(field).is_some(),
+            "missing {field}: {shown}"
+        );
+    }
+    let (code, out, err) = teamgate(&["contacts", "list", "--json", "--config", inst.config_arg()]);
+    assert_eq!(code, 0, "{err}");
+    let contacts: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(contacts.as_array().unwrap().len(), 3, "{contacts}");
+    for field in ["email", "name", "first_seen", "last_seen", "conversations"] {
+        assert!(
+            contacts[0].get(field).is_some(),
+            "missing {field}: {contacts}"
+        );
+    }
+    let email = contacts[0]["email"].as_str().unwrap().to_uppercase();
+    let (code, out, err) = teamgate(&[
+        "contacts",
+        "show",
+        &email,
+        "--json",
+        "--config",
+        inst.config_arg(),
+    ]);
+    assert_eq!(code, 0, "lookup is case-insensitive: {err}");
+    let contact: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let entry = &contact["timeline"][0];
+    for field in ["at", "kind", "conversation", "message_id", "detail"] {
+        assert!(entry.get(field).is_some(), "missing {field}: {contact}");
+    }
+    let (code, human, _) = teamgate(&["contacts", "show", &email, "--config", inst.config_arg()]);
+    assert_eq!(code, 0);
+    assert!(human.contains("inbound"), "{human}");
+    let (code, _, err) = teamgate(&[
+        "conversations",
+        "show",
+        "9999",
+        "--config",
+        inst.config_arg(),
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not found"), "{err}");
 
     // SIGHUP with a broken file keeps the old config and the daemon running.
     let good = std::fs::read_to_string(&inst.config).unwrap();
@@ -406,6 +457,58 @@ fn swaks_delivers_through_the_real_daemon() {
     assert_eq!(list[0]["subject"], "hello from swaks");
     assert_eq!(list[0]["contact"], "swaks@customer.example");
     signal(&child, "-TERM");
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(20)).code(),
+        Some(0)
+    );
+}
+
+#[test]
+fn systemd_notifications_ready_reloading_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let inst = Instance::new();
+    let socket_path = inst.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_teamgate"))
+        .args(["serve", "--config", inst.config_arg()])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000")
+        .env_remove("WATCHDOG_PID")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 512];
+    let mut next = || {
+        let n = socket.recv(&mut buf).expect("a notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let ready = next();
+    assert!(ready.contains("READY=1"), "{ready}");
+    // Watchdog pings at half the interval.
+    let ping = next();
+    assert!(ping.contains("WATCHDOG=1"), "{ping}");
+    signal(&child, "-HUP");
+    let mut seen = Vec::new();
+    while !seen.iter().any(|m: &String| m.contains("READY=1")) {
+        let m = next();
+        if !m.contains("WATCHDOG=1") {
+            seen.push(m);
+        }
+    }
+    assert!(
+        seen[0].contains("RELOADING=1") && seen[0].contains("MONOTONIC_USEC="),
+        "{seen:?}"
+    );
+    signal(&child, "-TERM");
+    let mut stopping = next();
+    while stopping.contains("WATCHDOG=1") {
+        stopping = next();
+    }
+    assert!(stopping.contains("STOPPING=1"), "{stopping}");
     assert_eq!(
         wait_exit(&mut child, Duration::from_secs(20)).code(),
         Some(0)

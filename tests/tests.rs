@@ -17,3 +17,5 @@ mod fuzz_seeds;
 mod conversations;
 // Storage faults: a full disk gives 451, never a lost 250, and recovery.
 mod faults;
+// The IMAP view: protocol, conversation actions by moving, flags, IDLE, real clients.
+mod imap;
