@@ -15,8 +15,8 @@ use crate::{
     config::{self, Config, LogFormat},
     control,
     store::{
-        ContactDetail, ContactView, ConversationDetail, ConversationView, Store, StoreError,
-        StoreOptions,
+        ContactDetail, ContactView, ConversationDetail, ConversationView, QueueView, Store,
+        StoreError, StoreOptions,
     },
 };
 
@@ -48,6 +48,11 @@ pub enum Command {
         #[command(subcommand)]
         verb: ContactsVerb,
     },
+    /// Inspect the outbound queue, retry an entry now.
+    Queue {
+        #[command(subcommand)]
+        verb: QueueVerb,
+    },
     /// Store counters at a glance.
     Status {
         #[arg(long)]
@@ -62,6 +67,20 @@ pub enum ConversationsVerb {
         json: bool,
     },
     Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QueueVerb {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Try to deliver an entry now (keeps its attempt count).
+    Retry {
         id: String,
         #[arg(long)]
         json: bool,
@@ -123,6 +142,19 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let (request, json) = match verb {
                 ContactsVerb::List { json } => (AdminRequest::ContactsList, json),
                 ContactsVerb::Show { email, json } => (AdminRequest::ContactsShow { email }, json),
+            };
+            admin_command(&cli.config, &request, json)
+        }
+        Command::Queue { verb } => {
+            let (request, json) = match verb {
+                QueueVerb::List { json } => (AdminRequest::QueueList, json),
+                QueueVerb::Retry { id, json } => {
+                    let n = id
+                        .trim_start_matches('#')
+                        .parse()
+                        .with_context(|| format!("not a queue id: {id}"))?;
+                    (AdminRequest::QueueRetry { id: n }, json)
+                }
             };
             admin_command(&cli.config, &request, json)
         }
@@ -196,9 +228,10 @@ fn offline(data_dir: &Path, request: &AdminRequest) -> anyhow::Result<Value> {
     if !data_dir.join("meta").exists() {
         // Nothing stored yet: answer as an empty store would, without creating files.
         return match request {
-            AdminRequest::ConversationsList | AdminRequest::ContactsList => {
-                Ok(Value::Array(Vec::new()))
-            }
+            AdminRequest::ConversationsList
+            | AdminRequest::ContactsList
+            | AdminRequest::QueueList => Ok(Value::Array(Vec::new())),
+            AdminRequest::QueueRetry { id } => bail!("queue entry {id} not found"),
             AdminRequest::ConversationsShow { id } => bail!("conversation #{id} not found"),
             AdminRequest::ContactsShow { email } => bail!("contact {email} not found"),
             AdminRequest::Status => bail!("no data in {}", data_dir.display()),
@@ -324,6 +357,31 @@ fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> any
                     t.detail
                 )?;
             }
+        }
+        AdminRequest::QueueList => {
+            let list: Vec<QueueView> = serde_json::from_value(data)?;
+            writeln!(
+                out,
+                "{:>6}  {:>8}  {:<20}  {:<40}  RECIPIENTS / LAST ERROR",
+                "ID", "ATTEMPTS", "NEXT ATTEMPT", "MESSAGE-ID"
+            )?;
+            for q in list {
+                writeln!(
+                    out,
+                    "{:>6}  {:>8}  {:<20}  {:<40}  {}",
+                    q.id.0,
+                    q.attempts,
+                    q.next_attempt,
+                    q.message_id,
+                    q.recipients.join(", ")
+                )?;
+                if let Some(e) = &q.last_error {
+                    writeln!(out, "{:>80}  last error: {e}", "")?;
+                }
+            }
+        }
+        AdminRequest::QueueRetry { id } => {
+            writeln!(out, "queue entry {id} will be retried now")?;
         }
         AdminRequest::Status => {
             if let Value::Object(map) = data {

@@ -967,8 +967,8 @@ impl Config {
         self.inboxes.iter().find(|i| i.name == name)
     }
 
-    /// A config for tests: hostname "mx.example.test", the given data_dir, SMTP and IMAP
-    /// on 127.0.0.1:0, no submission listener, short timeouts, one inbox "Support"
+    /// A config for tests: hostname "mx.example.test", the given data_dir, SMTP,
+    /// submission and IMAP on 127.0.0.1:0 (no implicit-TLS listeners), short timeouts, one inbox "Support"
     /// (support@example.test) and one agent "alice" (password "alice-password").
     pub fn for_tests(data_dir: &Path) -> Config {
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -992,7 +992,7 @@ impl Config {
                 max_errors: DEFAULT_MAX_ERRORS as u32,
             },
             submission: SubmissionConfig {
-                listen: Vec::new(),
+                listen: vec![loopback],
                 listen_tls: Vec::new(),
             },
             imap: ImapConfig {

@@ -21,9 +21,15 @@ use crate::{
     imap::{self, session::ImapContext},
     ingest::Ingest,
     net::{listener::AcceptLoop, tls::Tls},
+    outbound::{self, Outbound},
     reload::Reloadable,
-    smtp::server::{self as smtp_server, SmtpContext},
+    replying::Replying,
+    smtp::{
+        server::{self as smtp_server, SmtpContext},
+        session::Mode,
+    },
     store::{Store, StoreError, StoreOptions},
+    submit::Submit,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +59,8 @@ pub enum DaemonError {
 #[derive(Debug, Clone)]
 pub struct Addrs {
     pub smtp: Vec<SocketAddr>,
+    pub submission: Vec<SocketAddr>,
+    pub submission_tls: Vec<SocketAddr>,
     pub imap: Vec<SocketAddr>,
     pub imap_tls: Vec<SocketAddr>,
     pub control: PathBuf,
@@ -63,6 +71,7 @@ pub struct DaemonHandle {
     config: Arc<Reloadable<Config>>,
     tls: Option<Tls>,
     store: Store,
+    outbound: Outbound,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -102,6 +111,9 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
     let smtp_slots = Arc::new(Semaphore::new(config.smtp.max_connections));
 
     let smtp_listeners = bind_all(&config.smtp.listen, "smtp.listen").await?;
+    let submission_listeners = bind_all(&config.submission.listen, "submission.listen").await?;
+    let submission_tls_listeners =
+        bind_all(&config.submission.listen_tls, "submission.listen_tls").await?;
     let imap_listeners = bind_all(&config.imap.listen, "imap.listen").await?;
     let imap_tls_listeners = bind_all(&config.imap.listen_tls, "imap.listen_tls").await?;
     let control_path = control::socket_path(&config.server.data_dir);
@@ -113,18 +125,49 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
 
     let addrs = Addrs {
         smtp: local_addrs(&smtp_listeners),
+        submission: local_addrs(&submission_listeners),
+        submission_tls: local_addrs(&submission_tls_listeners),
         imap: local_addrs(&imap_listeners),
         imap_tls: local_addrs(&imap_tls_listeners),
         control: control_path,
     };
     let config = Arc::new(Reloadable::new(config));
+    // The delivery worker; `Store::enqueue` wakes it (and so does `Outbound::wake`).
+    let outbound = outbound::spawn(store.clone(), config.clone(), &tasks, shutdown.clone());
+    let ingest = Ingest::new(store.clone(), config.clone());
+    let auth = Authenticator::default();
+    let replying = Replying::default();
+    tasks.spawn(crate::replying::run_expiry(
+        replying.clone(),
+        shutdown.clone(),
+    ));
     let smtp_ctx = Arc::new(SmtpContext {
         config: config.clone(),
         tls: tls.clone(),
-        ingest: Ingest::new(store.clone(), config.clone()),
+        ingest: ingest.clone(),
+        auth: auth.clone(),
+        submit: Submit::new(
+            store.clone(),
+            config.clone(),
+            ingest.clone(),
+            replying.clone(),
+        ),
         shutdown: shutdown.clone(),
     });
-    for listener in smtp_listeners {
+    let smtp_like = smtp_listeners
+        .into_iter()
+        .map(|l| (l, Mode::Inbound, false, "smtp"))
+        .chain(
+            submission_listeners
+                .into_iter()
+                .map(|l| (l, Mode::Submission, false, "submission")),
+        )
+        .chain(
+            submission_tls_listeners
+                .into_iter()
+                .map(|l| (l, Mode::Submission, true, "submissions")),
+        );
+    for (listener, mode, implicit_tls, protocol) in smtp_like {
         let ctx = smtp_ctx.clone();
         let accept = AcceptLoop {
             listener,
@@ -132,17 +175,19 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
             busy_reply: b"421 4.7.0 Too many connections, try again later\r\n",
-            protocol: "smtp",
+            protocol,
         };
-        tasks.spawn(
-            accept.run(move |stream, peer, id| smtp_server::serve(stream, peer, id, ctx.clone())),
-        );
+        tasks.spawn(accept.run(move |stream, peer, id| {
+            smtp_server::serve(stream, peer, id, ctx.clone(), mode, implicit_tls)
+        }));
     }
     let imap_ctx = Arc::new(ImapContext {
         config: config.clone(),
         store: store.clone(),
-        ingest: Ingest::new(store.clone(), config.clone()),
-        auth: Authenticator::default(),
+        submit: smtp_ctx.submit.clone(),
+        replying,
+        ingest,
+        auth,
         tls: tls.clone(),
     });
     let imap_slots = Arc::new(Semaphore::new(config.current().imap.max_connections));
@@ -177,6 +222,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         config,
         tls,
         store,
+        outbound,
         tasks,
         shutdown,
     })
@@ -210,6 +256,11 @@ fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
 impl DaemonHandle {
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The outbound delivery worker's handle.
+    pub fn outbound(&self) -> &Outbound {
+        &self.outbound
     }
 
     pub fn config(&self) -> Arc<Config> {
@@ -259,10 +310,12 @@ impl DaemonHandle {
 
 /// `teamgate serve`: runs until SIGTERM/SIGINT, reloading on SIGHUP.
 pub async fn serve(config_path: &Path, config: Config) -> Result<(), DaemonError> {
-    let handle = start(config).await?;
+    // Handlers first: a signal that arrives while the listeners come up must not kill
+    // the process with the default action.
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let handle = start(config).await?;
     notify(&[NotifyState::Ready, NotifyState::Status("accepting mail")]);
     let watchdog = sd_notify::watchdog_enabled().map(|d| d / 2);
     let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));

@@ -8,7 +8,7 @@ use smtp_proto::request::receiver::RequestReceiver;
 use crate::{
     config::{self, Config},
     message,
-    smtp::session::{Action, Session},
+    smtp::session::{Action, Mode, Session},
     store::Direction,
     threading,
 };
@@ -16,7 +16,13 @@ use crate::{
 /// Feeds arbitrary bytes, line by line, through the SMTP command parser and session.
 pub fn smtp_session(data: &[u8]) {
     let config = Arc::new(Config::for_tests(Path::new("/nonexistent")));
-    let mut session = Session::new(config, true, false);
+    // Submission mode exercises AUTH as well as everything the MX does.
+    let mode = if data.first().is_some_and(|b| b % 2 == 1) {
+        Mode::Submission
+    } else {
+        Mode::Inbound
+    };
+    let mut session = Session::with_mode(config, mode, true, false);
     let mut lines = data.split_inclusive(|b| *b == b'\n').take(2048);
     while let Some(line) = lines.next() {
         let action = match RequestReceiver::default().ingest(&mut line.iter()) {
@@ -35,6 +41,16 @@ pub fn smtp_session(data: &[u8]) {
             }
             Action::StartTls => session.reset_after_tls(),
             Action::Close(_) => return,
+            Action::SaslChallenge(_) => {
+                let next = lines.next().unwrap_or_default();
+                let action = session.sasl_line(String::from_utf8_lossy(next).trim_end());
+                if let Action::Verify { .. } = action {
+                    let _ = session.verified(Err(crate::auth::AuthError::Invalid));
+                }
+            }
+            Action::Verify { .. } => {
+                let _ = session.verified(Err(crate::auth::AuthError::Invalid));
+            }
             Action::Reply(_) | Action::Raw(_) | Action::SkipBdat { .. } => {}
         }
     }

@@ -113,7 +113,16 @@ impl Ingest {
             "teamgate.{received_at:x}.{session_id}@{}",
             config.server.hostname
         );
-        let summary = message::summary(&facts, Direction::In, &synthesized);
+        let mut summary = message::summary(&facts, Direction::In, &synthesized);
+        // Our own X-Loop coming back (a customer's auto-responder quoting our reply, a
+        // forwarding loop): filed, but treated as automatic so nothing reacts to it.
+        if facts
+            .x_loop
+            .iter()
+            .any(|v| v.trim().eq_ignore_ascii_case(&config.server.hostname))
+        {
+            summary.automatic = true;
+        }
         let team: Arc<[String]> = config
             .inboxes
             .iter()
@@ -140,8 +149,10 @@ impl Ingest {
 fn inbox_deliveries(envelope: &Envelope) -> BTreeMap<String, Option<u64>> {
     let mut inboxes: BTreeMap<String, Option<u64>> = BTreeMap::new();
     for rcpt in &envelope.rcpts {
+        // Outside recipients (submission) are not deliveries into an inbox.
+        let Some(inbox) = &rcpt.inbox else { continue };
         let plus = rcpt.tag.as_deref().and_then(conversation_tag);
-        let entry = inboxes.entry(rcpt.inbox.clone()).or_default();
+        let entry = inboxes.entry(inbox.clone()).or_default();
         if entry.is_none() {
             *entry = plus;
         }

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod auth;
 pub mod cli;
+pub mod compose;
 pub mod config;
 pub mod contacts;
 pub mod control;
@@ -21,7 +22,10 @@ pub mod imap;
 pub mod ingest;
 pub mod message;
 pub mod net;
+pub mod outbound;
 pub mod reload;
+pub mod replying;
 pub mod smtp;
 pub mod store;
+pub mod submit;
 pub mod threading;

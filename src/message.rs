@@ -183,6 +183,28 @@ pub fn summary(facts: &MessageFacts, direction: Direction, synthesized_id: &str)
         direction,
         automatic: facts.auto.is_some(),
         references,
+        author: None,
+    }
+}
+
+/// The summary of a message filed in a private folder (APPEND): parsed like any other,
+/// never threaded. A message mail-parser cannot read gets an empty summary.
+pub fn folder_summary(raw: &[u8]) -> MessageSummary {
+    match analyze(raw, "folder@localhost") {
+        Ok(facts) => summary(&facts, Direction::In, ""),
+        Err(_) => MessageSummary {
+            message_id: String::new(),
+            subject: String::new(),
+            from: None,
+            to: Vec::new(),
+            cc: Vec::new(),
+            date: None,
+            attachments: Vec::new(),
+            direction: Direction::In,
+            automatic: false,
+            references: Vec::new(),
+            author: None,
+        },
     }
 }
 

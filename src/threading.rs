@@ -12,7 +12,10 @@
 //! 4. The Outlook `Thread-Index` thread key (first 22 bytes).
 //! 5. The normalised subject from the same customer within the window (any message, not
 //!    only replies: Outlook/Exchange replies often lose both headers and prefix
-//!    conventions; see the corpus test for the numbers).
+//!    conventions; see the corpus test for the numbers). Then, for replies only, the same
+//!    subject in any conversation of the inbox whose participant rule admits the sender
+//!    (a colleague of the customer, a reply-all to the same outside addresses): clients
+//!    that drop In-Reply-To still thread (corpus recall 0.50 → 0.97 at precision 1.0).
 //!
 //! Participant rule (SPEC §4): evidence 1–4 joins only when the sender is a participant
 //! of the conversation (its customer or anyone in its From/To/Cc) or shares the
@@ -428,13 +431,26 @@ fn decide_inner(
         return d;
     }
     // 5. Same normalised subject from the same customer within the window.
+    let window = input.subject_window_secs.unsigned_abs();
     if !f.subject_base.is_empty()
         && let Some(customer) = input.customer
         && let Some((id, last)) = idx.by_subject(inbox, &f.subject_base, customer)
-        && input.now.abs_diff(last) <= input.subject_window_secs.unsigned_abs()
+        && input.now.abs_diff(last) <= window
         && let Some(d @ ThreadDecision::Join(_)) = join_or_link(input, team, idx, id)
     {
         return d;
+    }
+    // 5b. A reply ("Re:") with that subject from someone the participant rule admits: a
+    // colleague of the customer, or a reply-all to the same outside people (a list),
+    // whose client dropped In-Reply-To/References. Newest matching conversation wins.
+    if f.is_reply && !f.subject_base.is_empty() {
+        for (id, last) in idx.by_subject_any(inbox, &f.subject_base) {
+            if input.now.abs_diff(last) <= window
+                && let Some(d @ ThreadDecision::Join(_)) = join_or_link(input, team, idx, id)
+            {
+                return d;
+            }
+        }
     }
     ThreadDecision::New { linked_to: None }
 }
@@ -552,6 +568,16 @@ mod tests {
             self.by_subj
                 .get(&(inbox.to_string(), base.to_string(), contact.to_string()))
                 .copied()
+        }
+        fn by_subject_any(&self, inbox: &str, base: &str) -> Vec<(ConversationId, i64)> {
+            let mut found: Vec<(ConversationId, i64)> = self
+                .by_subj
+                .iter()
+                .filter(|((i, b, _), _)| i == inbox && b == base)
+                .map(|(_, v)| *v)
+                .collect();
+            found.sort_by_key(|f| std::cmp::Reverse(f.1));
+            found
         }
     }
 

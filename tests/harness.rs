@@ -54,6 +54,8 @@ pub fn corpus_for_smtp(path: &str) -> Vec<u8> {
 pub struct TestDaemon {
     pub handle: DaemonHandle,
     pub data_dir: TempDir,
+    /// Outbound mail goes here (a loopback relay), never to the internet.
+    pub sink: crate::sink::Sink,
 }
 
 impl TestDaemon {
@@ -69,13 +71,34 @@ impl TestDaemon {
 
     pub async fn start_in(data_dir: TempDir, tweak: impl FnOnce(&mut Config)) -> TestDaemon {
         let mut config = Config::for_tests(data_dir.path());
+        let sink = crate::sink::Sink::start().await;
+        config.outbound.relay = Some(("127.0.0.1".into(), sink.port()));
         tweak(&mut config);
         let handle = daemon::start(config).await.expect("daemon start");
-        TestDaemon { handle, data_dir }
+        TestDaemon {
+            handle,
+            data_dir,
+            sink,
+        }
     }
 
     pub fn smtp_addr(&self) -> SocketAddr {
         self.handle.addrs.smtp[0]
+    }
+
+    pub fn submission_addr(&self) -> SocketAddr {
+        self.handle.addrs.submission[0]
+    }
+
+    /// A submission session logged in with AUTH PLAIN (EHLO done).
+    pub async fn submission_as(&self, user: &str, password: &str) -> SmtpConn<TcpStream> {
+        use base64::Engine;
+        let mut c = SmtpConn::connect(self.submission_addr()).await;
+        c.cmd("EHLO agent.example", 250).await;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+        c.cmd(&format!("AUTH PLAIN {token}"), 235).await;
+        c
     }
 
     pub fn imap_addr(&self) -> SocketAddr {

@@ -690,7 +690,9 @@ mod tls {
         let d = TestDaemon::start().await;
         let mut c = d.imap_as("alice", "alice-password").await;
         c.ok("SELECT INBOX").await;
-        let TestDaemon { handle, data_dir } = d;
+        let TestDaemon {
+            handle, data_dir, ..
+        } = d;
         let stopping = tokio::spawn(handle.shutdown());
         let bye = c.read_line().await.expect("BYE before close");
         assert!(

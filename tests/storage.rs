@@ -141,7 +141,9 @@ async fn shutdown_finishes_a_body_in_flight_then_refuses() {
     busy.send_raw(&dot_stuff(head)[..40]).await;
 
     let data_dir_path = d.data_dir.path().to_path_buf();
-    let TestDaemon { handle, data_dir } = d;
+    let TestDaemon {
+        handle, data_dir, ..
+    } = d;
     let stopping = tokio::spawn(handle.shutdown());
     // The idle session is told at once.
     let r = idle.expect(421).await;

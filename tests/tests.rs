@@ -19,3 +19,9 @@ mod conversations;
 mod faults;
 // The IMAP view: protocol, conversation actions by moving, flags, IDLE, real clients.
 mod imap;
+// Agents' replies through submission: AUTH, sender rules, logging, notes, collisions.
+mod submission;
+// A loopback SMTP sink standing in for the relay or a recipient's MX.
+mod sink;
+// Outbound delivery: queue, DKIM, retries, bounces into conversations, `queue` CLI.
+mod outbound;

@@ -168,3 +168,51 @@ async fn silent_client_after_starttls_is_dropped() {
     assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn submission_offers_auth_only_inside_tls() {
+    let cert_dir = tempfile::tempdir().unwrap();
+    let cert = make_cert();
+    let files = write_cert(cert_dir.path(), &cert);
+    let d = TestDaemon::start_with(|c| {
+        c.tls = Some(files);
+        c.allow_plaintext_auth = false;
+        c.submission.listen_tls = vec!["127.0.0.1:0".parse().unwrap()];
+    })
+    .await;
+    let connector = connector(&[&cert]);
+    // 587-style: no AUTH before STARTTLS, AUTH after.
+    let mut c = SmtpConn::connect(d.submission_addr()).await;
+    let ehlo = c.cmd("EHLO agent.example", 250).await;
+    assert!(!ehlo.iter().any(|l| l.contains("AUTH")), "{ehlo:?}");
+    c.cmd("AUTH PLAIN AGFsaWNlAGFsaWNlLXBhc3N3b3Jk", 538).await;
+    c.cmd("STARTTLS", 220).await;
+    let tcp = c.io.into_inner();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("handshake");
+    let mut c = SmtpConn::new(tls);
+    let ehlo = c.cmd("EHLO agent.example", 250).await;
+    assert!(ehlo.iter().any(|l| l.contains("AUTH")), "{ehlo:?}");
+    c.cmd("AUTH PLAIN AGFsaWNlAGFsaWNlLXBhc3N3b3Jk", 235).await;
+    c.cmd("MAIL FROM:<support@example.test>", 250).await;
+    // 465-style: TLS from the first byte.
+    let tcp = tokio::net::TcpStream::connect(d.handle.addrs.submission_tls[0])
+        .await
+        .unwrap();
+    let tls = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("handshake");
+    let mut c = SmtpConn::new(tls);
+    c.expect(220).await;
+    let ehlo = c.cmd("EHLO agent.example", 250).await;
+    assert!(
+        ehlo.iter().any(|l| l.contains("AUTH")) && !ehlo.iter().any(|l| l.contains("STARTTLS")),
+        "{ehlo:?}"
+    );
+    c.cmd("AUTH PLAIN AGFsaWNlAGFsaWNlLXBhc3N3b3Jk", 235).await;
+    c.cmd("QUIT", 221).await;
+    d.stop().await;
+}

@@ -99,6 +99,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut server = Server::new(options, session.greeting());
     let mut skip_greeting = !greet;
     let mut changes = ctx.store.subscribe();
+    let mut presence = ctx.replying.subscribe();
     let mut idling: Option<Tag<'static>> = None;
     let mut authenticating: Option<Tag<'static>> = None;
     let mut finish_after: Option<(ResponseHandle, After)> = None;
@@ -225,6 +226,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 return Ok(Outcome::Closed);
             }
             _ = changes.changed(), if idling.is_some() => {
+                push(&mut server, session.pending_updates().await);
+            }
+            _ = presence.changed(), if idling.is_some() => {
                 push(&mut server, session.pending_updates().await);
             }
             r = timeout(limit, io.read(&mut read_buf)) => {

@@ -32,11 +32,13 @@ use crate::{
     ingest::Ingest,
     net::tls::Tls,
     reload::Reloadable,
+    replying::Replying,
     smtp::session::{Envelope, Recipient},
     store::{
         ConversationAction, ConversationId, Entry, FlagOp, Flags, FolderId, MailboxSnapshot,
-        MessageKey, Status as ConvStatus, Store, StoreError,
+        MessageKey, Status as ConvStatus, Store, StoreError, TeamView,
     },
+    submit::Submit,
 };
 
 /// What every IMAP connection shares.
@@ -44,6 +46,10 @@ pub struct ImapContext {
     pub config: Arc<Reloadable<Config>>,
     pub store: Store,
     pub ingest: Ingest,
+    /// Logs copies of sent mail appended to `Sent`.
+    pub submit: Submit,
+    /// Who has a reply draft open (`$Replying`).
+    pub replying: Replying,
     pub auth: Authenticator,
     pub tls: Option<Tls>,
 }
@@ -535,8 +541,7 @@ impl Session {
         };
         let agent = self.agent()?;
         let snapshot = self.snapshot(&target).await?;
-        let keys: Vec<MessageKey> = snapshot.entries.iter().map(|(_, e)| e.message).collect();
-        let flags = self.ctx.store.flags_many(&agent.login, &keys)?;
+        let flags = shown_flags(&self.ctx, &agent.login, &snapshot.entries)?;
         let writable = info.writable && !read_only;
         let exists = u32::try_from(snapshot.entries.len()).unwrap_or(u32::MAX);
         let mut untagged = vec![
@@ -655,8 +660,7 @@ impl Session {
             .filter(|(uid, _)| *uid > known_max)
             .copied()
             .collect();
-        let keys: Vec<MessageKey> = sel.entries.iter().map(|(_, e)| e.message).collect();
-        let current = self.ctx.store.flags_many(&agent.login, &keys)?;
+        let current = shown_flags(&self.ctx, &agent.login, &sel.entries)?;
         for (index, flags) in current.into_iter().enumerate() {
             if sel.flags[index] != flags {
                 let seq = seq_of(index);
@@ -672,8 +676,7 @@ impl Session {
             }
         }
         if !fresh.is_empty() {
-            let fresh_keys: Vec<MessageKey> = fresh.iter().map(|(_, e)| e.message).collect();
-            let fresh_flags = self.ctx.store.flags_many(&agent.login, &fresh_keys)?;
+            let fresh_flags = shown_flags(&self.ctx, &agent.login, &fresh)?;
             sel.entries.extend(fresh);
             sel.flags.extend(fresh_flags);
             untagged.push(Data::Exists(
@@ -777,7 +780,7 @@ impl Session {
                     MessageDataItemName::Uid => MessageDataItem::Uid(nz(uid_value)),
                     MessageDataItemName::Flags => {
                         flags_sent = true;
-                        let flags = self.ctx.store.flags(&agent.login, entry.message)?;
+                        let flags = shown_flag(&self.ctx, &agent.login, (uid_value, entry))?;
                         sel.flags[index] = flags.clone();
                         MessageDataItem::Flags(flag_list(&flags))
                     }
@@ -838,7 +841,7 @@ impl Session {
                 out.push(item);
             }
             if marks_seen && !flags_sent {
-                let flags = self.ctx.store.flags(&agent.login, entry.message)?;
+                let flags = shown_flag(&self.ctx, &agent.login, (uid_value, entry))?;
                 if flags != sel.flags[index] {
                     sel.flags[index] = flags.clone();
                     out.push(MessageDataItem::Flags(flag_list(&flags)));
@@ -881,7 +884,8 @@ impl Session {
             .store_flags(&agent.login, keys, op, flags_of(flags))
             .await?;
         let mut untagged = Vec::new();
-        for (index, flags) in indices.into_iter().zip(results) {
+        for (index, mut flags) in indices.into_iter().zip(results) {
+            add_presence(&self.ctx, &agent.login, sel.entries[index].1, &mut flags);
             sel.flags[index] = flags.clone();
             // .SILENT: the client knows what it set (RFC 3501 §6.4.6).
             if response == StoreResponse::Answer {
@@ -959,8 +963,8 @@ impl Session {
         let login = agent.login.clone();
         match &sel.target {
             Target::Folder(folder) => {
-                let uids = chosen.iter().map(|i| sel.entries[*i].0).collect();
-                self.ctx.store.folder_expunge(folder, uids).await?;
+                let uids: Vec<u32> = chosen.iter().map(|i| sel.entries[*i].0).collect();
+                self.remove_from_folder(folder, uids).await?;
             }
             Target::Team(view) => {
                 let keys: Vec<MessageKey> =
@@ -1078,9 +1082,7 @@ impl Session {
                     self.intake(&target.name, raw).await?;
                 }
                 if is_move && let Some(folder) = &source_folder {
-                    self.ctx
-                        .store
-                        .folder_expunge(folder, entries.iter().map(|(u, _)| *u).collect())
+                    self.remove_from_folder(folder, entries.iter().map(|(u, _)| *u).collect())
                         .await?;
                 }
                 let untagged = self.sync().await?;
@@ -1096,9 +1098,7 @@ impl Session {
                 let keys = entries.iter().map(|(_, e)| e.message).collect();
                 let (validity, new_uids) = self.ctx.store.folder_copy(folder, keys).await?;
                 if is_move && let Some(src) = &source_folder {
-                    self.ctx
-                        .store
-                        .folder_expunge(src, entries.iter().map(|(u, _)| *u).collect())
+                    self.remove_from_folder(src, entries.iter().map(|(u, _)| *u).collect())
                         .await?;
                 }
                 (
@@ -1118,6 +1118,16 @@ impl Session {
             answer.status = Status::ok(None, Some(code), "COPY completed").map_err(bad)?;
         }
         Ok(answer)
+    }
+
+    /// Expunges from a private folder; a draft leaving `Drafts` no longer marks its
+    /// conversation `$Replying`.
+    async fn remove_from_folder(&self, folder: &FolderId, uids: Vec<u32>) -> Result<(), Refusal> {
+        if folder.name == "Drafts" {
+            self.ctx.replying.drafts_removed(&folder.owner, &uids);
+        }
+        self.ctx.store.folder_expunge(folder, uids).await?;
+        Ok(())
     }
 
     /// Carries out what moving a conversation into a team view means (SPEC §5).
@@ -1207,7 +1217,7 @@ impl Session {
             mail_from: from,
             rcpts: vec![Recipient {
                 address,
-                inbox,
+                inbox: Some(inbox),
                 tag: None,
             }],
             smtputf8: true,
@@ -1241,11 +1251,32 @@ impl Session {
         }
         let (validity, uid) = match &info.target {
             Some(Target::Folder(folder)) => {
-                let date = date.unwrap_or_else(|| time::OffsetDateTime::now_utc().unix_timestamp());
-                self.ctx
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                let date = date.unwrap_or(now);
+                let login = self.agent()?.login.clone();
+                let draft = (folder.owner == login && folder.name == "Drafts").then(|| raw.clone());
+                // Parsing sees client bytes: off the async threads.
+                let (raw, summary) = tokio::task::spawn_blocking(move || {
+                    let summary = crate::message::folder_summary(&raw);
+                    (raw, summary)
+                })
+                .await
+                .map_err(|e| Refusal::Bad(format!("message not parsed: {e}")))?;
+                let (validity, uid) = self
+                    .ctx
                     .store
-                    .folder_append(folder, raw, flags_of(flags), date)
-                    .await?
+                    .folder_append(folder, raw, summary, flags_of(flags), date)
+                    .await?;
+                // A reply draft: teammates see `$Replying` on its conversation for a while.
+                if let Some(draft) = draft
+                    && let Some(conv) = self.ctx.submit.draft_conversation(&login, draft).await
+                {
+                    let window = self.config.workflow.collision_window.as_secs() as i64;
+                    self.ctx
+                        .replying
+                        .draft_saved(conv, &login, uid, now + window);
+                }
+                (validity, uid)
             }
             Some(Target::Team(view))
                 if matches!(
@@ -1264,6 +1295,27 @@ impl Session {
                             .find(|(_, e)| e.message == k)
                             .map(|(u, _)| *u)
                     })
+                    .unwrap_or(0);
+                (snapshot.uid_validity, uid)
+            }
+            Some(Target::Team(view @ TeamView::Sent { .. })) => {
+                // The client's copy of a reply it just submitted: recognised by Message-ID
+                // and not stored twice; a message sent some other way is logged as sent.
+                let agent = self.agent()?.login.clone();
+                let now = time::OffsetDateTime::now_utc().unix_timestamp();
+                let key = self
+                    .ctx
+                    .submit
+                    .record_sent_copy(&agent, raw, now)
+                    .await
+                    .map_err(|r| no(None, r.text))?;
+                let snapshot = self.ctx.store.sync_view(view).await?;
+                let uid = snapshot
+                    .entries
+                    .iter()
+                    .rev()
+                    .find(|(_, e)| e.message == key)
+                    .map(|(u, _)| *u)
                     .unwrap_or(0);
                 (snapshot.uid_validity, uid)
             }
@@ -1511,6 +1563,39 @@ fn needs_content(key: &SearchKey<'_>) -> bool {
         _ => false,
     }
 }
+
+/// Flags as `login` sees them: stored flags plus `$Replying` while a teammate has a
+/// reply draft open for the conversation (derived presence, never stored).
+fn shown_flags(
+    ctx: &ImapContext,
+    login: &str,
+    entries: &[(u32, Entry)],
+) -> Result<Vec<Flags>, StoreError> {
+    let keys: Vec<MessageKey> = entries.iter().map(|(_, e)| e.message).collect();
+    let mut flags = ctx.store.flags_many(login, &keys)?;
+    for (f, (_, entry)) in flags.iter_mut().zip(entries) {
+        add_presence(ctx, login, *entry, f);
+    }
+    Ok(flags)
+}
+
+fn shown_flag(ctx: &ImapContext, login: &str, entry: (u32, Entry)) -> Result<Flags, StoreError> {
+    let mut f = ctx.store.flags(login, entry.1.message)?;
+    add_presence(ctx, login, entry.1, &mut f);
+    Ok(f)
+}
+
+fn add_presence(ctx: &ImapContext, login: &str, entry: Entry, flags: &mut Flags) {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if let Some(conv) = entry.conversation
+        && ctx.replying.others_replying(conv, login, now)
+    {
+        flags.keywords.insert(REPLYING.to_string());
+    }
+}
+
+/// The presence keyword of SPEC §5.
+const REPLYING: &str = "$Replying";
 
 async fn ensure_folder(store: &Store, folder: &FolderId) -> Result<(), Refusal> {
     match store.folder_create(folder).await {

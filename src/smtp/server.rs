@@ -17,15 +17,21 @@ use tracing::{debug, info, warn};
 
 use super::{
     reply::Reply,
-    session::{Action, Envelope, Session},
+    session::{Action, Envelope, Mode, Session},
 };
-use crate::{config::Config, ingest::Ingest, net::tls::Tls, reload::Reloadable};
+use crate::{
+    auth::Authenticator, config::Config, ingest::Ingest, net::tls::Tls, reload::Reloadable,
+    submit::Submit,
+};
 
-/// What every inbound SMTP connection shares.
+/// What every SMTP connection (MX and submission) shares.
 pub struct SmtpContext {
     pub config: Arc<Reloadable<Config>>,
     pub tls: Option<Tls>,
     pub ingest: Ingest,
+    pub auth: Authenticator,
+    /// Handles agents' mail on the submission port.
+    pub submit: Submit,
     pub shutdown: CancellationToken,
 }
 
@@ -51,7 +57,7 @@ enum ConnError {
 }
 
 /// How the bytes after a command line are being consumed.
-enum Mode {
+enum Reading {
     Command,
     /// Discarding the rest of an over-long command line.
     SkipLine,
@@ -65,15 +71,41 @@ enum Mode {
 
 const READ_CHUNK: usize = 64 * 1024;
 
-/// Serves one inbound connection to the end (STARTTLS included).
-pub async fn serve(stream: TcpStream, peer: SocketAddr, id: u64, ctx: Arc<SmtpContext>) {
+/// Serves one connection to the end: plain with STARTTLS, or implicit TLS (465).
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    ctx: Arc<SmtpContext>,
+    mode: Mode,
+    implicit_tls: bool,
+) {
     let config = ctx.config.current();
     let conn = Connection {
         peer,
         local: stream.local_addr().ok(),
         id,
     };
-    let mut session = Session::new(config.clone(), ctx.tls.is_some(), false);
+    if implicit_tls {
+        let Some(tls) = &ctx.tls else { return };
+        let mut tls_stream = match timeout(
+            config.server.tls_handshake_timeout,
+            tls.acceptor().accept(stream),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
+            Err(_) => return debug!("TLS handshake timed out"),
+        };
+        let mut session = Session::with_mode(config.clone(), mode, true, true);
+        if let Err(e) = run(&mut tls_stream, &mut session, &conn, &ctx, true).await {
+            debug!(error = %e, "session ended");
+        }
+        let _ = tls_stream.shutdown().await;
+        return;
+    }
+    let mut session = Session::with_mode(config.clone(), mode, ctx.tls.is_some(), false);
     let mut stream = stream;
     match run(&mut stream, &mut session, &conn, &ctx, true).await {
         Ok(Outcome::Closed) => {}
@@ -111,7 +143,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut buf: Vec<u8> = Vec::new();
     let mut out: Vec<u8> = Vec::new();
     let mut message: Vec<u8> = Vec::new();
-    let mut mode = Mode::Command;
+    let mut mode = Reading::Command;
     let mut body_deadline = Instant::now();
     let mut read_buf = vec![0u8; READ_CHUNK];
     if greet {
@@ -121,11 +153,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         // 1) Work through everything already received (pipelining, RFC 2920).
         loop {
             match &mut mode {
-                Mode::Command => {
+                Reading::Command => {
                     let Some(lf) = buf.iter().position(|b| *b == b'\n') else {
                         if buf.len() > limits.max_line_length {
                             buf.clear();
-                            mode = Mode::SkipLine;
+                            mode = Reading::SkipLine;
                             if push_action(session.line_too_long(), &mut out) {
                                 write_out(io, &mut out, limits.timeout).await?;
                                 return Ok(Outcome::Closed);
@@ -134,20 +166,32 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         break;
                     };
                     let line: Vec<u8> = buf.drain(..=lf).collect();
-                    let action = if line.len() > limits.max_line_length {
+                    let mut action = if line.len() > limits.max_line_length {
                         session.line_too_long()
+                    } else if session.in_sasl() {
+                        session.sasl_line(String::from_utf8_lossy(&line).trim_end())
                     } else {
                         match RequestReceiver::default().ingest(&mut line.iter()) {
                             Ok(req) => session.handle(req.into_owned()),
                             Err(e) => session.parse_error(&e),
                         }
                     };
+                    if let Action::Verify { login, password } = action {
+                        let result = ctx
+                            .auth
+                            .verify(&config, conn.peer.ip(), &login, &password)
+                            .await;
+                        if let Ok(agent) = &result {
+                            info!(%agent, "authenticated");
+                        }
+                        action = session.verified(result);
+                    }
                     match action {
                         Action::StartData => {
                             out.extend_from_slice(b"354 End data with <CR><LF>.<CR><LF>\r\n");
                             message.clear();
                             body_deadline = Instant::now() + config.smtp.data_timeout;
-                            mode = Mode::Data(primed_data_receiver());
+                            mode = Reading::Data(primed_data_receiver());
                         }
                         Action::StartBdat {
                             chunk_size,
@@ -160,18 +204,20 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             if message.len().saturating_add(chunk_size) > limits.max_message_size {
                                 session.abort_transaction();
                                 message = Vec::new();
-                                mode = Mode::BdatDiscard(
+                                mode = Reading::BdatDiscard(
                                     DummyDataReceiver::new_bdat(chunk_size),
                                     Reply::message_too_big(limits.max_message_size),
                                 );
                             } else {
                                 message.reserve(chunk_size.min(READ_CHUNK * 16));
-                                mode = Mode::Bdat(BdatReceiver::new(chunk_size, is_last));
+                                mode = Reading::Bdat(BdatReceiver::new(chunk_size, is_last));
                             }
                         }
                         Action::SkipBdat { chunk_size, reply } => {
-                            mode =
-                                Mode::BdatDiscard(DummyDataReceiver::new_bdat(chunk_size), reply);
+                            mode = Reading::BdatDiscard(
+                                DummyDataReceiver::new_bdat(chunk_size),
+                                reply,
+                            );
                         }
                         Action::StartTls => {
                             Reply::new(220, (2, 0, 0), "Ready to start TLS").write(&mut out);
@@ -188,17 +234,17 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                     }
                 }
-                Mode::SkipLine => match buf.iter().position(|b| *b == b'\n') {
+                Reading::SkipLine => match buf.iter().position(|b| *b == b'\n') {
                     Some(lf) => {
                         buf.drain(..=lf);
-                        mode = Mode::Command;
+                        mode = Reading::Command;
                     }
                     None => {
                         buf.clear();
                         break;
                     }
                 },
-                Mode::Data(rx) => {
+                Reading::Data(rx) => {
                     let mut iter = buf.iter();
                     let done = rx.ingest(&mut iter, &mut message);
                     let consumed = buf.len() - iter.as_slice().len();
@@ -209,9 +255,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         if done {
                             session.abort_transaction();
                             Reply::message_too_big(limits.max_message_size).write(&mut out);
-                            mode = Mode::Command;
+                            mode = Reading::Command;
                         } else {
-                            mode = Mode::DataDiscard(discard);
+                            mode = Reading::DataDiscard(discard);
                         }
                         continue;
                     }
@@ -219,12 +265,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     if !done {
                         break;
                     }
-                    mode = Mode::Command;
+                    mode = Reading::Command;
                     let reply =
                         finish_message(session, conn, ctx, std::mem::take(&mut message)).await;
                     reply.write(&mut out);
                 }
-                Mode::DataDiscard(rx) => {
+                Reading::DataDiscard(rx) => {
                     let mut iter = buf.iter();
                     let done = rx.ingest(&mut iter);
                     let consumed = buf.len() - iter.as_slice().len();
@@ -234,9 +280,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     session.abort_transaction();
                     Reply::message_too_big(limits.max_message_size).write(&mut out);
-                    mode = Mode::Command;
+                    mode = Reading::Command;
                 }
-                Mode::Bdat(rx) => {
+                Reading::Bdat(rx) => {
                     let mut iter = buf.iter();
                     let done = rx.ingest(&mut iter, &mut message);
                     let consumed = buf.len() - iter.as_slice().len();
@@ -245,7 +291,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         break;
                     }
                     let is_last = rx.is_last;
-                    mode = Mode::Command;
+                    mode = Reading::Command;
                     if is_last {
                         let reply =
                             finish_message(session, conn, ctx, std::mem::take(&mut message)).await;
@@ -255,7 +301,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             .write(&mut out);
                     }
                 }
-                Mode::BdatDiscard(rx, reply) => {
+                Reading::BdatDiscard(rx, reply) => {
                     let mut iter = buf.iter();
                     let done = rx.ingest(&mut iter);
                     let consumed = buf.len() - iter.as_slice().len();
@@ -264,7 +310,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         break;
                     }
                     reply.write(&mut out);
-                    mode = Mode::Command;
+                    mode = Reading::Command;
                 }
             }
         }
@@ -274,7 +320,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 
         // 3) Wait for more input. Between commands shutdown wins; a body in flight is
         //    finished (bounded by the body deadline).
-        let in_body = !matches!(mode, Mode::Command | Mode::SkipLine);
+        let in_body = !matches!(mode, Reading::Command | Reading::SkipLine);
         let read_deadline = if in_body {
             body_deadline.min(Instant::now() + limits.timeout)
         } else {
@@ -322,6 +368,12 @@ fn push_action(action: Action, out: &mut Vec<u8>) -> bool {
             out.extend_from_slice(&bytes);
             false
         }
+        Action::SaslChallenge(challenge) => {
+            out.extend_from_slice(format!("334 {challenge}\r\n").as_bytes());
+            false
+        }
+        // Resolved by the caller before it gets here.
+        Action::Verify { .. } => false,
         Action::Close(r) => {
             r.write(out);
             true
@@ -381,11 +433,21 @@ async fn finish_message(
     raw.extend_from_slice(received.as_bytes());
     raw.extend_from_slice(&body);
     drop(body);
-    match ctx
-        .ingest
-        .deliver(&envelope, raw, now.unix_timestamp(), conn.id)
-        .await
-    {
+    let delivered = match session.mode() {
+        Mode::Submission => {
+            let agent = session.agent().unwrap_or_default().to_string();
+            return ctx
+                .submit
+                .submit(&agent, &envelope, raw, now.unix_timestamp())
+                .await;
+        }
+        Mode::Inbound => {
+            ctx.ingest
+                .deliver(&envelope, raw, now.unix_timestamp(), conn.id)
+                .await
+        }
+    };
+    match delivered {
         Ok(summary) => {
             info!(from = %envelope.mail_from, rcpts = envelope.rcpts.len(), %summary, "accepted");
             Reply::ok(format!("Message accepted: {summary}"))

@@ -1,22 +1,34 @@
-//! The inbound SMTP session as a pure state machine (RFC 5321, 3030, 2920, 6531).
-//! No I/O, no clock: the driver in `server.rs` feeds parsed requests in and carries out
-//! the returned `Action`. Everything a peer can send ends in a reply, never a panic.
+//! The SMTP session as a pure state machine (RFC 5321, 3030, 2920, 6531; AUTH RFC 4954
+//! on the submission port). No I/O, no clock: the driver in `server.rs` feeds parsed
+//! requests in and carries out the returned `Action`. Everything a peer can send ends in
+//! a reply, never a panic.
 
 use std::sync::Arc;
 
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use smtp_proto::{
-    EXT_8BIT_MIME, EXT_CHUNKING, EXT_ENHANCED_STATUS_CODES, EXT_PIPELINING, EXT_SIZE,
-    EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, Error as ProtoError, MAIL_SMTPUTF8, Request,
+    AUTH_LOGIN, AUTH_PLAIN, EXT_8BIT_MIME, EXT_AUTH, EXT_CHUNKING, EXT_ENHANCED_STATUS_CODES,
+    EXT_PIPELINING, EXT_SIZE, EXT_SMTP_UTF8, EXT_START_TLS, EhloResponse, Error as ProtoError,
+    MAIL_SMTPUTF8, Request,
 };
 
 use super::reply::Reply;
 use crate::config::Config;
 
+/// Which port the session serves: the MX (only inbox recipients, no AUTH) or agents'
+/// submission (AUTH required, any recipient, sender must be one of the agent's inboxes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Inbound,
+    Submission,
+}
+
 /// A recipient accepted at RCPT: the address as given and the inbox it maps to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
     pub address: String,
-    pub inbox: String,
+    /// The inbox of a team address; `None` for outside addresses (submission only).
+    pub inbox: Option<String>,
     /// `+tag` of the address, e.g. `c123` for `support+c123@…`.
     pub tag: Option<String>,
 }
@@ -50,6 +62,24 @@ pub enum Action {
     StartTls,
     /// A multi-line reply already in wire form (EHLO).
     Raw(Vec<u8>),
+    /// Send `334 <challenge>` and feed the next line to `sasl_line`.
+    SaslChallenge(String),
+    /// Check these credentials (off the session: argon2 is slow) and report to `verified`.
+    Verify {
+        login: String,
+        password: String,
+    },
+}
+
+/// Where an AUTH exchange is (RFC 4954).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Sasl {
+    /// AUTH PLAIN without an initial response: the next line is the response.
+    Plain,
+    /// AUTH LOGIN: the next line is the user name.
+    LoginUser,
+    /// AUTH LOGIN: the next line is the password for this user.
+    LoginPassword(String),
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -74,10 +104,23 @@ pub struct Session {
     tls_active: bool,
     tls_available: bool,
     errors: u32,
+    mode: Mode,
+    /// The agent logged in on the submission port.
+    agent: Option<String>,
+    sasl: Option<Sasl>,
 }
 
 impl Session {
     pub fn new(config: Arc<Config>, tls_available: bool, tls_active: bool) -> Session {
+        Session::with_mode(config, Mode::Inbound, tls_available, tls_active)
+    }
+
+    pub fn with_mode(
+        config: Arc<Config>,
+        mode: Mode,
+        tls_available: bool,
+        tls_active: bool,
+    ) -> Session {
         Session {
             config,
             phase: Phase::Connected,
@@ -86,7 +129,24 @@ impl Session {
             tls_active,
             tls_available,
             errors: 0,
+            mode,
+            agent: None,
+            sasl: None,
         }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The authenticated agent (submission).
+    pub fn agent(&self) -> Option<&str> {
+        self.agent.as_deref()
+    }
+
+    /// AUTH is offered only over TLS unless plaintext is explicitly allowed.
+    fn auth_allowed(&self) -> bool {
+        self.mode == Mode::Submission && (self.tls_active || self.config.allow_plaintext_auth)
     }
 
     pub fn config(&self) -> &Arc<Config> {
@@ -104,10 +164,12 @@ impl Session {
 
     /// `with` protocol name for the Received header (RFC 3848).
     pub fn protocol(&self) -> &'static str {
-        match (self.esmtp, self.tls_active) {
-            (true, true) => "ESMTPS",
-            (true, false) => "ESMTP",
-            (false, _) => "SMTP",
+        match (self.esmtp, self.tls_active, self.agent.is_some()) {
+            (true, true, true) => "ESMTPSA",
+            (true, false, true) => "ESMTPA",
+            (true, true, false) => "ESMTPS",
+            (true, false, false) => "ESMTP",
+            (false, _, _) => "SMTP",
         }
     }
 
@@ -120,6 +182,8 @@ impl Session {
         self.phase = Phase::Connected;
         self.helo = None;
         self.esmtp = false;
+        self.agent = None;
+        self.sasl = None;
         self.tls_active = true;
     }
 
@@ -275,11 +339,10 @@ impl Session {
                     Action::StartTls
                 }
             }
-            Request::Auth { .. } => Action::Reply(Reply::new(
-                503,
-                (5, 5, 1),
-                "AUTH not available on this port; use submission",
-            )),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response),
             other @ (Request::Lhlo { .. }
             | Request::Etrn { .. }
             | Request::Atrn { .. }
@@ -291,7 +354,130 @@ impl Session {
         }
     }
 
+    fn auth(&mut self, mechanism: u64, initial: String) -> Action {
+        if self.mode == Mode::Inbound {
+            return Action::Reply(Reply::new(
+                503,
+                (5, 5, 1),
+                "AUTH not available on this port; use submission",
+            ));
+        }
+        if !self.auth_allowed() {
+            // RFC 4954 §4 / RFC 3207: no credentials over plaintext.
+            return Action::Reply(Reply::new(
+                538,
+                (5, 7, 11),
+                "Encryption required: STARTTLS first",
+            ));
+        }
+        if self.agent.is_some() {
+            return Action::Reply(Reply::bad_sequence("Already authenticated"));
+        }
+        if self.phase == Phase::Connected {
+            return Action::Reply(Reply::bad_sequence("Send EHLO first"));
+        }
+        if self.in_transaction() {
+            return Action::Reply(Reply::bad_sequence("AUTH not allowed during a transaction"));
+        }
+        match mechanism {
+            AUTH_PLAIN if initial.is_empty() => {
+                self.sasl = Some(Sasl::Plain);
+                Action::SaslChallenge(String::new())
+            }
+            AUTH_PLAIN => self.plain_response(&initial),
+            AUTH_LOGIN if initial.is_empty() => {
+                self.sasl = Some(Sasl::LoginUser);
+                Action::SaslChallenge(BASE64.encode("Username:"))
+            }
+            AUTH_LOGIN => match decode_text(&initial) {
+                Some(user) => {
+                    self.sasl = Some(Sasl::LoginPassword(user));
+                    Action::SaslChallenge(BASE64.encode("Password:"))
+                }
+                None => self.auth_failed_syntax(),
+            },
+            _ => Action::Reply(Reply::new(
+                504,
+                (5, 5, 4),
+                "Unrecognized authentication mechanism",
+            )),
+        }
+    }
+
+    /// True while the next line belongs to an AUTH exchange.
+    pub fn in_sasl(&self) -> bool {
+        self.sasl.is_some()
+    }
+
+    /// A line of an AUTH exchange (without CRLF). `*` cancels (RFC 4954 §4).
+    pub fn sasl_line(&mut self, line: &str) -> Action {
+        let Some(state) = self.sasl.take() else {
+            return Action::Reply(Reply::bad_sequence("No AUTH in progress"));
+        };
+        if line.trim() == "*" {
+            return Action::Reply(Reply::new(501, (5, 0, 0), "Authentication cancelled"));
+        }
+        match state {
+            Sasl::Plain => self.plain_response(line.trim()),
+            Sasl::LoginUser => match decode_text(line.trim()) {
+                Some(user) => {
+                    self.sasl = Some(Sasl::LoginPassword(user));
+                    Action::SaslChallenge(BASE64.encode("Password:"))
+                }
+                None => self.auth_failed_syntax(),
+            },
+            Sasl::LoginPassword(login) => match decode_text(line.trim()) {
+                Some(password) => Action::Verify { login, password },
+                None => self.auth_failed_syntax(),
+            },
+        }
+    }
+
+    fn plain_response(&mut self, b64: &str) -> Action {
+        let decoded = BASE64.decode(b64.as_bytes()).ok();
+        match decoded.as_deref().and_then(crate::auth::decode_plain) {
+            Some((login, password)) => Action::Verify { login, password },
+            None => self.auth_failed_syntax(),
+        }
+    }
+
+    fn auth_failed_syntax(&mut self) -> Action {
+        self.error(Reply::new(
+            501,
+            (5, 5, 2),
+            "Cannot decode the authentication response",
+        ))
+    }
+
+    /// The outcome of checking the credentials from `Action::Verify`.
+    pub fn verified(&mut self, result: Result<String, crate::auth::AuthError>) -> Action {
+        match result {
+            Ok(login) => {
+                self.agent = Some(login);
+                Action::Reply(Reply::new(235, (2, 7, 0), "Authentication successful"))
+            }
+            Err(crate::auth::AuthError::Throttled) => Action::Reply(Reply::new(
+                454,
+                (4, 7, 0),
+                "Too many failed attempts, try again later",
+            )),
+            Err(crate::auth::AuthError::Invalid) => self.error(Reply::new(
+                535,
+                (5, 7, 8),
+                "Authentication credentials invalid",
+            )),
+        }
+    }
+
     fn mail(&mut self, from: smtp_proto::MailFrom<String>) -> Action {
+        if self.mode == Mode::Submission {
+            let Some(agent) = &self.agent else {
+                return Action::Reply(Reply::new(530, (5, 7, 0), "Authentication required"));
+            };
+            if let Err(reason) = sender_allowed(&self.config, agent, &from.address) {
+                return Action::Reply(Reply::new(550, (5, 7, 1), reason));
+            }
+        }
         match self.phase {
             Phase::Connected => {
                 return Action::Reply(Reply::bad_sequence("Send EHLO or HELO first"));
@@ -333,12 +519,17 @@ impl Session {
                 "Non-ASCII address requires SMTPUTF8",
             ));
         }
-        let Some((inbox, tag)) = self.config.inbox_for_address(&address) else {
-            return Action::Reply(Reply::new(
-                550,
-                (5, 1, 1),
-                "No such mailbox here; relaying denied",
-            ));
+        let (inbox, tag) = match self.config.inbox_for_address(&address) {
+            Some((inbox, tag)) => (Some(inbox.name.clone()), tag),
+            // Agents reply to anyone; the MX accepts only its inboxes (never an open relay).
+            None if self.mode == Mode::Submission => (None, None),
+            None => {
+                return Action::Reply(Reply::new(
+                    550,
+                    (5, 1, 1),
+                    "No such mailbox here; relaying denied",
+                ));
+            }
         };
         if env
             .rcpts
@@ -353,7 +544,7 @@ impl Session {
         }
         env.rcpts.push(Recipient {
             address,
-            inbox: inbox.name.clone(),
+            inbox,
             tag,
         });
         Action::Reply(Reply::new(250, (2, 1, 5), "Recipient OK"))
@@ -369,6 +560,10 @@ impl Session {
             | EXT_SMTP_UTF8;
         if self.tls_available && !self.tls_active {
             ehlo.capabilities |= EXT_START_TLS;
+        }
+        if self.auth_allowed() && self.agent.is_none() {
+            ehlo.capabilities |= EXT_AUTH;
+            ehlo.auth_mechanisms = AUTH_PLAIN | AUTH_LOGIN;
         }
         ehlo.size = self.config.smtp.max_message_size;
         let mut out = Vec::new();
@@ -422,4 +617,26 @@ fn starts_with_header_field(raw: &[u8]) -> bool {
         .take_while(|b| matches!(b, b'!'..=b'9' | b';'..=b'~'))
         .count();
     name_len > 0 && raw.get(name_len) == Some(&b':')
+}
+
+/// The envelope sender on the submission port must be an address of an inbox the agent
+/// is a member of (SPEC §6); admins who are not members are refused the same way.
+pub fn sender_allowed(config: &Config, agent: &str, address: &str) -> Result<(), String> {
+    match config.inbox_for_address(address) {
+        Some((inbox, _)) if inbox.members.iter().any(|m| m == agent) => Ok(()),
+        Some((inbox, _)) => Err(format!(
+            "{agent} is not a member of inbox {} and cannot send as {address}",
+            inbox.name
+        )),
+        None => Err(format!(
+            "{address} is not a team address; send as one of your inboxes"
+        )),
+    }
+}
+
+fn decode_text(b64: &str) -> Option<String> {
+    BASE64
+        .decode(b64.as_bytes())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
 }

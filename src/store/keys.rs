@@ -16,9 +16,12 @@
 //! `uid_of` (space ++ message → uid), reserved earlier, is not created: a sync reads the
 //! space's whole `uid_map` anyway, and nothing else needs the reverse lookup yet.
 //!
+//! The outbound queue is two trees: `queue` (queue id → entry, for listing and lookups
+//! by id) and `queue_due` (next attempt ++ queue id → empty, so the worker finds what is
+//! due with one ordered range scan).
+//!
 //! Trees reserved for later issues (not created yet; names and keys decided so they can
 //! be added without touching the trees below):
-//! - `queue`: next attempt (i64 BE) ++ queue id (u64 BE) → outbound queue entry.
 //! - `quarantine`, `junk`: id (u64 BE) → record.
 
 use super::model::{ConversationId, Entry, FolderId, MessageKey, TeamView};
@@ -64,11 +67,15 @@ pub enum TreeId {
     UidSpaces,
     /// [`uid_map`] → [`entry_value`]: a space's messages by uid.
     UidMap,
+    /// [`queue`] key → `QueueRecord` (store/queue.rs): one outgoing message.
+    Queue,
+    /// [`queue_due`] → empty: every queue entry by its next attempt.
+    QueueDue,
 }
 
 impl TreeId {
     /// Every tree, in discriminant order.
-    pub const ALL: [TreeId; 16] = [
+    pub const ALL: [TreeId; 18] = [
         TreeId::Meta,
         TreeId::Messages,
         TreeId::Conversations,
@@ -85,6 +92,8 @@ impl TreeId {
         TreeId::SharedFlags,
         TreeId::UidSpaces,
         TreeId::UidMap,
+        TreeId::Queue,
+        TreeId::QueueDue,
     ];
 
     /// The sled tree name (part of the on-disk format).
@@ -106,6 +115,8 @@ impl TreeId {
             TreeId::SharedFlags => "shared_flags",
             TreeId::UidSpaces => "uid_spaces",
             TreeId::UidMap => "uid_map",
+            TreeId::Queue => "queue",
+            TreeId::QueueDue => "queue_due",
         }
     }
 
@@ -135,6 +146,8 @@ pub mod meta {
     pub const LAST_UID_VALIDITY: &[u8] = b"last_uid_validity";
     /// Present (empty value) once `message_convs` holds every `conv_messages` entry.
     pub const MESSAGE_CONVS_BUILT: &[u8] = b"message_convs_built";
+    /// Value: `u64` BE, the last outbound queue id handed out (0 = none yet).
+    pub const LAST_QUEUE_ID: &[u8] = b"last_queue_id";
 }
 
 /// Message-ID as indexed: no surrounding whitespace or angle brackets, ASCII lower case.
@@ -222,6 +235,11 @@ pub fn by_thread_index(inbox: &str, key: &[u8]) -> Vec<u8> {
 /// the length-prefixed inbox): a transfer re-keys what follows it under the new inbox.
 pub fn inbox_prefix(inbox: &str) -> Vec<u8> {
     with_strs(&[inbox], 0)
+}
+
+/// `by_subject` prefix of every customer's entry for a subject.
+pub fn by_subject_prefix(inbox: &str, subject_base: &str) -> Vec<u8> {
+    with_strs(&[inbox, subject_base], 0)
 }
 
 /// `by_subject` key: inbox ++ normalised subject ++ customer email.
@@ -382,6 +400,42 @@ pub fn parse_entry(v: &[u8]) -> Option<Entry> {
     }
 }
 
+/// `queue` key.
+pub fn queue(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// Unix seconds as 8 bytes that sort like the numbers (sign bit flipped), so a time
+/// before 1970 (a clock gone wrong) still sorts first instead of last.
+fn ordered_time(t: i64) -> [u8; 8] {
+    (u64::from_be_bytes(t.to_be_bytes()) ^ (1 << 63)).to_be_bytes()
+}
+
+/// `queue_due` key: next attempt (unix seconds, [`ordered_time`]) ++ queue id.
+pub fn queue_due(next_attempt: i64, id: u64) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&ordered_time(next_attempt));
+    k[8..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// The first `queue_due` key after every entry due at or before `t`.
+pub fn queue_due_after(t: i64) -> [u8; 16] {
+    match t.checked_add(1) {
+        Some(next) => queue_due(next, 0),
+        None => [0xff; 16],
+    }
+}
+
+/// Inverse of [`queue_due`]: (next attempt, queue id).
+pub fn parse_queue_due(key: &[u8]) -> Option<(i64, u64)> {
+    if key.len() != 16 {
+        return None;
+    }
+    let t = be_u64(key, 0)? ^ (1 << 63);
+    Some((i64::from_be_bytes(t.to_be_bytes()), be_u64(key, 8)?))
+}
+
 /// A big-endian u64 at `bytes[at..at + 8]`, if there are enough bytes.
 pub fn be_u64(bytes: &[u8], at: usize) -> Option<u64> {
     let b: [u8; 8] = bytes.get(at..at.checked_add(8)?)?.try_into().ok()?;
@@ -483,6 +537,19 @@ mod tests {
             assert_eq!(parse_entry(&entry_value(&e)), Some(e));
         }
         assert_eq!(parse_entry(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn queue_due_keys_sort_by_time_then_id() {
+        assert!(queue_due(-5, 9) < queue_due(0, 1));
+        assert!(queue_due(100, 2) < queue_due(100, 3));
+        assert!(queue_due(100, u64::MAX) < queue_due(101, 0));
+        assert!(queue_due(100, u64::MAX) < queue_due_after(100));
+        assert!(queue_due_after(100) <= queue_due(101, 0));
+        for (t, id) in [(0, 0), (-1, 7), (1_900_000_000, 42), (i64::MAX, u64::MAX)] {
+            assert_eq!(parse_queue_due(&queue_due(t, id)), Some((t, id)));
+        }
+        assert_eq!(parse_queue_due(&[1, 2, 3]), None);
     }
 
     #[test]

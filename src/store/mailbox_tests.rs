@@ -450,7 +450,7 @@ async fn folders_keep_uids_across_reopen() -> TestResult {
     ));
     assert!(matches!(
         store
-            .folder_append(&drafts, b"x".to_vec(), Flags::default(), T0)
+            .folder_append(&drafts, b"x".to_vec(), folder_summary("x"), Flags::default(), T0)
             .await,
         Err(StoreError::NotFound(_))
     ));
@@ -471,13 +471,14 @@ async fn folders_keep_uids_across_reopen() -> TestResult {
         ..Flags::default()
     };
     let (v, u1) = store
-        .folder_append(&drafts, raw.clone(), draft_flags.clone(), T0 + 9)
+        .folder_append(&drafts, raw.clone(), folder_summary("d1@x"), draft_flags.clone(), T0 + 9)
         .await?;
     assert_eq!(u1, 1);
     let (v2, u2) = store
         .folder_append(
             &drafts,
             b"Subject: 2\r\n\r\n".to_vec(),
+            folder_summary(""),
             Flags::default(),
             T0,
         )
@@ -531,6 +532,7 @@ async fn folders_keep_uids_across_reopen() -> TestResult {
         .folder_append(
             &drafts,
             b"Subject: 4\r\n\r\n".to_vec(),
+            folder_summary(""),
             Flags::default(),
             T0,
         )
@@ -635,7 +637,7 @@ async fn subscribers_hear_every_durable_change() -> TestResult {
         now
     };
     store
-        .folder_append(&f, b"Subject: x\r\n\r\n".to_vec(), Flags::default(), T0)
+        .folder_append(&f, b"Subject: x\r\n\r\n".to_vec(), folder_summary(""), Flags::default(), T0)
         .await?;
     assert!(next_change(&mut rx).await? > last);
     store.close().await?;
@@ -704,4 +706,9 @@ async fn view_uids_survive_reopen() -> TestResult {
     assert!(store.message_meta(k)?.ok_or("meta")?.conversation.is_some());
     store.close().await?;
     Ok(())
+}
+
+/// The summary IMAP would hand the store for an appended message.
+fn folder_summary(message_id: &str) -> MessageSummary {
+    super::tests::summary(message_id, "s", "me@x", &[], &[])
 }

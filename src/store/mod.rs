@@ -20,10 +20,12 @@
 
 mod blobs;
 mod flags;
+mod lookup;
 pub mod keys;
 mod membership;
 pub mod model;
 mod ops;
+mod queue;
 mod records;
 mod recovery;
 mod views;
@@ -35,7 +37,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 pub use model::*;
 
@@ -185,6 +187,8 @@ struct Inner {
     requests: mpsc::Sender<Request>,
     counters: Arc<Counters>,
     changes: Arc<watch::Sender<u64>>,
+    /// Poked when the outbound queue gains due work (see `queue.rs`).
+    queue_wake: Arc<Notify>,
 }
 
 /// Handle on an open store. Cheap to clone; `Send + Sync`.
@@ -346,6 +350,7 @@ impl Store {
             requests: tx,
             counters,
             changes,
+            queue_wake: Arc::new(Notify::new()),
         };
         Ok((
             Store {
@@ -468,6 +473,7 @@ impl Store {
                 .trim_matches(['<', '>'])
                 .to_owned(),
             conversation,
+            author: rec.summary.author.clone(),
         }))
     }
 
@@ -555,17 +561,20 @@ impl Store {
     }
 
     /// Stores `raw` durably (segment + barrier, as ingest) as a new message of the folder
-    /// with these flags and INTERNALDATE; returns (UIDVALIDITY, uid).
+    /// with these flags and INTERNALDATE; returns (UIDVALIDITY, uid). The caller parses
+    /// the message (`summary`); the store never reads message bytes.
     pub async fn folder_append(
         &self,
         folder: &FolderId,
         raw: Vec<u8>,
+        summary: MessageSummary,
         flags: Flags,
         internal_date: i64,
     ) -> Result<(u32, u32), StoreError> {
         let op = Op::FolderAppend {
             folder: folder.clone(),
             raw,
+            summary: Box::new(summary),
             flags,
             internal_date,
         };

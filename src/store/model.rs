@@ -63,6 +63,9 @@ pub struct MessageSummary {
     pub automatic: bool,
     /// In-Reply-To then References ids (no angle brackets), as the message names them.
     pub references: Vec<String>,
+    /// The agent (login) who sent it through submission; None for mail from outside.
+    #[serde(default)]
+    pub author: Option<String>,
 }
 
 /// Read-only lookups the threading decision may make. Runs on the store's single writer,
@@ -85,6 +88,9 @@ pub trait ThreadLookup {
         subject_base: &str,
         contact: &str,
     ) -> Option<(ConversationId, i64)>;
+    /// Conversations of `inbox` with this normalised subject, whoever the customer, newest
+    /// first (bounded), with the unix time of their last message.
+    fn by_subject_any(&self, inbox: &str, subject_base: &str) -> Vec<(ConversationId, i64)>;
 }
 
 impl ConversationInfo {
@@ -381,4 +387,84 @@ pub struct MessageMeta {
     pub message_id: String,
     /// The first (lowest-numbered) conversation holding it; None for folder messages.
     pub conversation: Option<ConversationId>,
+    /// The agent who sent it (outgoing replies and comments).
+    #[serde(default)]
+    pub author: Option<String>,
+}
+
+/// An outbound queue entry's number (`teamgate queue retry ID`): per installation, never
+/// reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct QueueId(pub u64);
+
+/// A message to deliver to the outside world (submission, auto-answers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundMessage {
+    /// The final bytes, before DKIM signing (signing happens at delivery time).
+    pub raw: Vec<u8>,
+    /// Envelope sender; "" for the null reverse-path (such mail never gets a bounce).
+    pub mail_from: String,
+    pub recipients: Vec<String>,
+    /// Without angle brackets.
+    pub message_id: String,
+    /// Where a bounce is filed.
+    pub conversation: Option<ConversationId>,
+    /// Login of the agent who sent it (named in the bounce).
+    pub agent: String,
+}
+
+/// `queue list --json` element (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueView {
+    pub id: QueueId,
+    pub message_id: String,
+    /// Recipients still to be delivered.
+    pub recipients: Vec<String>,
+    /// Delivery attempts started so far.
+    pub attempts: u32,
+    /// RFC 3339.
+    pub next_attempt: String,
+    pub last_error: Option<String>,
+    pub conversation: Option<ConversationId>,
+    pub agent: String,
+    /// RFC 3339: when it was queued.
+    pub created: String,
+}
+
+/// A queue entry as the delivery worker sees it (the body is read separately).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueItem {
+    pub id: QueueId,
+    pub mail_from: String,
+    /// Recipients still to be delivered, in queued order.
+    pub recipients: Vec<String>,
+    pub message_id: String,
+    pub conversation: Option<ConversationId>,
+    pub agent: String,
+    pub attempts: u32,
+    /// Unix seconds.
+    pub next_attempt: i64,
+    /// Unix seconds.
+    pub created: i64,
+    pub last_error: Option<String>,
+}
+
+/// What one delivery attempt did for one recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientOutcome {
+    Delivered,
+    /// Try again at the next attempt (4xx, connection trouble).
+    Deferred(String),
+    /// Given up: 5xx, or the retry schedule is exhausted. Bounced to the agent.
+    Failed(String),
+}
+
+/// The answer to [`crate::store::Store::queue_record`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRecorded {
+    /// No recipient is left: the entry is gone from the queue.
+    pub removed: bool,
+    /// Recipients that failed permanently in this attempt, with the reason.
+    pub failed: Vec<(String, String)>,
 }

@@ -21,7 +21,7 @@ use super::flags;
 use super::keys::{self, TreeId};
 use super::membership::{self, Membership};
 use super::model::{
-    ConversationAction, ConversationId, Direction, Entry, FlagOp, Flags, FolderId, MailboxSnapshot,
+    ConversationAction, ConversationId, Entry, FlagOp, Flags, FolderId, MailboxSnapshot,
     MessageKey, MessageSummary, Status, TeamView,
 };
 use super::records::{self, ConversationRecord, MessageRecord, UidSpaceRecord};
@@ -145,53 +145,6 @@ impl Rekey {
     }
 }
 
-/// The value of a header in the header section of `raw` (unfolded, trimmed), if present.
-/// Enough for the few fields an appended message's record keeps; IMAP parses the bytes.
-fn header_value(raw: &[u8], name: &str) -> Option<String> {
-    let mut value: Option<String> = None;
-    for line in raw.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let Some(&first) = line.first() else { break };
-        if first == b' ' || first == b'\t' {
-            if let Some(v) = &mut value {
-                v.push(' ');
-                v.push_str(String::from_utf8_lossy(line).trim());
-            }
-            continue;
-        }
-        if value.is_some() {
-            break;
-        }
-        if let Some(colon) = line.iter().position(|&b| b == b':')
-            && line[..colon].eq_ignore_ascii_case(name.as_bytes())
-        {
-            value = Some(
-                String::from_utf8_lossy(&line[colon + 1..])
-                    .trim()
-                    .to_owned(),
-            );
-        }
-    }
-    value.map(|v| v.trim().to_owned())
-}
-
-/// The record summary of an appended message (folder messages are never threaded).
-fn appended_summary(raw: &[u8]) -> MessageSummary {
-    MessageSummary {
-        message_id: header_value(raw, "message-id")
-            .map(|m| m.trim_matches(['<', '>', ' ']).to_owned())
-            .unwrap_or_default(),
-        subject: header_value(raw, "subject").unwrap_or_default(),
-        from: None,
-        to: Vec::new(),
-        cc: Vec::new(),
-        date: None,
-        attachments: Vec::new(),
-        direction: Direction::In,
-        automatic: false,
-        references: Vec::new(),
-    }
-}
 
 /// Encoded flag writes for one message: the agent byte (None = remove) and the shared
 /// record (None = remove).
@@ -288,14 +241,15 @@ impl Writer {
             Op::FolderRename { from, to } => self.folder_rename(from, to).map(|()| OpOutput::Done),
             Op::FolderAppend {
                 folder,
-                raw,
+                summary,
                 flags,
                 internal_date,
+                ..
             } => {
                 let loc = loc.ok_or_else(|| {
                     StoreError::Internal("message body was not appended; retry".into())
                 })?;
-                self.folder_append(folder, raw, flags, *internal_date, loc)
+                self.folder_append(folder, summary, flags, *internal_date, loc)
                     .map(|(v, u)| OpOutput::Appended(v, u))
             }
             Op::FolderCopy { folder, keys } => self
@@ -727,7 +681,7 @@ impl Writer {
     fn folder_append(
         &mut self,
         folder: &FolderId,
-        raw: &[u8],
+        summary: &MessageSummary,
         flags: &Flags,
         internal_date: i64,
         loc: BlobLoc,
@@ -737,7 +691,7 @@ impl Writer {
             received_at: internal_date,
             mail_from: String::new(),
             rcpts: Vec::new(),
-            summary: appended_summary(raw),
+            summary: summary.clone(),
         };
         let (validity, uids) = self.folder_add(folder, vec![(record, flags.clone())])?;
         let uid = uids
@@ -795,17 +749,6 @@ impl Writer {
 mod tests {
     use super::*;
 
-    #[test]
-    fn header_values_unfold_and_stop_at_body() {
-        let raw =
-            b"Subject: hello\r\n  world\r\nMessage-ID:\r\n <X@y>\r\n\r\nMessage-ID: <body@x>\r\n";
-        assert_eq!(header_value(raw, "subject").as_deref(), Some("hello world"));
-        assert_eq!(header_value(raw, "MESSAGE-ID").as_deref(), Some("<X@y>"));
-        assert_eq!(header_value(b"A: b\n\nSubject: no\n", "subject"), None);
-        let s = appended_summary(raw);
-        assert_eq!(s.message_id, "X@y");
-        assert_eq!(s.direction, Direction::In);
-    }
 
     #[test]
     fn inbox_owners_keep_no_agent_flags() {

@@ -37,6 +37,7 @@ pub(super) fn summary(
         direction: Direction::In,
         automatic: false,
         references: refs.iter().map(|r| (*r).to_owned()).collect(),
+        author: None,
     }
 }
 

@@ -31,9 +31,10 @@ use super::blobs::{BlobLoc, SegmentWriter};
 use super::keys::{self, TreeId};
 use super::model::{
     ContactTouch, ConversationAction, ConversationId, ConversationInfo, Delivery, DeliveryOutcome,
-    FlagOp, Flags, FolderId, IncomingMessage, IngestOutcome, MailboxSnapshot, MessageKey, Status,
-    TeamView, ThreadDecision, ThreadLookup,
+    FlagOp, Flags, FolderId, IncomingMessage, IngestOutcome, MailboxSnapshot, MessageKey,
+    MessageSummary, Status, TeamView, ThreadDecision, ThreadLookup,
 };
+use super::queue::{QueueOp, QueueOutput};
 use super::records::{self, ContactRecord, ConversationRecord, MessageRecord, TimelineRecord};
 use super::views;
 use super::{Counters, StoreError, Trees};
@@ -48,6 +49,11 @@ pub enum Request {
     },
     /// Every other mutation (and mailbox syncs, which may assign UIDs).
     Op { op: Box<Op>, reply: Reply<OpOutput> },
+    /// An outbound queue change (see `queue.rs`).
+    Queue {
+        op: Box<QueueOp>,
+        reply: Reply<QueueOutput>,
+    },
     /// Answer everything queued, flush, stop.
     Close { reply: Reply<()> },
 }
@@ -75,6 +81,7 @@ pub enum Op {
     FolderAppend {
         folder: FolderId,
         raw: Vec<u8>,
+        summary: Box<MessageSummary>,
         flags: Flags,
         internal_date: i64,
     },
@@ -115,6 +122,13 @@ enum Job {
         reply: Reply<OpOutput>,
         result: Option<Result<OpOutput, StoreError>>,
     },
+    Queue {
+        op: Box<QueueOp>,
+        /// Where an enqueued body went (phase 1).
+        loc: Option<BlobLoc>,
+        reply: Reply<QueueOutput>,
+        result: Option<Result<QueueOutput, StoreError>>,
+    },
 }
 
 impl Job {
@@ -127,6 +141,11 @@ impl Job {
                 }
             }
             Job::Op { result, .. } => {
+                if !matches!(result, Some(Err(_))) {
+                    *result = Some(Err(err()));
+                }
+            }
+            Job::Queue { result, .. } => {
                 if !matches!(result, Some(Err(_))) {
                     *result = Some(Err(err()));
                 }
@@ -144,6 +163,9 @@ impl Job {
                 let _ = reply.send(result.unwrap_or_else(missing));
             }
             Job::Op { reply, result, .. } => {
+                let _ = reply.send(result.unwrap_or_else(missing));
+            }
+            Job::Queue { reply, result, .. } => {
                 let _ = reply.send(result.unwrap_or_else(missing));
             }
         }
@@ -267,6 +289,12 @@ impl Writer {
                         reply,
                         result: None,
                     }),
+                    Request::Queue { op, reply } => batch.push(Job::Queue {
+                        op,
+                        loc: None,
+                        reply,
+                        result: None,
+                    }),
                     Request::Close { reply } => {
                         // Requests already queued are still answered; new ones see Closed.
                         closers.push(reply);
@@ -302,11 +330,13 @@ impl Writer {
             let appended = match job {
                 Job::Ingest { msg, loc, .. } => self.append_if_needed(msg).map(|l| *loc = l),
                 Job::Op { op, loc, .. } => self.append_op_body(op).map(|l| *loc = l),
+                Job::Queue { op, loc, .. } => self.append_queue_body(op).map(|l| *loc = l),
             };
             if let Err(e) = appended {
                 match job {
                     Job::Ingest { result, .. } => *result = Some(Err(e)),
                     Job::Op { result, .. } => *result = Some(Err(e)),
+                    Job::Queue { result, .. } => *result = Some(Err(e)),
                 }
             }
         }
@@ -341,6 +371,14 @@ impl Writer {
                             ..
                         } => {
                             *result = Some(self.run_op(op, *loc));
+                        }
+                        Job::Queue {
+                            op,
+                            loc,
+                            result: result @ None,
+                            ..
+                        } => {
+                            *result = Some(self.run_queue_op(op, *loc));
                         }
                         _ => {}
                     }
@@ -860,5 +898,30 @@ impl ThreadLookup for IndexLookup<'_> {
             )))
         })();
         self.keep(r)
+    }
+
+    fn by_subject_any(&self, inbox: &str, subject_base: &str) -> Vec<(ConversationId, i64)> {
+        /// A subject shared by more conversations than this is too generic to thread on.
+        const MAX_CANDIDATES: usize = 16;
+        let prefix = keys::by_subject_prefix(inbox, subject_base);
+        let tree = TreeId::BySubject;
+        let r = (|| {
+            let mut found = Vec::new();
+            for kv in self
+                .trees
+                .get(tree)
+                .scan_prefix(&prefix)
+                .take(MAX_CANDIDATES * 4)
+            {
+                let (k, v) = kv?;
+                let conv = records::u64_at(tree, &k, &v, 0)?;
+                let at = records::u64_at(tree, &k, &v, 8)?;
+                found.push((ConversationId(conv), i64::from_be_bytes(at.to_be_bytes())));
+            }
+            found.sort_by_key(|f| std::cmp::Reverse(f.1));
+            found.truncate(MAX_CANDIDATES);
+            Ok(Some(found))
+        })();
+        self.keep(r).unwrap_or_default()
     }
 }
