@@ -15,6 +15,7 @@ pub mod config;
 pub mod contacts;
 pub mod control;
 pub mod daemon;
+pub mod filter;
 pub mod forward;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -8,6 +8,11 @@ need=()
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v mbsync >/dev/null 2>&1 || need+=(isync)
+# The filter tests (tests/filters.rs) start these daemons themselves: spamd (Debian splits it
+# from the spamassassin rules package), clamd, and dnsmasq as the loopback DNS server.
+[ -x /usr/sbin/spamd ] || need+=(spamassassin spamd)
+[ -x /usr/sbin/clamd ] || need+=(clamav-daemon)
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -25,3 +25,5 @@ mod submission;
 mod sink;
 // Outbound delivery: queue, DKIM, retries, bounces into conversations, `queue` CLI.
 mod outbound;
+// Spam, sender authentication and attachment filters against real spamd, clamd and dnsmasq.
+mod filters;

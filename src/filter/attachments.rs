@@ -1,0 +1,762 @@
+//! Attachment policy: which parts are attachments (also inside nested message/rfc822 and
+//! names inside zip archives), which names and contents are dangerous (blocked extensions,
+//! double extensions, direction-override tricks, executables posing as documents), and
+//! [`strip_parts`], which swaps a dangerous part for a short notice and leaves every other
+//! byte alone. Pure: no I/O; all work bounded (parts, depth, archive entries).
+
+use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
+
+use super::AttachmentHit;
+
+/// Nested message/rfc822 levels searched (the same bound as message.rs).
+const MAX_DEPTH: usize = 8;
+/// Attachments examined per message; past it the rest is not examined by name or by clamd.
+const MAX_PARTS: usize = 256;
+/// Central-directory entries read per zip archive. Names only: nothing is decompressed, so
+/// a zip bomb costs no more than its directory.
+const MAX_ZIP_ENTRIES: usize = 1000;
+/// Reasons listed for one archive.
+const MAX_ARCHIVE_REASONS: usize = 3;
+
+/// File extensions that honestly announce executable content.
+const EXECUTABLE_EXTENSIONS: &[&str] = &[
+    "exe", "dll", "scr", "com", "sys", "cpl", "ocx", "drv", "efi", "msi", "pif", "bin", "elf",
+    "so", "o", "out", "run", "app", "appimage", "dylib", "command", "sh", "bash", "zsh", "ksh",
+    "csh", "py", "pl", "rb", "php", "lnk",
+];
+/// Content types that honestly announce executable content.
+const EXECUTABLE_TYPES: &[&str] = &[
+    "application/x-msdownload",
+    "application/x-msdos-program",
+    "application/x-dosexec",
+    "application/vnd.microsoft.portable-executable",
+    "application/x-executable",
+    "application/x-elf",
+    "application/x-sharedlib",
+    "application/x-mach-binary",
+    "application/x-sh",
+    "application/x-shellscript",
+    "application/x-python",
+    "application/x-perl",
+    "application/x-ms-shortcut",
+];
+
+/// One attachment, as the checks see it.
+#[derive(Debug)]
+pub(super) struct Part<'m> {
+    /// See [`AttachmentHit::part_path`].
+    pub path: Vec<usize>,
+    /// "" when the part has no file name.
+    pub filename: String,
+    /// Lower-cased `type/subtype`; "" when absent.
+    pub content_type: String,
+    /// Decoded contents (transfer encoding undone).
+    pub contents: &'m [u8],
+}
+
+/// Every attachment of `msg`, depth-first, nested messages included, bounded.
+pub(super) fn collect<'m>(msg: &'m Message<'m>) -> Vec<Part<'m>> {
+    let mut out = Vec::new();
+    collect_into(msg, &mut Vec::new(), &mut out);
+    out
+}
+
+fn collect_into<'m>(msg: &'m Message<'m>, path: &mut Vec<usize>, out: &mut Vec<Part<'m>>) {
+    for (id, part) in msg.parts.iter().enumerate() {
+        if out.len() >= MAX_PARTS {
+            return;
+        }
+        let name = part
+            .attachment_name()
+            .map(str::trim)
+            .filter(|n| !n.is_empty());
+        let listed = msg.attachments.contains(&(id as u32))
+            || name.is_some()
+            || part
+                .content_disposition()
+                .is_some_and(|d| d.is_attachment());
+        match &part.body {
+            PartType::Multipart(_) => {}
+            PartType::Message(inner) if path.len() < MAX_DEPTH => {
+                path.push(id);
+                collect_into(inner, path, out);
+                path.pop();
+            }
+            PartType::Message(_) => {}
+            _ if listed => {
+                let mut part_path = path.clone();
+                part_path.push(id);
+                out.push(Part {
+                    path: part_path,
+                    filename: name.unwrap_or_default().to_string(),
+                    content_type: content_type_of(part),
+                    contents: part.contents(),
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+fn content_type_of(part: &MessagePart<'_>) -> String {
+    match part.content_type() {
+        Some(ct) => match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase(),
+            None => ct.ctype().to_ascii_lowercase(),
+        },
+        None => String::new(),
+    }
+}
+
+/// The local checks (no clamd): names, archive names, executable content under another
+/// name or type. `blocked` holds lower-case extensions without the dot.
+pub(super) fn check_names_and_types(parts: &[Part<'_>], blocked: &[String]) -> Vec<AttachmentHit> {
+    parts
+        .iter()
+        .filter_map(|part| {
+            let mut reasons = Vec::new();
+            reasons.extend(name_reason(&part.filename, blocked));
+            reasons.extend(disguised_executable(part));
+            if is_zip(part) {
+                reasons.extend(
+                    zip_names(part.contents)
+                        .into_iter()
+                        .filter_map(|entry| {
+                            name_reason(&entry, blocked)
+                                .map(|why| format!("archive contains {}: {why}", printable(&entry)))
+                        })
+                        .take(MAX_ARCHIVE_REASONS),
+                );
+            }
+            (!reasons.is_empty()).then(|| AttachmentHit {
+                part_path: part.path.clone(),
+                filename: part.filename.clone(),
+                reason: reasons.join("; "),
+            })
+        })
+        .collect()
+}
+
+/// Adds `more` to `hits`; a part hit twice gets both reasons.
+pub(super) fn merge_hits(hits: &mut Vec<AttachmentHit>, more: Vec<AttachmentHit>) {
+    for hit in more {
+        match hits.iter_mut().find(|h| h.part_path == hit.part_path) {
+            Some(existing) => {
+                existing.reason.push_str("; ");
+                existing.reason.push_str(&hit.reason);
+            }
+            None => hits.push(hit),
+        }
+    }
+}
+
+/// Unicode controls that reorder text: `invoice\u{202E}fdp.exe` displays as `invoiceexe.pdf`.
+fn is_direction_control(c: char) -> bool {
+    matches!(c, '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// The last path component, lower-cased, without the trailing dots and blanks that Windows
+/// drops (`evil.exe.` and `evil.exe ` run as `evil.exe`).
+fn normalize(name: &str) -> String {
+    let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
+    base.trim_end_matches(|c: char| c == '.' || c.is_whitespace())
+        .to_lowercase()
+}
+
+/// `("invoice.pdf", "exe")` for `invoice.pdf.exe`.
+fn split_extension(name: &str) -> Option<(&str, &str)> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    (!stem.is_empty() && !ext.is_empty()).then_some((stem, ext.trim()))
+}
+
+/// Why a file name is dangerous, if it is.
+fn name_reason(name: &str, blocked: &[String]) -> Option<String> {
+    if name.chars().any(is_direction_control) {
+        return Some("file name hides its extension with a text-direction control".into());
+    }
+    let name = normalize(name);
+    let (stem, ext) = split_extension(&name)?;
+    if !blocked.iter().any(|b| b == ext) {
+        return None;
+    }
+    let stem = stem.trim_end();
+    match split_extension(stem) {
+        Some((_, inner))
+            if (1..=5).contains(&inner.len())
+                && inner.chars().all(|c| c.is_ascii_alphanumeric()) =>
+        {
+            Some(format!(
+                "blocked file type .{ext} behind a double extension .{inner}.{ext}"
+            ))
+        }
+        _ => Some(format!("blocked file type .{ext}")),
+    }
+}
+
+/// What executable content looks like (magic bytes), if it is executable.
+fn sniff_executable(data: &[u8]) -> Option<&'static str> {
+    const MACHO: [[u8; 4]; 4] = [
+        [0xfe, 0xed, 0xfa, 0xce],
+        [0xfe, 0xed, 0xfa, 0xcf],
+        [0xce, 0xfa, 0xed, 0xfe],
+        [0xcf, 0xfa, 0xed, 0xfe],
+    ];
+    if data.starts_with(b"MZ") {
+        Some("Windows executable")
+    } else if data.starts_with(b"\x7fELF") {
+        Some("ELF executable")
+    } else if MACHO.iter().any(|m| data.starts_with(m)) {
+        Some("Mach-O executable")
+    } else if data.starts_with(b"L\0\0\0\x01\x14\x02\0") {
+        Some("Windows shortcut")
+    } else if let Some(rest) = data.strip_prefix(b"#!") {
+        // `#!/bin/sh`, `#! /usr/bin/env python`
+        let rest = rest.trim_ascii_start();
+        rest.starts_with(b"/").then_some("script")
+    } else {
+        None
+    }
+}
+
+/// Executable content whose name or declared type says it is something else.
+fn disguised_executable(part: &Part<'_>) -> Option<String> {
+    let kind = sniff_executable(part.contents)?;
+    let ct = part.content_type.as_str();
+    let type_is_executable = EXECUTABLE_TYPES.contains(&ct)
+        || (kind == "script" && (ct.starts_with("text/x-") || ct == "text/x-sh"));
+    let type_is_neutral = type_is_executable
+        || ct.is_empty()
+        || ct == "application/octet-stream"
+        || (kind == "script" && ct == "text/plain");
+    if part.filename.is_empty() {
+        return (!type_is_executable).then(|| {
+            let declared = if ct.is_empty() { "no type" } else { ct };
+            format!("{kind} without a file name, declared as {declared}")
+        });
+    }
+    let name = normalize(&part.filename);
+    match split_extension(&name) {
+        Some((_, ext)) if EXECUTABLE_EXTENSIONS.contains(&ext) => {
+            (!type_is_neutral).then(|| format!("{kind} declared as {ct}"))
+        }
+        Some((_, ext)) => Some(format!("{kind} disguised as .{ext}")),
+        None => Some(format!("{kind} disguised as a file without extension")),
+    }
+}
+
+fn is_zip(part: &Part<'_>) -> bool {
+    part.contents.starts_with(b"PK\x03\x04")
+        || part.contents.starts_with(b"PK\x05\x06")
+        || normalize(&part.filename).ends_with(".zip")
+        || part.content_type == "application/zip"
+        || part.content_type == "application/x-zip-compressed"
+}
+
+fn le16(data: &[u8], at: usize) -> Option<usize> {
+    let b = data.get(at..at + 2)?;
+    Some(usize::from(u16::from_le_bytes([b[0], b[1]])))
+}
+
+fn le32(data: &[u8], at: usize) -> Option<usize> {
+    let b = data.get(at..at + 4)?;
+    usize::try_from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok()
+}
+
+/// The file names in a zip archive's central directory (APPNOTE.TXT §4.3.12, §4.3.16).
+/// Reads no file data; a damaged or zip64-only directory yields what could be read.
+fn zip_names(data: &[u8]) -> Vec<String> {
+    const EOCD: &[u8] = b"PK\x05\x06";
+    const CENTRAL: &[u8] = b"PK\x01\x02";
+    const EOCD_LEN: usize = 22;
+    let mut names = Vec::new();
+    let Some(last) = data.len().checked_sub(EOCD_LEN) else {
+        return names;
+    };
+    // The end record sits in the last 22 bytes + a comment of at most 65535 bytes.
+    let first = last.saturating_sub(usize::from(u16::MAX));
+    let Some(eocd) = (first..=last).rev().find(|&i| data[i..].starts_with(EOCD)) else {
+        return names;
+    };
+    let (Some(entries), Some(mut at)) = (le16(data, eocd + 10), le32(data, eocd + 16)) else {
+        return names;
+    };
+    for _ in 0..entries.min(MAX_ZIP_ENTRIES) {
+        if !data.get(at..).is_some_and(|d| d.starts_with(CENTRAL)) {
+            break;
+        }
+        let (Some(name_len), Some(extra_len), Some(comment_len)) = (
+            le16(data, at + 28),
+            le16(data, at + 30),
+            le16(data, at + 32),
+        ) else {
+            break;
+        };
+        let Some(name) = data.get(at + 46..at + 46 + name_len) else {
+            break;
+        };
+        names.push(String::from_utf8_lossy(name).into_owned());
+        at += 46 + name_len + extra_len + comment_len;
+    }
+    names
+}
+
+/// A file name fit for a notice: no controls, no direction tricks, bounded.
+fn printable(name: &str) -> String {
+    let clean: String = name
+        .chars()
+        .map(|c| {
+            if c.is_control() || is_direction_control(c) {
+                '?'
+            } else {
+                c
+            }
+        })
+        .take(200)
+        .collect();
+    if clean.is_empty() {
+        "(no name)".into()
+    } else {
+        clean
+    }
+}
+
+/// A byte range of the raw message to replace by a notice.
+#[derive(Debug)]
+struct Edit {
+    start: usize,
+    end: usize,
+    /// For the root part of a (nested) message: where its body starts. Its header fields
+    /// stay, except the `Content-*` ones that described the removed body.
+    root_body: Option<usize>,
+    notices: Vec<String>,
+}
+
+/// Replaces each hit part of `raw` with a short text/plain part naming the file and the
+/// reason; every other byte stays as it was, and the result parses as MIME again. A hit
+/// inside a message/rfc822 part that is itself transfer-encoded (its bytes are not in
+/// `raw` as such) replaces that whole enclosing part. Paths that match no part are ignored.
+pub fn strip_parts(raw: &[u8], hits: &[AttachmentHit]) -> Vec<u8> {
+    if hits.is_empty() {
+        return raw.to_vec();
+    }
+    let Some(msg) = super::parse(raw) else {
+        return raw.to_vec();
+    };
+    let mut edits: Vec<Edit> = hits
+        .iter()
+        .filter_map(|hit| {
+            let mut edit = locate(&msg, raw, &hit.part_path)?;
+            edit.notices.push(notice(hit));
+            Some(edit)
+        })
+        .collect();
+    edits.sort_by_key(|e| (e.start, std::cmp::Reverse(e.end)));
+    let mut merged: Vec<Edit> = Vec::with_capacity(edits.len());
+    for edit in edits {
+        match merged.last_mut() {
+            // Inside (or the same as) the previous edit: one notice part lists both.
+            Some(last) if edit.start < last.end => {
+                for n in edit.notices {
+                    if !last.notices.contains(&n) {
+                        last.notices.push(n);
+                    }
+                }
+            }
+            _ => merged.push(edit),
+        }
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut pos = 0;
+    for edit in &merged {
+        out.extend_from_slice(&raw[pos..edit.start]);
+        replacement(raw, edit, &mut out);
+        pos = edit.end;
+    }
+    out.extend_from_slice(&raw[pos..]);
+    out
+}
+
+fn notice(hit: &AttachmentHit) -> String {
+    format!(
+        "[teamgate] The attachment \"{}\" was removed: {}.",
+        printable(&hit.filename),
+        hit.reason
+    )
+}
+
+/// Finds the bytes of the part at `path` in `raw`.
+fn locate(msg: &Message<'_>, raw: &[u8], path: &[usize]) -> Option<Edit> {
+    let mut current = msg;
+    let mut enclosing: Option<Edit> = None;
+    for (depth, &id) in path.iter().enumerate() {
+        let part = current.parts.get(id)?;
+        if depth + 1 == path.len() {
+            return match enclosing {
+                Some(edit) => Some(edit),
+                None => edit_for(part, id, raw),
+            };
+        }
+        let PartType::Message(inner) = &part.body else {
+            return None;
+        };
+        // A nested message that mail-parser had to decode lives in its own buffer, and
+        // its offsets point there: the whole encoded part is what `raw` holds.
+        if enclosing.is_none() && !same_buffer(&inner.raw_message, raw) {
+            enclosing = Some(edit_for(part, id, raw)?);
+        }
+        current = inner;
+    }
+    None
+}
+
+fn same_buffer(buffer: &[u8], raw: &[u8]) -> bool {
+    buffer.as_ptr() == raw.as_ptr() && buffer.len() == raw.len()
+}
+
+fn edit_for(part: &MessagePart<'_>, id: usize, raw: &[u8]) -> Option<Edit> {
+    let start = usize::try_from(part.offset_header).ok()?;
+    let body = usize::try_from(part.offset_body).ok()?;
+    let end = usize::try_from(part.offset_end).ok()?;
+    if !(start <= body && body <= end && end <= raw.len()) {
+        return None;
+    }
+    Some(Edit {
+        start,
+        end,
+        root_body: (id == 0).then_some(body),
+        notices: Vec::new(),
+    })
+}
+
+fn replacement(raw: &[u8], edit: &Edit, out: &mut Vec<u8>) {
+    if let Some(body) = edit.root_body {
+        for field in header_fields(&raw[edit.start..body]) {
+            let name = field.split(|b| *b == b':').next().unwrap_or_default();
+            let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
+            if !matches!(
+                name.as_str(),
+                "content-type" | "content-transfer-encoding" | "content-disposition"
+            ) {
+                out.extend_from_slice(field);
+            }
+        }
+    }
+    out.extend_from_slice(
+        b"Content-Type: text/plain; charset=utf-8\r\n\
+          Content-Transfer-Encoding: quoted-printable\r\n\
+          Content-Disposition: inline\r\n\r\n",
+    );
+    let mut lines = edit.notices.clone();
+    lines.push(
+        "The original message is kept in quarantine; an administrator can release it.".into(),
+    );
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        quoted_printable(line, out);
+    }
+    if edit.root_body.is_some() {
+        // A root body runs to the end of its message; a multipart body part ends before
+        // the CRLF that belongs to the next boundary, which stays in place.
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Header fields (with their folded continuation lines and line ends) up to the blank line.
+fn header_fields(block: &[u8]) -> Vec<&[u8]> {
+    let mut fields = Vec::new();
+    let mut field_start = 0;
+    let mut pos = 0;
+    while pos < block.len() {
+        let line_end = block[pos..]
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(block.len(), |i| pos + i + 1);
+        let line = &block[pos..line_end];
+        let blank = line == b"\r\n" || line == b"\n";
+        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continuation && pos > field_start {
+            fields.push(&block[field_start..pos]);
+            field_start = pos;
+        }
+        if blank {
+            return fields;
+        }
+        pos = line_end;
+    }
+    if pos > field_start {
+        fields.push(&block[field_start..pos]);
+    }
+    fields
+}
+
+/// RFC 2045 §6.7 quoted-printable of one line of text, with soft breaks under 76 columns.
+fn quoted_printable(line: &str, out: &mut Vec<u8>) {
+    let bytes = line.as_bytes();
+    let mut column = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let last = i + 1 == bytes.len();
+        let literal = (b == b' ' && !last) || (b'!'..=b'~').contains(&b) && b != b'=';
+        let width = if literal { 1 } else { 3 };
+        if column + width > 75 {
+            out.extend_from_slice(b"=\r\n");
+            column = 0;
+        }
+        if literal {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("={b:02X}").as_bytes());
+        }
+        column += width;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mail_parser::MessageParser;
+
+    fn blocked() -> Vec<String> {
+        ["exe", "js", "scr", "bat"].map(String::from).to_vec()
+    }
+
+    #[test]
+    fn name_rules() {
+        let b = blocked();
+        assert_eq!(name_reason("report.pdf", &b), None);
+        assert_eq!(name_reason("", &b), None);
+        assert_eq!(name_reason("noext", &b), None);
+        assert_eq!(
+            name_reason("setup.EXE", &b).as_deref(),
+            Some("blocked file type .exe")
+        );
+        assert_eq!(
+            name_reason("invoice.pdf.exe", &b).as_deref(),
+            Some("blocked file type .exe behind a double extension .pdf.exe")
+        );
+        assert_eq!(
+            name_reason("invoice.pdf   .exe", &b).as_deref(),
+            Some("blocked file type .exe behind a double extension .pdf.exe")
+        );
+        // Windows drops trailing dots and blanks.
+        assert!(name_reason("evil.exe. . ", &b).is_some());
+        assert!(name_reason("dir\\sub/evil.js", &b).is_some());
+        assert!(name_reason("invoice\u{202E}fdp.txt", &b).is_some());
+        assert_eq!(name_reason(".exe", &b), None);
+    }
+
+    fn part<'a>(name: &str, ct: &str, contents: &'a [u8]) -> Part<'a> {
+        Part {
+            path: vec![1],
+            filename: name.into(),
+            content_type: ct.into(),
+            contents,
+        }
+    }
+
+    #[test]
+    fn executable_mismatch() {
+        let pe = b"MZ\x90\0\x03\0\0\0";
+        assert_eq!(
+            disguised_executable(&part("invoice.pdf", "application/pdf", pe)).as_deref(),
+            Some("Windows executable disguised as .pdf")
+        );
+        assert_eq!(
+            disguised_executable(&part("tool.exe", "application/octet-stream", pe)),
+            None
+        );
+        assert_eq!(
+            disguised_executable(&part("tool.exe", "image/png", pe)).as_deref(),
+            Some("Windows executable declared as image/png")
+        );
+        assert!(disguised_executable(&part("", "image/png", b"\x7fELF\x02")).is_some());
+        assert_eq!(
+            disguised_executable(&part("", "application/x-executable", b"\x7fELF\x02")),
+            None
+        );
+        assert_eq!(
+            disguised_executable(&part("run.sh", "text/plain", b"#!/bin/sh\necho")),
+            None
+        );
+        assert!(disguised_executable(&part("notes.txt", "text/plain", b"#! /bin/sh\n")).is_some());
+        assert_eq!(
+            disguised_executable(&part("notes.txt", "text/plain", b"#!! hi")),
+            None
+        );
+        assert_eq!(
+            disguised_executable(&part("a.pdf", "application/pdf", b"%PDF-1.4")),
+            None
+        );
+    }
+
+    /// A zip archive with the given (stored, empty) file names.
+    fn zip(names: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut central = Vec::new();
+        for name in names {
+            let offset = out.len() as u32;
+            out.extend_from_slice(b"PK\x03\x04\x14\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
+            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            out.extend_from_slice(&0u16.to_le_bytes());
+            out.extend_from_slice(name.as_bytes());
+            central.extend_from_slice(
+                b"PK\x01\x02\x14\0\x14\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
+            );
+            central.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            central.extend_from_slice(&[0; 12]);
+            central.extend_from_slice(&offset.to_le_bytes());
+            central.extend_from_slice(name.as_bytes());
+        }
+        let cd_offset = out.len() as u32;
+        out.extend_from_slice(&central);
+        out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+        out.extend_from_slice(&(names.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(names.len() as u16).to_le_bytes());
+        out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+        out.extend_from_slice(&cd_offset.to_le_bytes());
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out
+    }
+
+    #[test]
+    fn zip_directory_names() {
+        let z = zip(&["docs/readme.txt", "docs/payload.exe"]);
+        assert_eq!(zip_names(&z), vec!["docs/readme.txt", "docs/payload.exe"]);
+        let hits = check_names_and_types(&[part("files.zip", "application/zip", &z)], &blocked());
+        assert_eq!(hits.len(), 1);
+        assert_eq!(
+            hits[0].reason,
+            "archive contains docs/payload.exe: blocked file type .exe"
+        );
+        // Truncated, lying or empty archives yield what can be read and never panic.
+        for cut in 0..z.len() {
+            let _ = zip_names(&z[..cut]);
+            let mut bad = z.clone();
+            bad[cut] ^= 0xff;
+            let _ = zip_names(&bad);
+        }
+        assert!(zip_names(b"PK\x05\x06").is_empty());
+        // A directory claiming 65535 entries stops at the first missing one.
+        let mut lying = zip(&["a.txt"]);
+        let n = lying.len();
+        lying[n - 12..n - 10].copy_from_slice(&u16::MAX.to_le_bytes());
+        assert_eq!(zip_names(&lying), vec!["a.txt"]);
+    }
+
+    const NESTED: &[u8] = b"From: a@b.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\npre\r\n\
+--o\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n\
+--o\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: multipart/mixed; boundary=\"i\"\r\n\r\n\
+--i\r\nContent-Type: text/plain\r\n\r\ninner body\r\n\
+--i\r\nContent-Type: application/pdf; name=\"inv.pdf.exe\"\r\nContent-Disposition: attachment; filename=\"inv.pdf.exe\"\r\nContent-Transfer-Encoding: base64\r\n\r\nTVqQAAMAAAA=\r\n--i--\r\n\r\n\
+--o\r\nContent-Type: application/pdf; name=ok.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--o--\r\n";
+
+    #[test]
+    fn nested_attachment_is_found_and_stripped() {
+        let msg = MessageParser::default().parse(NESTED).unwrap();
+        let parts = collect(&msg);
+        let names: Vec<_> = parts
+            .iter()
+            .map(|p| (p.path.clone(), p.filename.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![(vec![2, 2], "inv.pdf.exe"), (vec![3], "ok.pdf")]
+        );
+        let hits = check_names_and_types(&parts, &blocked());
+        assert_eq!(hits.len(), 1);
+        assert_eq!(
+            hits[0].reason,
+            "blocked file type .exe behind a double extension .pdf.exe; \
+             Windows executable declared as application/pdf"
+        );
+
+        let out = strip_parts(NESTED, &hits);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(!text.contains("TVqQAAMAAAA="), "{text}");
+        assert!(text.contains("inner body"));
+        assert!(text.ends_with("--o\r\nContent-Type: application/pdf; name=ok.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--o--\r\n"));
+        let again = MessageParser::default().parse(&out[..]).unwrap();
+        let parts = collect(&again);
+        assert_eq!(parts.len(), 1, "{parts:?}");
+        assert_eq!(parts[0].filename, "ok.pdf");
+        let PartType::Message(inner) = &again.parts[2].body else {
+            panic!("nested message lost")
+        };
+        let notice = inner.body_text(1).unwrap();
+        assert!(notice.contains("\"inv.pdf.exe\" was removed"), "{notice}");
+    }
+
+    #[test]
+    fn root_part_keeps_its_headers() {
+        let raw = b"From: a@b.test\r\nSubject: tool\r\nContent-Type: application/octet-stream;\r\n name=\"a.exe\"\r\nContent-Transfer-Encoding: base64\r\nX-Other: kept\r\n\r\nTVo=\r\n";
+        let hit = AttachmentHit {
+            part_path: vec![0],
+            filename: "a.exe".into(),
+            reason: "blocked file type .exe".into(),
+        };
+        let out = strip_parts(raw, &[hit]);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(
+            text.starts_with(
+                "From: a@b.test\r\nSubject: tool\r\nX-Other: kept\r\nContent-Type: text/plain"
+            ),
+            "{text}"
+        );
+        let again = MessageParser::default().parse(&out[..]).unwrap();
+        assert_eq!(again.subject(), Some("tool"));
+        assert!(
+            again
+                .body_text(0)
+                .unwrap()
+                .contains("\"a.exe\" was removed: blocked file type .exe.")
+        );
+    }
+
+    #[test]
+    fn encoded_nested_message_is_replaced_whole() {
+        use base64::Engine;
+        let inner =
+            b"Subject: inner\r\nContent-Type: application/octet-stream; name=x.exe\r\n\r\nMZ\r\n";
+        let encoded = base64::engine::general_purpose::STANDARD.encode(inner);
+        let raw = format!(
+            "Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\n\r\n{encoded}\r\n--b--\r\n"
+        );
+        let msg = MessageParser::default().parse(raw.as_bytes()).unwrap();
+        let parts = collect(&msg);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].path, vec![2, 0]);
+        let hits = check_names_and_types(&parts, &blocked());
+        let out = strip_parts(raw.as_bytes(), &hits);
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains(&encoded));
+        assert!(text.starts_with("Subject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: text/plain"), "{text}");
+        assert!(text.ends_with("\r\n--b--\r\n"));
+    }
+
+    #[test]
+    fn stray_paths_and_garbage_are_harmless() {
+        let hit = |path: Vec<usize>| AttachmentHit {
+            part_path: path,
+            filename: "x".into(),
+            reason: "r".into(),
+        };
+        assert_eq!(
+            strip_parts(NESTED, &[hit(vec![99]), hit(vec![1, 0]), hit(vec![])]),
+            NESTED
+        );
+        assert_eq!(strip_parts(b"", &[hit(vec![0])]), b"".to_vec());
+        assert_eq!(strip_parts(NESTED, &[]), NESTED);
+    }
+
+    #[test]
+    fn quoted_printable_notice() {
+        let mut out = Vec::new();
+        quoted_printable(&"é=x ".repeat(30), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.lines().all(|l| l.len() <= 76), "{text}");
+        assert!(text.starts_with("=C3=A9=3Dx "));
+        assert!(text.ends_with("=20"));
+    }
+}
