@@ -4,7 +4,18 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::store::{ConversationId, QueueId, Store, StoreError};
+use crate::{
+    ingest::Ingest,
+    store::{ConversationId, JunkId, QuarantineId, QueueId, Store, StoreError},
+};
+
+/// What admin requests act on: the store, and the ingest pipeline for releases (a
+/// released junk message is threaded like any mail).
+#[derive(Clone, Debug)]
+pub struct AdminContext {
+    pub store: Store,
+    pub ingest: Ingest,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -17,6 +28,13 @@ pub enum AdminRequest {
     // The outbound queue (SPEC §8 `queue list`), and making an entry due now.
     QueueList,
     QueueRetry { id: u64 },
+    // Spam (SPEC §7, §8 `junk list`) and releasing it as "not spam".
+    JunkList,
+    JunkRelease { id: u64 },
+    // Quarantined attachments (SPEC §8 `quarantine list`), one, and putting one back.
+    QuarantineList,
+    QuarantineShow { id: u64 },
+    QuarantineRelease { id: u64 },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,8 +63,50 @@ fn block_on<F: std::future::Future>(f: F) -> Result<F::Output, AdminError> {
     }
 }
 
-pub fn execute(store: &Store, request: &AdminRequest) -> Result<Value, AdminError> {
+pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<Value, AdminError> {
+    let store = &ctx.store;
+    let not_found = |what: String| {
+        move |e: StoreError| match e {
+            StoreError::NotFound(_) => AdminError::NotFound(what.clone()),
+            other => AdminError::Store(other),
+        }
+    };
     Ok(match request {
+        AdminRequest::JunkList => serde_json::to_value(store.junk_list()?)?,
+        AdminRequest::JunkRelease { id } => {
+            if store.junk_item(JunkId(*id))?.is_none() {
+                return Err(AdminError::NotFound(format!("junk message {id} not found")));
+            }
+            let accepted = block_on(ctx.ingest.release_junk(JunkId(*id)))?
+                .map_err(|e| AdminError::Runtime(format!("release failed: {e}")))?;
+            serde_json::json!({ "id": id, "released": true, "result": accepted.to_string() })
+        }
+        AdminRequest::QuarantineList => serde_json::to_value(store.quarantine_list()?)?,
+        AdminRequest::QuarantineShow { id } => match store.quarantine_item(QuarantineId(*id))? {
+            Some(item) => {
+                let original = store.read_message(item.original)?;
+                let mut value = serde_json::to_value(&item.view)?;
+                value["inbox"] = item.inbox.into();
+                value["original_size"] = original.len().into();
+                value["original_headers"] = String::from_utf8_lossy(
+                    &original[..crate::smtp::session::header_section_len(&original)],
+                )
+                .into_owned()
+                .into();
+                value
+            }
+            None => {
+                return Err(AdminError::NotFound(format!(
+                    "quarantine entry {id} not found"
+                )));
+            }
+        },
+        AdminRequest::QuarantineRelease { id } => {
+            let key = block_on(store.quarantine_release(QuarantineId(*id)))?.map_err(not_found(
+                format!("quarantine entry {id} not found or already released"),
+            ))?;
+            serde_json::json!({ "id": id, "released": true, "message": key })
+        }
         AdminRequest::ConversationsList => serde_json::to_value(store.list_conversations()?)?,
         AdminRequest::ConversationsShow { id } => match store.conversation(ConversationId(*id))? {
             Some(c) => serde_json::to_value(c)?,

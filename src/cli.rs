@@ -4,6 +4,7 @@
 use std::{
     io::{Read, Write},
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use anyhow::{Context, anyhow, bail};
@@ -11,12 +12,14 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::{
-    admin::{self, AdminRequest},
+    admin::{self, AdminContext, AdminRequest},
     config::{self, Config, LogFormat},
     control,
+    ingest::Ingest,
+    reload::Reloadable,
     store::{
-        ContactDetail, ContactView, ConversationDetail, ConversationView, QueueView, Store,
-        StoreError, StoreOptions,
+        ContactDetail, ContactView, ConversationDetail, ConversationView, JunkView, QuarantineView,
+        QueueView, Store, StoreError, StoreOptions,
     },
 };
 
@@ -53,6 +56,16 @@ pub enum Command {
         #[command(subcommand)]
         verb: QueueVerb,
     },
+    /// Mail judged spam; release one as "not spam" (it is threaded like any mail).
+    Junk {
+        #[command(subcommand)]
+        verb: JunkVerb,
+    },
+    /// Quarantined attachments; release one back into its conversation.
+    Quarantine {
+        #[command(subcommand)]
+        verb: QuarantineVerb,
+    },
     /// Store counters at a glance.
     Status {
         #[arg(long)]
@@ -85,6 +98,44 @@ pub enum QueueVerb {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum JunkVerb {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Release {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineVerb {
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    Release {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `12` or `#12`.
+fn number(id: &str, what: &str) -> anyhow::Result<u64> {
+    id.trim_start_matches('#')
+        .parse()
+        .with_context(|| format!("not a {what}: {id}"))
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +193,36 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             let (request, json) = match verb {
                 ContactsVerb::List { json } => (AdminRequest::ContactsList, json),
                 ContactsVerb::Show { email, json } => (AdminRequest::ContactsShow { email }, json),
+            };
+            admin_command(&cli.config, &request, json)
+        }
+        Command::Junk { verb } => {
+            let (request, json) = match verb {
+                JunkVerb::List { json } => (AdminRequest::JunkList, json),
+                JunkVerb::Release { id, json } => (
+                    AdminRequest::JunkRelease {
+                        id: number(&id, "junk id")?,
+                    },
+                    json,
+                ),
+            };
+            admin_command(&cli.config, &request, json)
+        }
+        Command::Quarantine { verb } => {
+            let (request, json) = match verb {
+                QuarantineVerb::List { json } => (AdminRequest::QuarantineList, json),
+                QuarantineVerb::Show { id, json } => (
+                    AdminRequest::QuarantineShow {
+                        id: number(&id, "quarantine id")?,
+                    },
+                    json,
+                ),
+                QuarantineVerb::Release { id, json } => (
+                    AdminRequest::QuarantineRelease {
+                        id: number(&id, "quarantine id")?,
+                    },
+                    json,
+                ),
             };
             admin_command(&cli.config, &request, json)
         }
@@ -212,7 +293,7 @@ fn admin_command(config_path: &Path, request: &AdminRequest, json: bool) -> anyh
     let data = match control::request(&socket, request)? {
         Some(answer) if answer.ok => answer.data.unwrap_or(Value::Null),
         Some(answer) => bail!("{}", answer.error.unwrap_or_else(|| "unknown error".into())),
-        None => offline(&config.server.data_dir, request)?,
+        None => offline(&config, request)?,
     };
     let mut out = std::io::stdout().lock();
     if json {
@@ -224,7 +305,8 @@ fn admin_command(config_path: &Path, request: &AdminRequest, json: bool) -> anyh
     Ok(0)
 }
 
-fn offline(data_dir: &Path, request: &AdminRequest) -> anyhow::Result<Value> {
+fn offline(config: &Config, request: &AdminRequest) -> anyhow::Result<Value> {
+    let data_dir = config.server.data_dir.as_path();
     if !data_dir.join("meta").exists() {
         // Nothing stored yet: answer as an empty store would, without creating files.
         return match request {
@@ -232,6 +314,11 @@ fn offline(data_dir: &Path, request: &AdminRequest) -> anyhow::Result<Value> {
             | AdminRequest::ContactsList
             | AdminRequest::QueueList => Ok(Value::Array(Vec::new())),
             AdminRequest::QueueRetry { id } => bail!("queue entry {id} not found"),
+            AdminRequest::JunkList | AdminRequest::QuarantineList => Ok(Value::Array(Vec::new())),
+            AdminRequest::JunkRelease { id } => bail!("junk message {id} not found"),
+            AdminRequest::QuarantineShow { id } | AdminRequest::QuarantineRelease { id } => {
+                bail!("quarantine entry {id} not found")
+            }
             AdminRequest::ConversationsShow { id } => bail!("conversation #{id} not found"),
             AdminRequest::ContactsShow { email } => bail!("contact {email} not found"),
             AdminRequest::Status => bail!("no data in {}", data_dir.display()),
@@ -247,7 +334,20 @@ fn offline(data_dir: &Path, request: &AdminRequest) -> anyhow::Result<Value> {
         }
         Err(e) => return Err(e).with_context(|| format!("opening {}", data_dir.display())),
     };
-    let result = admin::execute(&store, request);
+    // Releases re-thread mail without filtering it again: no DNS is needed here.
+    let mut config = config.clone();
+    config.filter.dns = crate::config::DnsSource::Off;
+    let filters =
+        crate::filter::Filters::from_config(&config.filter).map_err(|e| anyhow!("{e}"))?;
+    let shared = Arc::new(Reloadable::new(config));
+    let ingest = Ingest::new(store.clone(), shared, Arc::new(Reloadable::new(filters)));
+    let result = admin::execute(
+        &AdminContext {
+            store: store.clone(),
+            ingest,
+        },
+        request,
+    );
     runtime()?
         .block_on(store.close())
         .context("closing the store")?;
@@ -356,6 +456,59 @@ fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> any
                     format!("{:?}", t.kind).to_lowercase(),
                     t.detail
                 )?;
+            }
+        }
+        AdminRequest::JunkList => {
+            let list: Vec<JunkView> = serde_json::from_value(data)?;
+            writeln!(
+                out,
+                "{:>6}  {:>6}  {:<14} {:<32} {:<20}  SUBJECT / REASON",
+                "ID", "SCORE", "INBOX", "FROM", "AT"
+            )?;
+            for j in list {
+                writeln!(
+                    out,
+                    "{:>6}  {:>6.1}  {:<14} {:<32} {:<20}  {} / {}",
+                    j.id.0,
+                    j.score,
+                    j.inbox,
+                    j.from.as_deref().unwrap_or("-"),
+                    j.at,
+                    j.subject,
+                    j.reason
+                )?;
+            }
+        }
+        AdminRequest::QuarantineList => {
+            let list: Vec<QuarantineView> = serde_json::from_value(data)?;
+            writeln!(
+                out,
+                "{:>6}  {:>6}  {:<20}  {:<9} {:<30}  REASON",
+                "ID", "CONV", "AT", "STATE", "FILE"
+            )?;
+            for q in list {
+                let conv = q
+                    .conversation
+                    .map(|c| format!("#{}", c.0))
+                    .unwrap_or_else(|| "-".into());
+                let state = if q.released { "released" } else { "held" };
+                writeln!(
+                    out,
+                    "{:>6}  {:>6}  {:<20}  {state:<9} {:<30}  {}",
+                    q.id.0, conv, q.at, q.filename, q.reason
+                )?;
+            }
+        }
+        AdminRequest::JunkRelease { .. }
+        | AdminRequest::QuarantineRelease { .. }
+        | AdminRequest::QuarantineShow { .. } => {
+            if let Value::Object(map) = data {
+                for (k, v) in map {
+                    match v {
+                        Value::String(s) => writeln!(out, "{k}: {s}")?,
+                        other => writeln!(out, "{k}: {other}")?,
+                    }
+                }
             }
         }
         AdminRequest::QueueList => {

@@ -278,6 +278,10 @@ struct RawFilter {
     blocked_extensions: Vec<String>,
     /// Honour X-Spam-Flag / X-Spam-Status set by a trusted upstream relay.
     trust_upstream_spam_headers: bool,
+    /// DNS for SPF/DKIM/DMARC: "" = the system resolver (/etc/resolv.conf), "host:port" =
+    /// that name server, "none" = no sender authentication checks.
+    #[serde(deserialize_with = "lenient_string")]
+    dns_server: String,
 }
 
 impl Default for RawFilter {
@@ -291,6 +295,7 @@ impl Default for RawFilter {
                 .map(|s| s.to_string())
                 .collect(),
             trust_upstream_spam_headers: false,
+            dns_server: String::new(),
         }
     }
 }
@@ -897,6 +902,16 @@ pub struct FilterConfig {
     /// Lower-case, without leading dot.
     pub blocked_extensions: Vec<String>,
     pub trust_upstream_spam_headers: bool,
+    pub dns: DnsSource,
+}
+
+/// Where SPF/DKIM/DMARC look things up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnsSource {
+    System,
+    Server(SocketAddr),
+    /// Sender authentication off (loopback trials, tests without DNS).
+    Off,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1033,6 +1048,8 @@ impl Config {
                     .map(|s| s.to_string())
                     .collect(),
                 trust_upstream_spam_headers: false,
+                // Tests never query real DNS.
+                dns: DnsSource::Off,
             },
             workflow: WorkflowConfig {
                 notes_address: "notes@mx.example.test".into(),
@@ -1717,12 +1734,27 @@ impl RawFilter {
                 blocked_extensions.push(e);
             }
         }
+        let dns = match self.dns_server.trim() {
+            "" => DnsSource::System,
+            "none" => DnsSource::Off,
+            s => match s.parse::<SocketAddr>() {
+                Ok(a) => DnsSource::Server(a),
+                Err(_) => {
+                    ck.push(
+                        "filter.dns_server",
+                        format!("{s:?}: expected \"\", \"none\" or ip:port"),
+                    );
+                    DnsSource::Off
+                }
+            },
+        };
         FilterConfig {
             spamd,
             spam_threshold: self.spam_threshold,
             clamd,
             blocked_extensions,
             trust_upstream_spam_headers: self.trust_upstream_spam_headers,
+            dns,
         }
     }
 }

@@ -18,10 +18,7 @@ use tokio::{
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::{debug, warn};
 
-use crate::{
-    admin::{self, AdminRequest},
-    store::Store,
-};
+use crate::admin::{self, AdminContext, AdminRequest};
 
 /// Requests are tiny; anything longer is not ours.
 const MAX_REQUEST_BYTES: u64 = 64 * 1024;
@@ -58,7 +55,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 
 pub async fn serve(
     listener: UnixListener,
-    store: Store,
+    ctx: AdminContext,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 ) {
@@ -74,16 +71,16 @@ pub async fn serve(
                 }
             },
         };
-        let store = store.clone();
+        let ctx = ctx.clone();
         tasks.spawn(async move {
-            if let Err(e) = tokio::time::timeout(IO_TIMEOUT, answer(stream, store)).await {
+            if let Err(e) = tokio::time::timeout(IO_TIMEOUT, answer(stream, ctx)).await {
                 debug!(error = %e, "control request timed out");
             }
         });
     }
 }
 
-async fn answer(stream: UnixStream, store: Store) {
+async fn answer(stream: UnixStream, ctx: AdminContext) {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     let mut reader = AsyncBufReader::new(read.take(MAX_REQUEST_BYTES));
@@ -92,7 +89,7 @@ async fn answer(stream: UnixStream, store: Store) {
     }
     let answer = match serde_json::from_str::<AdminRequest>(line.trim_end()) {
         Ok(request) => {
-            match tokio::task::spawn_blocking(move || admin::execute(&store, &request)).await {
+            match tokio::task::spawn_blocking(move || admin::execute(&ctx, &request)).await {
                 Ok(Ok(data)) => Answer {
                     ok: true,
                     data: Some(data),

@@ -18,6 +18,7 @@ use crate::{
     auth::Authenticator,
     config::{self, Config},
     control,
+    filter::Filters,
     imap::{self, session::ImapContext},
     ingest::Ingest,
     net::{listener::AcceptLoop, tls::Tls},
@@ -44,6 +45,8 @@ pub enum DaemonError {
     },
     #[error("TLS: {0}")]
     Tls(#[from] crate::net::tls::TlsError),
+    #[error("filters: {0}")]
+    Filter(#[from] crate::filter::FilterError),
     #[error("creating {path}: {source}")]
     DataDir {
         path: String,
@@ -70,6 +73,7 @@ pub struct DaemonHandle {
     pub addrs: Addrs,
     config: Arc<Reloadable<Config>>,
     tls: Option<Tls>,
+    filters: Arc<Reloadable<Filters>>,
     store: Store,
     outbound: Outbound,
     tasks: TaskTracker,
@@ -134,7 +138,11 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
     let config = Arc::new(Reloadable::new(config));
     // The delivery worker; `Store::enqueue` wakes it (and so does `Outbound::wake`).
     let outbound = outbound::spawn(store.clone(), config.clone(), &tasks, shutdown.clone());
-    let ingest = Ingest::new(store.clone(), config.clone());
+    let filters = Arc::new(Reloadable::new(Filters::from_config(
+        &config.current().filter,
+    )?));
+    let ingest = Ingest::new(store.clone(), config.clone(), filters.clone());
+    let ingest_for_admin = ingest.clone();
     let auth = Authenticator::default();
     let replying = Replying::default();
     tasks.spawn(crate::replying::run_expiry(
@@ -210,9 +218,13 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
             imap::server::serve(stream, peer, ctx.clone(), stop.clone(), implicit_tls)
         }));
     }
+    let admin = crate::admin::AdminContext {
+        store: store.clone(),
+        ingest: ingest_for_admin,
+    };
     tasks.spawn(control::serve(
         control_listener,
-        store.clone(),
+        admin,
         tasks.clone(),
         shutdown.clone(),
     ));
@@ -221,6 +233,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         addrs,
         config,
         tls,
+        filters,
         store,
         outbound,
         tasks,
@@ -284,6 +297,9 @@ impl DaemonHandle {
             (None, None) => {}
             _ => warn!("enabling or disabling [tls] takes effect after a restart"),
         }
+        // spamd/clamd addresses, thresholds and the DNS source apply to the next message.
+        self.filters
+            .replace(Filters::from_config(&new.filter).map_err(|e| e.to_string())?);
         self.config.replace(new);
         Ok(())
     }

@@ -1,17 +1,23 @@
-//! The pipeline for an accepted message: parse → decide conversations per inbox →
-//! contacts → one durable store write. Also the one place where ingest failures become
-//! SMTP replies.
+//! The pipeline for an accepted message: filters (sender authentication, spam,
+//! attachments) → parse → decide conversations per inbox → contacts → one durable store
+//! write; or Junk, or the conversation copy with quarantined parts replaced. Also the one
+//! place where ingest failures become SMTP replies.
 
-use std::{collections::BTreeMap, fmt, sync::Arc};
+use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
 
 use crate::{
     config::Config,
     contacts,
+    filter::{FilterError, FilterInput, Filters, Verdict, strip_parts},
     message::{self, MessageFacts},
     reload::Reloadable,
-    smtp::{reply::Reply, session::Envelope},
+    smtp::{
+        reply::Reply,
+        session::{Envelope, Recipient},
+    },
     store::{
-        Delivery, DeliveryOutcome, Direction, IncomingMessage, IngestOutcome, Store, StoreError,
+        ConversationAction, Delivery, DeliveryOutcome, Direction, IncomingMessage, IngestOutcome,
+        JunkId, MessageKey, NewJunk, QuarantineHit, QuarantinedOriginal, Status, Store, StoreError,
         ThreadDecision, ThreadLookup,
     },
     threading::{self, ThreadInput},
@@ -19,6 +25,8 @@ use crate::{
 
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
+    #[error(transparent)]
+    FilterDown(#[from] FilterError),
     #[error("unparseable message: {0}")]
     Unparseable(String),
     #[error("store: {0}")]
@@ -34,6 +42,7 @@ impl IngestError {
             IngestError::Unparseable(why) => {
                 Reply::new(550, (5, 6, 0), format!("Message refused: {why}"))
             }
+            IngestError::FilterDown(e) => e.reply(),
             IngestError::Store(_) | IngestError::Analysis(_) => Reply::local_error(),
         }
     }
@@ -46,12 +55,30 @@ impl IngestError {
 
 /// What a stored message became, for the `250` text and the log.
 #[derive(Debug)]
-pub struct Accepted(pub IngestOutcome);
+pub enum Accepted {
+    Stored(IngestOutcome),
+    /// Judged spam: kept in Junk (one record per inbox).
+    Junk(Vec<JunkId>),
+}
+
+impl Accepted {
+    /// The stored message (None for junk or an all-duplicate delivery).
+    pub fn message(&self) -> Option<MessageKey> {
+        match self {
+            Accepted::Stored(o) => o.message,
+            Accepted::Junk(_) => None,
+        }
+    }
+}
 
 impl fmt::Display for Accepted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let outcome = match self {
+            Accepted::Stored(o) => o,
+            Accepted::Junk(ids) => return write!(f, "filed as junk ({} inbox(es))", ids.len()),
+        };
         let mut first = true;
-        for (inbox, outcome) in &self.0.deliveries {
+        for (inbox, outcome) in &outcome.deliveries {
             if !first {
                 f.write_str(", ")?;
             }
@@ -73,6 +100,8 @@ impl fmt::Display for Accepted {
 pub struct Ingest {
     store: Store,
     config: Arc<Reloadable<Config>>,
+    /// Rebuilt on SIGHUP with the config.
+    filters: Arc<Reloadable<Filters>>,
 }
 
 impl fmt::Debug for Ingest {
@@ -82,33 +111,62 @@ impl fmt::Debug for Ingest {
 }
 
 impl Ingest {
-    pub fn new(store: Store, config: Arc<Reloadable<Config>>) -> Ingest {
-        Ingest { store, config }
+    pub fn new(
+        store: Store,
+        config: Arc<Reloadable<Config>>,
+        filters: Arc<Reloadable<Filters>>,
+    ) -> Ingest {
+        Ingest {
+            store,
+            config,
+            filters,
+        }
     }
 
-    /// Stores `raw` (trace headers already prepended) for every inbox of the envelope and
-    /// returns only once it is durable.
+    /// Filters, then stores a message for every inbox of the envelope; returns only once
+    /// it is durable. `trace` is our `Received:` header (prepended with the
+    /// `Authentication-Results:` of the checks); `origin` is the SMTP client, or `None`
+    /// for mail an agent brings in (IMAP intake, a forward to another team), which is not
+    /// filtered.
     pub async fn deliver(
         &self,
         envelope: &Envelope,
-        raw: Vec<u8>,
+        body: Vec<u8>,
+        trace: &str,
+        origin: Option<Origin<'_>>,
         received_at: i64,
         session_id: u64,
     ) -> Result<Accepted, IngestError> {
         let config = self.config.current();
-        let mail_from = envelope.mail_from.clone();
-        // Parsing runs on a blocking thread under catch_unwind: it sees attacker bytes.
-        let (raw, facts) = tokio::task::spawn_blocking(move || {
-            let facts = std::panic::catch_unwind(|| message::analyze(&raw, &mail_from));
-            (raw, facts)
-        })
-        .await
-        .map_err(|e| IngestError::Analysis(e.to_string()))?;
-        let facts = match facts {
-            Ok(Ok(f)) => Arc::new(f),
-            Ok(Err(e)) => return Err(IngestError::Unparseable(e.to_string())),
-            Err(_) => return Err(IngestError::Analysis("parser panicked".into())),
+        let outcome = match origin {
+            Some(origin) => {
+                let filters = self.filters.current();
+                let input = FilterInput {
+                    raw: &body,
+                    peer_ip: origin.peer,
+                    helo: origin.helo,
+                    mail_from: &envelope.mail_from,
+                    team_addresses: &config
+                        .inboxes
+                        .iter()
+                        .flat_map(|i| i.addresses.iter().cloned())
+                        .collect::<Vec<_>>(),
+                    hostname: &config.server.hostname,
+                };
+                Some(filters.check(&input).await?)
+            }
+            None => None,
         };
+        let mut raw = Vec::with_capacity(body.len() + trace.len() + 256);
+        if let Some(o) = &outcome {
+            raw.extend_from_slice(o.authentication_results.as_bytes());
+        }
+        raw.extend_from_slice(trace.as_bytes());
+        let header_len = raw.len();
+        raw.extend_from_slice(&body);
+        drop(body);
+
+        let (raw, facts) = analyze(raw, &envelope.mail_from).await?;
         let synthesized = format!(
             "teamgate.{received_at:x}.{session_id}@{}",
             config.server.hostname
@@ -123,6 +181,57 @@ impl Ingest {
         {
             summary.automatic = true;
         }
+        let rcpts: Vec<String> = envelope.rcpts.iter().map(|r| r.address.clone()).collect();
+
+        let mut quarantined = None;
+        let mut stored_raw = raw;
+        match outcome.map(|o| o.verdict) {
+            Some(Verdict::Junk { score, reason, .. }) => {
+                // Spam: kept whole in Junk, per inbox; no conversation, no contact.
+                let mut ids = Vec::new();
+                for inbox in inbox_deliveries(envelope).into_keys() {
+                    let junk = NewJunk {
+                        raw: stored_raw.clone(),
+                        received_at,
+                        mail_from: envelope.mail_from.clone(),
+                        rcpts: rcpts.clone(),
+                        inbox,
+                        summary: summary.clone(),
+                        score,
+                        reason: reason.clone(),
+                    };
+                    ids.push(self.store.junk(junk).await?);
+                }
+                return Ok(Accepted::Junk(ids));
+            }
+            Some(Verdict::Quarantine { hits }) => {
+                // The conversation gets the message with those parts replaced by a notice;
+                // the original is kept whole in quarantine (SPEC §7).
+                let original = stored_raw;
+                let (head, rest) = original.split_at(header_len.min(original.len()));
+                let mut stripped = head.to_vec();
+                stripped.extend_from_slice(&strip_parts(rest, &hits));
+                for a in &mut summary.attachments {
+                    if hits.iter().any(|h| h.filename == a.name) {
+                        a.quarantined = true;
+                    }
+                }
+                quarantined = Some(QuarantinedOriginal {
+                    raw: original,
+                    hits: hits
+                        .into_iter()
+                        .map(|h| QuarantineHit {
+                            filename: h.filename,
+                            reason: h.reason,
+                        })
+                        .collect(),
+                });
+                stored_raw = stripped;
+            }
+            Some(Verdict::Accept) | None => {}
+        }
+
+        let facts = Arc::new(facts);
         let team: Arc<[String]> = config
             .inboxes
             .iter()
@@ -133,14 +242,104 @@ impl Ingest {
             .map(|(inbox, plus)| delivery(inbox, plus, facts.clone(), team.clone(), received_at))
             .collect();
         let incoming = IncomingMessage {
-            raw,
+            raw: stored_raw,
             received_at,
             mail_from: envelope.mail_from.clone(),
-            rcpts: envelope.rcpts.iter().map(|r| r.address.clone()).collect(),
+            rcpts,
             summary,
             deliveries,
+            quarantined,
         };
-        Ok(Accepted(self.store.ingest(incoming).await?))
+        Ok(Accepted::Stored(self.store.ingest(incoming).await?))
+    }
+
+    /// "Not spam": a junk message goes through threading like any mail (moving it out of
+    /// Junk in IMAP, or `teamgate junk release`), and leaves Junk.
+    pub async fn release_junk(&self, id: JunkId) -> Result<Accepted, IngestError> {
+        let item = self
+            .store
+            .junk_item(id)?
+            .ok_or_else(|| IngestError::Unparseable(format!("no junk message {}", id.0)))?;
+        let raw = self.store.read_message(item.message)?;
+        let config = self.config.current();
+        let rcpts: Vec<Recipient> = item
+            .rcpts
+            .iter()
+            .filter_map(|r| {
+                let (inbox, tag) = config.inbox_for_address(r)?;
+                (inbox.name == item.view.inbox).then(|| Recipient {
+                    address: r.clone(),
+                    inbox: Some(inbox.name.clone()),
+                    tag,
+                })
+            })
+            .collect();
+        let rcpts = if rcpts.is_empty() {
+            let address = config
+                .inbox(&item.view.inbox)
+                .and_then(|i| i.addresses.first().cloned())
+                .unwrap_or_default();
+            vec![Recipient {
+                address,
+                inbox: Some(item.view.inbox.clone()),
+                tag: None,
+            }]
+        } else {
+            rcpts
+        };
+        let envelope = Envelope {
+            mail_from: item.mail_from.clone(),
+            rcpts,
+            smtputf8: true,
+        };
+        // Already filtered and already carrying its trace headers: stored as it is.
+        let accepted = self
+            .deliver(&envelope, raw, "", None, item.received_at, id.0)
+            .await?;
+        // Marked as spam from a conversation (IMAP "move to Junk"): the message is still
+        // in that conversation, which went to the trash; "not spam" brings it back.
+        if let Accepted::Stored(outcome) = &accepted {
+            for (_, o) in &outcome.deliveries {
+                if let DeliveryOutcome::Duplicate { conversation } = o
+                    && self
+                        .store
+                        .conversation_info(*conversation)?
+                        .is_some_and(|c| c.status == Status::Trash)
+                {
+                    self.store
+                        .conversation_action(
+                            *conversation,
+                            ConversationAction::SetStatus(Status::Open),
+                        )
+                        .await?;
+                }
+            }
+        }
+        self.store.junk_remove(id).await?;
+        Ok(accepted)
+    }
+}
+
+/// The SMTP client a message came from (filters check it).
+#[derive(Debug, Clone, Copy)]
+pub struct Origin<'a> {
+    pub peer: IpAddr,
+    pub helo: &'a str,
+}
+
+/// Parses on a blocking thread under catch_unwind: it sees attacker bytes.
+async fn analyze(raw: Vec<u8>, mail_from: &str) -> Result<(Vec<u8>, MessageFacts), IngestError> {
+    let mail_from = mail_from.to_string();
+    let (raw, facts) = tokio::task::spawn_blocking(move || {
+        let facts = std::panic::catch_unwind(|| message::analyze(&raw, &mail_from));
+        (raw, facts)
+    })
+    .await
+    .map_err(|e| IngestError::Analysis(e.to_string()))?;
+    match facts {
+        Ok(Ok(f)) => Ok((raw, f)),
+        Ok(Err(e)) => Err(IngestError::Unparseable(e.to_string())),
+        Err(_) => Err(IngestError::Analysis("parser panicked".into())),
     }
 }
 

@@ -465,6 +465,7 @@ impl Submit {
             rcpts,
             summary,
             deliveries: vec![delivery],
+            quarantined: None,
         };
         let outcome = self.store.ingest(incoming).await.map_err(|e| {
             tracing::warn!(error = %e, "agent's message not stored");
@@ -633,7 +634,7 @@ impl Submit {
             smtputf8: true,
         };
         self.ingest
-            .deliver(&envelope, raw.to_vec(), now, 0)
+            .deliver(&envelope, raw.to_vec(), "", None, now, 0)
             .await
             .map(|_| ())
             .map_err(|e| e.reply())

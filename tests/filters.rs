@@ -219,6 +219,7 @@ fn filter_config() -> FilterConfig {
         .map(String::from)
         .to_vec(),
         trust_upstream_spam_headers: false,
+        dns: teamgate::config::DnsSource::Off,
     }
 }
 
@@ -1028,4 +1029,250 @@ async fn every_corpus_message_filters_and_strips_cleanly() {
     }
     assert!(messages > 300, "{messages}");
     assert!(quarantined > 20, "{quarantined}");
+}
+
+// ---------------------------------------------------------------------------------------
+// The whole path: SMTP in → filters → Junk / quarantine / conversation, IMAP and CLI.
+
+fn with_message_id(raw: Vec<u8>, id: &str) -> Vec<u8> {
+    String::from_utf8_lossy(&raw)
+        .replace("<files@sender.test>", &format!("<{id}>"))
+        .into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_daemon_spam_goes_to_junk_viruses_to_quarantine_and_outages_temp_fail() {
+    use teamgate::store::{ConversationId, JunkId, QuarantineId};
+
+    use crate::harness::{TestDaemon, teamgate};
+
+    let mut spamd = start_spamd().await;
+    let mut clamd = start_clamd().await;
+    let spamd_addr = spamd.addr.clone();
+    let clamd_port = clamd.port;
+    let d = TestDaemon::start_with(move |c| {
+        c.filter.spamd = Some(spamd_addr);
+        c.filter.clamd = Some(teamgate::config::ClamdAddr::Tcp(format!(
+            "127.0.0.1:{clamd_port}"
+        )));
+    })
+    .await;
+    let store = d.handle.store().clone();
+    let mut c = d.smtp().await;
+    c.cmd("EHLO sender.test", 250).await;
+
+    // GTUBE: accepted into Junk, no conversation, no contact.
+    let gtube = corpus_for_smtp("spam/asf-spamassassin__gtube.eml");
+    let (code, text) = c.send_mail("spammer@spam.test", &[TEAM], &gtube).await;
+    assert_eq!(code, 250, "{text:?}");
+    assert!(text[0].contains("junk"), "{text:?}");
+    let junk = store.junk_list().unwrap();
+    assert_eq!(junk.len(), 1, "{junk:?}");
+    assert!(
+        junk[0].reason.contains("SPAMD") && junk[0].score >= 1000.0,
+        "{:?}",
+        junk[0]
+    );
+    assert!(store.list_conversations().unwrap().is_empty());
+    assert!(store.list_contacts().unwrap().is_empty());
+
+    // EICAR next to a clean PDF: the conversation gets a notice instead of the virus, the
+    // PDF stays; the original is kept whole in quarantine.
+    let mail = with_message_id(
+        with_attachments(&[
+            ("report.pdf", "application/pdf", CLEAN_PDF),
+            ("invoice.txt", "text/plain", &eicar()),
+        ]),
+        "virus1@sender.test",
+    );
+    let (code, text) = c.send_mail("customer@sender.test", &[TEAM], &mail).await;
+    assert_eq!(code, 250, "{text:?}");
+    let quarantine = store.quarantine_list().unwrap();
+    assert_eq!(quarantine.len(), 1, "{quarantine:?}");
+    assert_eq!(quarantine[0].filename, "invoice.txt");
+    assert!(
+        quarantine[0].reason.contains("EICAR"),
+        "{:?}",
+        quarantine[0]
+    );
+    let conv = quarantine[0].conversation.expect("in a conversation");
+    let keys = store.message_keys(conv).unwrap();
+    let stripped = store.read_message(keys[0]).unwrap();
+    assert!(
+        !String::from_utf8_lossy(&stripped).contains("WDVPIVAlQEFQ"),
+        "virus gone"
+    );
+    assert!(
+        String::from_utf8_lossy(&stripped).contains("invoice.txt"),
+        "notice names the file"
+    );
+    let item = store.quarantine_item(quarantine[0].id).unwrap().unwrap();
+    assert!(
+        store.read_message(item.original).unwrap().ends_with(&mail),
+        "original kept whole"
+    );
+    let detail = store.conversation(conv).unwrap().unwrap();
+    let atts = &detail.messages[0].attachments;
+    assert!(
+        atts.iter()
+            .any(|a| a.name == "invoice.txt" && a.quarantined),
+        "{atts:?}"
+    );
+    assert!(
+        atts.iter()
+            .any(|a| a.name == "report.pdf" && !a.quarantined),
+        "{atts:?}"
+    );
+
+    // The CLI lists and releases both (through the control socket).
+    let config = d.data_dir.path().join("cli.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nhostname = \"mx.example.test\"\ndata_dir = \"{}\"\n[submission]\nlisten = []\n[imap]\nlisten = []\n[filter]\ndns_server = \"none\"\n[[inbox]]\nname = \"Support\"\naddresses = [\"{TEAM}\"]\nmembers = []\n",
+            d.data_dir.path().display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let (code, out, err) = teamgate(&["junk", "list", "--json", "--config", cfg]);
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for field in [
+        "id",
+        "message_id",
+        "inbox",
+        "from",
+        "subject",
+        "score",
+        "reason",
+        "at",
+    ] {
+        assert!(
+            listed[0].get(field).is_some(),
+            "junk list lacks {field}: {listed}"
+        );
+    }
+    let (code, out, err) = teamgate(&["quarantine", "list", "--json", "--config", cfg]);
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    for field in [
+        "id",
+        "message_id",
+        "conversation",
+        "filename",
+        "reason",
+        "at",
+    ] {
+        assert!(
+            listed[0].get(field).is_some(),
+            "quarantine list lacks {field}: {listed}"
+        );
+    }
+    let qid = quarantine[0].id.0.to_string();
+    let (code, out, err) = teamgate(&["quarantine", "show", &qid, "--config", cfg]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("invoice.txt"), "{out}");
+    // An IMAP client watching the inbox sees the released revision replace the stripped one.
+    let mut imap = d.imap_as("alice", "alice-password").await;
+    imap.ok("SELECT INBOX").await;
+    let (code, _, err) = teamgate(&["quarantine", "release", &qid, "--config", cfg]);
+    assert_eq!(code, 0, "{err}");
+    let noop = imap.ok("NOOP").await;
+    assert!(
+        noop.iter().any(|l| l == "* 1 EXPUNGE") && noop.iter().any(|l| l == "* 1 EXISTS"),
+        "{noop:?}"
+    );
+    let keys = store.message_keys(conv).unwrap();
+    assert!(
+        store.read_message(keys[0]).unwrap().ends_with(&mail),
+        "the original is back"
+    );
+    assert_eq!(
+        teamgate(&["quarantine", "release", &qid, "--config", cfg]).0,
+        2,
+        "released once"
+    );
+    // "Not spam" from Junk: threaded like any mail.
+    let (code, _, err) = teamgate(&[
+        "junk",
+        "release",
+        &junk[0].id.0.to_string(),
+        "--config",
+        cfg,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(store.junk_list().unwrap().is_empty());
+    assert_eq!(store.list_conversations().unwrap().len(), 2);
+    let _ = (JunkId(0), QuarantineId(0), ConversationId(0));
+
+    // A configured filter that is down: 451 4.7.0, nothing stored, then recovery.
+    spamd.service.stop();
+    let ham = with_message_id(with_attachments(&[]), "ham1@sender.test");
+    let (code, text) = c.send_mail("customer@sender.test", &[TEAM], &ham).await;
+    assert_eq!(code, 451, "{text:?}");
+    assert!(text[0].starts_with("451 4.7.0"), "{text:?}");
+    spamd.service.restart();
+    spamd
+        .service
+        .wait_tcp(spamd.addr.rsplit(':').next().unwrap().parse().unwrap())
+        .await;
+    let (code, text) = c.send_mail("customer@sender.test", &[TEAM], &ham).await;
+    assert_eq!(code, 250, "{text:?}");
+    clamd.service.stop();
+    let (code, text) = c
+        .send_mail(
+            "customer@sender.test",
+            &[TEAM],
+            &with_message_id(mail.clone(), "virus2@sender.test"),
+        )
+        .await;
+    assert_eq!(code, 451, "clamd down: {text:?}");
+    // The ham joined the customer's conversation (same subject); the refused one is nowhere.
+    let messages: usize = store
+        .list_conversations()
+        .unwrap()
+        .iter()
+        .map(|c| c.message_ids.len())
+        .sum();
+    assert_eq!(messages, 3);
+    assert!(store.quarantine_list().unwrap().len() == 1);
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn imap_junk_gestures_mark_and_release() {
+    use crate::harness::TestDaemon;
+    let d = TestDaemon::start().await;
+    let mut c = d.smtp().await;
+    c.cmd("EHLO sender.test", 250).await;
+    let mail = with_message_id(with_attachments(&[]), "j1@sender.test");
+    assert_eq!(
+        c.send_mail("customer@sender.test", &[TEAM], &mail).await.0,
+        250
+    );
+    let store = d.handle.store().clone();
+    let conv = store.list_conversations().unwrap()[0].id;
+    let mut imap = d.imap_as("alice", "alice-password").await;
+    imap.ok("SELECT INBOX").await;
+    // Move to Junk = spam: out of the inbox, into Junk, conversation in the trash.
+    let moved = imap.ok("MOVE 1 Junk").await;
+    assert!(moved.iter().any(|l| l == "* 1 EXPUNGE"), "{moved:?}");
+    assert_eq!(store.junk_list().unwrap().len(), 1);
+    assert_eq!(
+        store.conversation_info(conv).unwrap().unwrap().status,
+        teamgate::store::Status::Trash
+    );
+    let junk = imap.ok("SELECT Junk").await;
+    assert!(junk.iter().any(|l| l == "* 1 EXISTS"), "{junk:?}");
+    // Move out of Junk = not spam: threaded normally (back into its conversation).
+    let released = imap.ok("MOVE 1 INBOX").await;
+    assert!(
+        released.iter().any(|l| l.contains("COPYUID")),
+        "{released:?}"
+    );
+    assert!(store.junk_list().unwrap().is_empty());
+    let inbox = imap.ok("SELECT INBOX").await;
+    assert!(inbox.iter().any(|l| l == "* 1 EXISTS"), "{inbox:?}");
+    d.stop().await;
 }

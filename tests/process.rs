@@ -49,6 +49,9 @@ listen = []
 [imap]
 listen = []
 
+[filter]
+dns_server = "none"
+
 [[inbox]]
 name = "Support"
 addresses = ["support@example.test"]

@@ -52,7 +52,9 @@ async fn accepts_and_stores_byte_exact_with_received_prepended() {
     c.cmd("QUIT", 221).await;
 
     let stored = stored_bytes(&d, 0);
-    assert!(stored.starts_with(b"Received: from client.example ([127.0.0.1])\r\n\tby mx.example.test (teamgate) with ESMTP id "));
+    // Our trace: the checks' Authentication-Results (sender authentication is off in
+    // tests: "none"), then Received, then the message exactly as sent.
+    assert!(stored.starts_with(b"Authentication-Results: mx.example.test; none\r\nReceived: from client.example ([127.0.0.1])\r\n\tby mx.example.test (teamgate) with ESMTP id "));
     assert!(stored.ends_with(body), "body must be stored byte for byte");
     let received_len = stored.len() - body.len();
     let received = std::str::from_utf8(&stored[..received_len]).expect("utf8 header");
@@ -60,7 +62,7 @@ async fn accepts_and_stores_byte_exact_with_received_prepended() {
         received.contains("for <support@example.test>;"),
         "{received}"
     );
-    assert_eq!(received.matches("\r\n").count(), 4, "{received}");
+    assert_eq!(received.matches("\r\n").count(), 5, "{received}");
     d.stop().await;
 }
 

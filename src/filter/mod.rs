@@ -24,7 +24,7 @@ use mail_auth::MessageAuthenticator;
 use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts};
 use mail_parser::{Message, MessageParser};
 
-use crate::config::{ClamdAddr, FilterConfig};
+use crate::config::{ClamdAddr, DnsSource, FilterConfig};
 use crate::smtp::reply::Reply;
 
 pub use attachments::strip_parts;
@@ -186,12 +186,26 @@ struct Inner {
     spam_threshold: f64,
     blocked_extensions: Vec<String>,
     trust_upstream_spam_headers: bool,
-    resolver: Resolver,
+    /// None: sender authentication is off (`[filter].dns_server = "none"`).
+    resolver: Option<Resolver>,
     timeout: Duration,
 }
 
 impl Filters {
+    /// The filters `[filter]` asks for, with the DNS source it names.
+    pub fn from_config(config: &FilterConfig) -> Result<Filters, FilterError> {
+        Ok(match config.dns {
+            DnsSource::System => Filters::new(config, Resolver::system()?),
+            DnsSource::Server(addr) => Filters::new(config, Resolver::name_server(addr)?),
+            DnsSource::Off => Filters::build(config, None),
+        })
+    }
+
     pub fn new(config: &FilterConfig, resolver: Resolver) -> Filters {
+        Filters::build(config, Some(resolver))
+    }
+
+    fn build(config: &FilterConfig, resolver: Option<Resolver>) -> Filters {
         Filters {
             inner: Arc::new(Inner {
                 spamd: config.spamd.clone(),
@@ -231,7 +245,12 @@ impl Filters {
         let mut hits = attachments::check_names_and_types(&parts, &inner.blocked_extensions);
 
         let (auth, spam, virus) = tokio::join!(
-            authn::verify(&inner.resolver, input, inner.timeout),
+            async {
+                match &inner.resolver {
+                    Some(resolver) => Some(authn::verify(resolver, input, inner.timeout).await),
+                    None => None,
+                }
+            },
             async {
                 match &inner.spamd {
                     Some(addr) => spamd::check(addr, input.raw, inner.timeout).await,
@@ -255,16 +274,24 @@ impl Filters {
         if inner.trust_upstream_spam_headers {
             findings.extend(spamd::upstream_flag(parsed.as_ref()));
         }
-        findings.extend(authn::dmarc_reject(&auth));
-        findings.extend(authn::from_spoofs_team(
-            &auth,
-            parsed.as_ref(),
-            input.team_addresses,
-        ));
+        // Without sender authentication nothing is authenticated, so the rules built on
+        // it (DMARC policy, team-address spoofing) cannot judge and stay silent.
+        let authentication_results = match &auth {
+            Some(auth) => {
+                findings.extend(authn::dmarc_reject(auth));
+                findings.extend(authn::from_spoofs_team(
+                    auth,
+                    parsed.as_ref(),
+                    input.team_addresses,
+                ));
+                auth.header.clone()
+            }
+            None => format!("Authentication-Results: {}; none\r\n", input.hostname),
+        };
 
         Ok(FilterOutcome {
             verdict: decide(findings, hits, inner.spam_threshold),
-            authentication_results: auth.header,
+            authentication_results,
         })
     }
 }
@@ -374,6 +401,7 @@ mod tests {
                 clamd: None,
                 blocked_extensions: vec![],
                 trust_upstream_spam_headers: false,
+                dns: DnsSource::Off,
             },
             Resolver::name_server("127.0.0.1:9".parse().unwrap()).unwrap(),
         );

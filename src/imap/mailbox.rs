@@ -48,6 +48,8 @@ pub enum Gesture {
     Trash,
     Assign(String),
     Unassign,
+    /// Spam: the conversation's inbound mail goes to Junk.
+    Junk,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,7 +208,14 @@ impl Mailboxes {
             Some(SpecialUse::Sent),
             writable_all,
         ));
-        out.push(self.folder("Junk", Some(SpecialUse::Junk)));
+        out.push(team(
+            "Junk",
+            TeamView::Junk {
+                inboxes: all.clone(),
+            },
+            Some(SpecialUse::Junk),
+            writable_all,
+        ));
         out.push(self.folder("Drafts", Some(SpecialUse::Drafts)));
         out.push(MailboxInfo {
             name: "Templates".into(),
@@ -258,6 +267,7 @@ impl Mailboxes {
             "Unassigned" => Some(Gesture::Unassign),
             "Closed" => Some(Gesture::Close),
             "Trash" => Some(Gesture::Trash),
+            "Junk" => Some(Gesture::Junk),
             other => {
                 if let Some(inbox) = other.strip_prefix("Inboxes/") {
                     return self

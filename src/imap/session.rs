@@ -454,7 +454,7 @@ impl Session {
         };
         let boxes = Mailboxes::for_agent(&config, &login);
         // The private folders every agent has exist from the first login on.
-        for name in ["Drafts", "Junk"] {
+        for name in ["Drafts"] {
             ensure_folder(
                 &self.ctx.store,
                 &FolderId {
@@ -1023,6 +1023,7 @@ impl Session {
         }
         let entries: Vec<(u32, Entry)> = indices.iter().map(|i| sel.entries[*i]).collect();
         let source_is_team = matches!(sel.target, Target::Team(_));
+        let source_is_junk = matches!(sel.target, Target::Team(TeamView::Junk { .. }));
         let source_folder = match &sel.target {
             Target::Folder(f) => Some(f.clone()),
             Target::Team(_) => None,
@@ -1048,6 +1049,55 @@ impl Session {
                         format!("messages cannot be moved into {}", target.name),
                     ));
                 };
+                if source_is_junk {
+                    if gesture == Gesture::Junk {
+                        return Ok(done(Vec::new(), format!("{verb} completed (already junk)")));
+                    }
+                    // "Not spam": threaded like any mail; then what the target means.
+                    let mut released = Vec::new();
+                    for (src, e) in &entries {
+                        let Some(id) = self.ctx.store.junk_of_message(e.message)? else {
+                            continue;
+                        };
+                        let accepted = self
+                            .ctx
+                            .ingest
+                            .release_junk(id)
+                            .await
+                            .map_err(|e| no(None, e.to_string()))?;
+                        // A duplicate (it never left its conversation) keeps its key.
+                        if let Some(key) = accepted.message().or(Some(e.message)) {
+                            released.push((*src, key));
+                            if let Some(conv) = self
+                                .ctx
+                                .store
+                                .message_meta(key)?
+                                .and_then(|m| m.conversation)
+                                && !matches!(gesture, Gesture::Open | Gesture::OpenIn(_))
+                            {
+                                self.act(conv, &gesture).await?;
+                            }
+                        }
+                    }
+                    let snapshot = self.ctx.store.sync_view(view).await?;
+                    let pairs: Vec<(u32, u32)> = released
+                        .iter()
+                        .filter_map(|(src, key)| {
+                            snapshot
+                                .entries
+                                .iter()
+                                .find(|(_, d)| d.message == *key)
+                                .map(|(dst, _)| (*src, *dst))
+                        })
+                        .collect();
+                    let copyuid = copy_uid_code(snapshot.uid_validity, &pairs);
+                    let mut answer = done(Vec::new(), format!("{verb} completed"));
+                    if let Some(code) = copyuid {
+                        answer.untagged_status.push(ok_code(code));
+                    }
+                    answer.untagged = self.sync().await?;
+                    return Ok(answer);
+                }
                 let conversations: BTreeSet<ConversationId> =
                     entries.iter().filter_map(|(_, e)| e.conversation).collect();
                 for conv in &conversations {
@@ -1168,6 +1218,12 @@ impl Session {
                     .await?;
                 store.conversation_action(conv, open).await?;
             }
+            Gesture::Junk => {
+                let login = self.agent()?.login.clone();
+                store
+                    .mark_junk(conv, format!("marked as spam by {login}"))
+                    .await?;
+            }
             Gesture::Unassign => {
                 store
                     .conversation_action(conv, ConversationAction::Assign(None))
@@ -1223,8 +1279,14 @@ impl Session {
             smtputf8: true,
         };
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
-        match self.ctx.ingest.deliver(&envelope, raw, now, 0).await {
-            Ok(accepted) => Ok(accepted.0.message),
+        // An agent's deliberate intake: not filtered, no trace header of ours.
+        match self
+            .ctx
+            .ingest
+            .deliver(&envelope, raw, "", None, now, 0)
+            .await
+        {
+            Ok(accepted) => Ok(accepted.message()),
             Err(e) => Err(no(None, format!("message refused: {e}"))),
         }
     }

@@ -413,6 +413,7 @@ async fn bounce(
             // MAILER-DAEMON never becomes a contact (SPEC §4).
             contacts: Vec::new(),
         }],
+        quarantined: None,
     };
     match worker.store.ingest(incoming).await {
         Ok(outcome) => info!(id = id.0, outcome = ?outcome.deliveries, "outbound: bounce stored"),

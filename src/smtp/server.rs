@@ -20,7 +20,11 @@ use super::{
     session::{Action, Envelope, Mode, Session},
 };
 use crate::{
-    auth::Authenticator, config::Config, ingest::Ingest, net::tls::Tls, reload::Reloadable,
+    auth::Authenticator,
+    config::Config,
+    ingest::{Ingest, Origin},
+    net::tls::Tls,
+    reload::Reloadable,
     submit::Submit,
 };
 
@@ -429,21 +433,32 @@ async fn finish_message(
     };
     let now = time::OffsetDateTime::now_utc();
     let received = received_header(session, conn, &envelope, now);
-    let mut raw = Vec::with_capacity(received.len() + body.len());
-    raw.extend_from_slice(received.as_bytes());
-    raw.extend_from_slice(&body);
-    drop(body);
     let delivered = match session.mode() {
         Mode::Submission => {
             let agent = session.agent().unwrap_or_default().to_string();
+            let mut raw = Vec::with_capacity(received.len() + body.len());
+            raw.extend_from_slice(received.as_bytes());
+            raw.extend_from_slice(&body);
+            drop(body);
             return ctx
                 .submit
                 .submit(&agent, &envelope, raw, now.unix_timestamp())
                 .await;
         }
         Mode::Inbound => {
+            let origin = Origin {
+                peer: conn.peer.ip(),
+                helo: session.helo().unwrap_or(""),
+            };
             ctx.ingest
-                .deliver(&envelope, raw, now.unix_timestamp(), conn.id)
+                .deliver(
+                    &envelope,
+                    body,
+                    &received,
+                    Some(origin),
+                    now.unix_timestamp(),
+                    conn.id,
+                )
                 .await
         }
     };

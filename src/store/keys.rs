@@ -20,11 +20,18 @@
 //! by id) and `queue_due` (next attempt ++ queue id → empty, so the worker finds what is
 //! due with one ordered range scan).
 //!
-//! Trees reserved for later issues (not created yet; names and keys decided so they can
-//! be added without touching the trees below):
-//! - `quarantine`, `junk`: id (u64 BE) → record.
+//! Junk (SPEC §7) is three trees: `junk` (junk id → `JunkRecord`), `junk_by_message`
+//! (message key ++ junk id → empty: IMAP maps a `Junk` view entry back to its record) and
+//! `junk_by_message_id` (inbox ++ Message-ID → junk id: the same spam arriving again for
+//! the same inbox is kept once). A junk message is an ordinary `messages` record that no
+//! conversation names (or, after "move to Junk", one its trashed conversation names).
+//!
+//! Quarantine (SPEC §7) is two trees: `quarantine` (quarantine id → `QuarantineRecord`)
+//! and `quarantine_by_message` (stripped message key ++ quarantine id → empty: a release
+//! finds every hit of the same stripped copy). The original bytes are a `messages` record
+//! in no conversation; a release adds a new message key pointing at the same bytes.
 
-use super::model::{ConversationId, Entry, FolderId, MessageKey, TeamView};
+use super::model::{ConversationId, Entry, FolderId, JunkId, MessageKey, QuarantineId, TeamView};
 
 /// Version of the layout described in this file. Stored in `meta`; a newer one on disk
 /// makes `Store::open` refuse to start.
@@ -71,11 +78,21 @@ pub enum TreeId {
     Queue,
     /// [`queue_due`] → empty: every queue entry by its next attempt.
     QueueDue,
+    /// [`junk`] key → `JunkRecord`.
+    Junk,
+    /// [`junk_by_message`] → empty: the junk records of a message.
+    JunkByMessage,
+    /// [`junk_by_message_id`] → junk id (u64 BE): dedupe of junk per inbox.
+    JunkByMessageId,
+    /// [`quarantine`] key → `QuarantineRecord`.
+    Quarantine,
+    /// [`quarantine_by_message`] → empty: the quarantine records of a stripped copy.
+    QuarantineByMessage,
 }
 
 impl TreeId {
     /// Every tree, in discriminant order.
-    pub const ALL: [TreeId; 18] = [
+    pub const ALL: [TreeId; 23] = [
         TreeId::Meta,
         TreeId::Messages,
         TreeId::Conversations,
@@ -94,6 +111,11 @@ impl TreeId {
         TreeId::UidMap,
         TreeId::Queue,
         TreeId::QueueDue,
+        TreeId::Junk,
+        TreeId::JunkByMessage,
+        TreeId::JunkByMessageId,
+        TreeId::Quarantine,
+        TreeId::QuarantineByMessage,
     ];
 
     /// The sled tree name (part of the on-disk format).
@@ -117,6 +139,11 @@ impl TreeId {
             TreeId::UidMap => "uid_map",
             TreeId::Queue => "queue",
             TreeId::QueueDue => "queue_due",
+            TreeId::Junk => "junk",
+            TreeId::JunkByMessage => "junk_by_message",
+            TreeId::JunkByMessageId => "junk_by_message_id",
+            TreeId::Quarantine => "quarantine",
+            TreeId::QuarantineByMessage => "quarantine_by_message",
         }
     }
 
@@ -148,6 +175,10 @@ pub mod meta {
     pub const MESSAGE_CONVS_BUILT: &[u8] = b"message_convs_built";
     /// Value: `u64` BE, the last outbound queue id handed out (0 = none yet).
     pub const LAST_QUEUE_ID: &[u8] = b"last_queue_id";
+    /// Value: `u64` BE, the last junk id handed out (0 = none yet).
+    pub const LAST_JUNK_ID: &[u8] = b"last_junk_id";
+    /// Value: `u64` BE, the last quarantine id handed out (0 = none yet).
+    pub const LAST_QUARANTINE_ID: &[u8] = b"last_quarantine_id";
 }
 
 /// Message-ID as indexed: no surrounding whitespace or angle brackets, ASCII lower case.
@@ -309,6 +340,17 @@ pub fn agent_flags(agent: &str, msg: MessageKey) -> Vec<u8> {
     k
 }
 
+/// The agent and message of a `flags` key (inverse of [`agent_flags`]).
+pub fn parse_agent_flags(key: &[u8]) -> Option<(String, MessageKey)> {
+    let len = usize::try_from(be_u32(key.get(..4)?)?).ok()?;
+    let end = len.checked_add(4)?;
+    if key.len() != end.checked_add(8)? {
+        return None;
+    }
+    let agent = String::from_utf8(key.get(4..end)?.to_vec()).ok()?;
+    Some((agent, MessageKey(be_u64(key, end)?)))
+}
+
 /// `shared_flags` key.
 pub fn shared_flags(msg: MessageKey) -> [u8; 8] {
     msg.0.to_be_bytes()
@@ -331,6 +373,7 @@ pub fn view_space(view: &TeamView) -> Vec<u8> {
         }
         TeamView::Trash { .. } => parts.push("trash"),
         TeamView::Sent { .. } => parts.push("sent"),
+        TeamView::Junk { .. } => parts.push("junk"),
     }
     parts.extend(view.inboxes().iter().map(String::as_str));
     with_strs(&parts, 0)
@@ -403,6 +446,47 @@ pub fn parse_entry(v: &[u8]) -> Option<Entry> {
 /// `queue` key.
 pub fn queue(id: u64) -> [u8; 8] {
     id.to_be_bytes()
+}
+
+/// `junk` key.
+pub fn junk(id: JunkId) -> [u8; 8] {
+    id.0.to_be_bytes()
+}
+
+/// `junk_by_message` key: message key ++ junk id.
+pub fn junk_by_message(msg: MessageKey, id: JunkId) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&msg.0.to_be_bytes());
+    k[8..].copy_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+/// Prefix of the `junk_by_message` keys of one message.
+pub fn junk_by_message_prefix(msg: MessageKey) -> [u8; 8] {
+    msg.0.to_be_bytes()
+}
+
+/// `junk_by_message_id` key: inbox ++ normalised Message-ID.
+pub fn junk_by_message_id(inbox: &str, message_id: &str) -> Vec<u8> {
+    with_strs(&[inbox, &normalize_message_id(message_id)], 0)
+}
+
+/// `quarantine` key.
+pub fn quarantine(id: QuarantineId) -> [u8; 8] {
+    id.0.to_be_bytes()
+}
+
+/// `quarantine_by_message` key: stripped message key ++ quarantine id.
+pub fn quarantine_by_message(msg: MessageKey, id: QuarantineId) -> [u8; 16] {
+    let mut k = [0u8; 16];
+    k[..8].copy_from_slice(&msg.0.to_be_bytes());
+    k[8..].copy_from_slice(&id.0.to_be_bytes());
+    k
+}
+
+/// Prefix of the `quarantine_by_message` keys of one stripped message.
+pub fn quarantine_by_message_prefix(msg: MessageKey) -> [u8; 8] {
+    msg.0.to_be_bytes()
 }
 
 /// Unix seconds as 8 bytes that sort like the numbers (sign bit flipped), so a time
@@ -537,6 +621,41 @@ mod tests {
             assert_eq!(parse_entry(&entry_value(&e)), Some(e));
         }
         assert_eq!(parse_entry(&[1, 2, 3]), None);
+    }
+
+    #[test]
+    fn junk_quarantine_and_flag_keys() {
+        assert!(
+            junk_by_message(MessageKey(1), JunkId(u64::MAX))
+                < junk_by_message(MessageKey(2), JunkId(0))
+        );
+        assert!(
+            junk_by_message(MessageKey(7), JunkId(3))
+                .starts_with(&junk_by_message_prefix(MessageKey(7)))
+        );
+        assert!(
+            quarantine_by_message(MessageKey(7), QuarantineId(3))
+                .starts_with(&quarantine_by_message_prefix(MessageKey(7)))
+        );
+        assert!(junk(JunkId(9)) < junk(JunkId(10)));
+        assert!(quarantine(QuarantineId(9)) < quarantine(QuarantineId(256)));
+        assert_eq!(
+            junk_by_message_id("s", "<A@B>"),
+            junk_by_message_id("s", "a@b")
+        );
+        assert_ne!(
+            view_space(&TeamView::Junk {
+                inboxes: vec!["a".into()]
+            }),
+            view_space(&TeamView::Trash {
+                inboxes: vec!["a".into()]
+            })
+        );
+        assert_eq!(
+            parse_agent_flags(&agent_flags("bob", MessageKey(42))),
+            Some(("bob".to_owned(), MessageKey(42)))
+        );
+        assert_eq!(parse_agent_flags(&[0, 0, 0, 9, b'x']), None);
     }
 
     #[test]

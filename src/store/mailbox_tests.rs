@@ -450,7 +450,13 @@ async fn folders_keep_uids_across_reopen() -> TestResult {
     ));
     assert!(matches!(
         store
-            .folder_append(&drafts, b"x".to_vec(), folder_summary("x"), Flags::default(), T0)
+            .folder_append(
+                &drafts,
+                b"x".to_vec(),
+                folder_summary("x"),
+                Flags::default(),
+                T0
+            )
             .await,
         Err(StoreError::NotFound(_))
     ));
@@ -471,7 +477,13 @@ async fn folders_keep_uids_across_reopen() -> TestResult {
         ..Flags::default()
     };
     let (v, u1) = store
-        .folder_append(&drafts, raw.clone(), folder_summary("d1@x"), draft_flags.clone(), T0 + 9)
+        .folder_append(
+            &drafts,
+            raw.clone(),
+            folder_summary("d1@x"),
+            draft_flags.clone(),
+            T0 + 9,
+        )
         .await?;
     assert_eq!(u1, 1);
     let (v2, u2) = store
@@ -637,7 +649,13 @@ async fn subscribers_hear_every_durable_change() -> TestResult {
         now
     };
     store
-        .folder_append(&f, b"Subject: x\r\n\r\n".to_vec(), folder_summary(""), Flags::default(), T0)
+        .folder_append(
+            &f,
+            b"Subject: x\r\n\r\n".to_vec(),
+            folder_summary(""),
+            Flags::default(),
+            T0,
+        )
         .await?;
     assert!(next_change(&mut rx).await? > last);
     store.close().await?;

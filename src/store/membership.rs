@@ -42,6 +42,8 @@ pub fn membership(view: &TeamView, conv: &ConversationRecord) -> Membership {
                 && year.is_none_or(|y| utc_year(conv.closed_at.unwrap_or(conv.updated)) == Some(y))
         }
         TeamView::Trash { .. } => conv.status == Status::Trash,
+        // Junk holds junk records, not conversations (`junk::entries`).
+        TeamView::Junk { .. } => return Membership::None,
         TeamView::Sent { .. } => {
             return if conv.status == Status::Trash {
                 Membership::None

@@ -17,14 +17,20 @@
 //! writer ([`ops`]). Flags are one shared record plus a per-agent byte ([`flags`]).
 //! Every durable change bumps a store-wide counter, published after its barrier
 //! ([`Store::subscribe`]) for IDLE.
+//!
+//! Spam and attachments (SPEC §7): junk records ([`junk`]: `Store::junk`, `mark_junk`,
+//! the `Junk` view) and quarantine records ([`quarantine`]: originals kept whole, released
+//! as a new revision of the conversation's message) point at ordinary message records.
 
 mod blobs;
 mod flags;
-mod lookup;
+mod junk;
 pub mod keys;
+mod lookup;
 mod membership;
 pub mod model;
 mod ops;
+mod quarantine;
 mod queue;
 mod records;
 mod recovery;
@@ -124,7 +130,13 @@ impl StoreError {
 pub struct RecoveryReport {
     /// Message records whose body location was checked.
     pub messages_checked: u64,
-    /// One line per message record that does not point at an intact record.
+    /// Junk records checked (each must name a message with intact bytes).
+    pub junk_checked: u64,
+    /// Quarantine records checked (original, stripped copy and released revision must
+    /// name messages with intact bytes).
+    pub quarantine_checked: u64,
+    /// One line per message record that does not point at an intact record, and per junk
+    /// or quarantine record naming a message that is missing or damaged.
     pub bad_records: Vec<String>,
     /// Bytes cut off the end of the last segment (a torn or garbage tail).
     pub truncated_tail_bytes: u64,
@@ -417,7 +429,8 @@ impl Store {
     /// a new uid. The space and its UIDVALIDITY are created on first use; one space per
     /// distinct `TeamView` value, shared by every agent asking for that value. All
     /// messages of a matching conversation are in the view, except for `Sent` (only
-    /// outgoing ones). Cheap when nothing that can change views happened since the
+    /// outgoing ones); `Junk` holds the junk records of its inboxes instead (entries
+    /// without a conversation). Cheap when nothing that can change views happened since the
     /// space's last sync; otherwise O(conversations) (see `ops`).
     pub async fn sync_view(&self, view: &TeamView) -> Result<MailboxSnapshot, StoreError> {
         self.op_snapshot(Op::SyncView(view.clone())).await
@@ -436,7 +449,8 @@ impl Store {
 
     /// Notified (after the barrier) with the new change counter on every durable change
     /// that can alter a mailbox or flags: ingest, conversation actions, flag stores,
-    /// folder changes. IMAP sessions await it (IDLE) and resync.
+    /// folder changes, junk (`junk`, `junk_remove`, `mark_junk`), quarantine releases.
+    /// IMAP sessions await it (IDLE) and resync.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.inner.changes.subscribe()
     }
@@ -706,5 +720,7 @@ fn unexpected(out: OpOutput) -> StoreError {
 
 #[cfg(test)]
 mod mailbox_tests;
+#[cfg(test)]
+mod spam_tests;
 #[cfg(test)]
 mod tests;

@@ -188,6 +188,13 @@ pub struct IncomingMessage {
     pub rcpts: Vec<String>,
     pub summary: MessageSummary,
     pub deliveries: Vec<Delivery>,
+    /// When attachments were removed (`raw` is then the stripped copy): the original bytes
+    /// and what was removed. Stored atomically with the message: the original as a message
+    /// record of its own (in no conversation), and one quarantine record per hit per
+    /// stored delivery (conversation = that delivery's conversation, stripped = the stored
+    /// message key). Nothing is kept for deliveries that are duplicates. `None`, or no
+    /// hits: an ordinary message.
+    pub quarantined: Option<QuarantinedOriginal>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,6 +300,10 @@ pub enum TeamView {
     Trash { inboxes: Vec<String> },
     /// `Sent`: only the outgoing (`Direction::Out`) messages of conversations not in trash.
     Sent { inboxes: Vec<String> },
+    /// `Junk`: the junk records of these inboxes (entries have no conversation; map one
+    /// back to its record with `Store::junk_of_message`). A message junk in two of the
+    /// inboxes is in the view once.
+    Junk { inboxes: Vec<String> },
 }
 
 impl TeamView {
@@ -304,7 +315,8 @@ impl TeamView {
             | TeamView::Unassigned { inboxes }
             | TeamView::Closed { inboxes, .. }
             | TeamView::Trash { inboxes }
-            | TeamView::Sent { inboxes } => inboxes,
+            | TeamView::Sent { inboxes }
+            | TeamView::Junk { inboxes } => inboxes,
         }
     }
 }
@@ -467,4 +479,107 @@ pub struct QueueRecorded {
     pub removed: bool,
     /// Recipients that failed permanently in this attempt, with the reason.
     pub failed: Vec<(String, String)>,
+}
+
+/// A junk record's number (`teamgate junk ...`): per installation, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JunkId(pub u64);
+
+/// A quarantine record's number (`teamgate quarantine release ID`): per installation,
+/// never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct QuarantineId(pub u64);
+
+/// Mail judged spam for one inbox: kept whole, never in a conversation, no contacts
+/// (SPEC §7).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJunk {
+    /// Exactly the bytes to keep.
+    pub raw: Vec<u8>,
+    /// Unix seconds; the IMAP INTERNALDATE and the record's `at`.
+    pub received_at: i64,
+    /// Envelope sender, "" for the null reverse-path.
+    pub mail_from: String,
+    pub rcpts: Vec<String>,
+    pub inbox: String,
+    pub summary: MessageSummary,
+    /// The spam score; a value that is not finite (NaN, infinity) is stored as 0.
+    pub score: f64,
+    pub reason: String,
+}
+
+/// `junk list --json` element (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JunkView {
+    pub id: JunkId,
+    /// Without angle brackets.
+    pub message_id: String,
+    pub inbox: String,
+    /// The `From` address.
+    pub from: Option<String>,
+    pub subject: String,
+    pub score: f64,
+    pub reason: String,
+    /// RFC 3339: when it was judged spam.
+    pub at: String,
+}
+
+/// A junk record with what "not spam" needs to file the message again.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JunkItem {
+    pub view: JunkView,
+    /// The stored bytes (`Store::read_message`).
+    pub message: MessageKey,
+    pub mail_from: String,
+    pub rcpts: Vec<String>,
+    /// Unix seconds.
+    pub received_at: i64,
+}
+
+/// An attachment removed from the conversation copy; the original message is kept whole.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineHit {
+    /// As the sender named it ("" when it had no name).
+    pub filename: String,
+    /// Why, for people: "blocked file type .exe", "infected: Eicar-Signature (clamd)".
+    pub reason: String,
+}
+
+/// The original of a message whose attachments were removed (see
+/// [`IncomingMessage::quarantined`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantinedOriginal {
+    pub raw: Vec<u8>,
+    pub hits: Vec<QuarantineHit>,
+}
+
+/// `quarantine list --json` element (SPEC §8).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineView {
+    pub id: QuarantineId,
+    /// Without angle brackets.
+    pub message_id: String,
+    pub conversation: Option<ConversationId>,
+    pub filename: String,
+    pub reason: String,
+    /// RFC 3339: when the message arrived.
+    pub at: String,
+    /// The original has replaced the stripped copy in the conversation.
+    pub released: bool,
+}
+
+/// A quarantine record with the messages it ties together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuarantineItem {
+    pub view: QuarantineView,
+    /// The whole original bytes (`Store::read_message`); in no conversation.
+    pub original: MessageKey,
+    /// The stripped copy that was filed in the conversation.
+    pub stripped: Option<MessageKey>,
+    /// The inbox of the delivery.
+    pub inbox: String,
+    /// Once released: the new revision that replaced `stripped` in the conversation.
+    pub released_as: Option<MessageKey>,
 }

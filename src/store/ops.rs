@@ -18,6 +18,7 @@ use sled::Transactional;
 use super::StoreError;
 use super::blobs::BlobLoc;
 use super::flags;
+use super::junk;
 use super::keys::{self, TreeId};
 use super::membership::{self, Membership};
 use super::model::{
@@ -29,7 +30,7 @@ use super::views;
 use super::writer::{Op, OpOutput, Tx, TxResult, Writer, tx_error};
 use super::{Trees, records::SharedFlagsRecord};
 
-fn now() -> i64 {
+pub(super) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
@@ -72,8 +73,12 @@ fn snapshot(
 }
 
 /// Every (conversation, message) the view should hold, in arrival order (message key,
-/// which `generate_id` hands out increasingly).
+/// which `generate_id` hands out increasingly). `Junk` holds junk records, not
+/// conversations.
 fn desired_entries(trees: &Trees, view: &TeamView) -> Result<Vec<Entry>, StoreError> {
+    if let TeamView::Junk { inboxes } = view {
+        return junk::entries(trees, inboxes);
+    }
     let mut out = Vec::new();
     for kv in trees.get(TreeId::Conversations).iter() {
         let (k, v) = kv?;
@@ -145,7 +150,6 @@ impl Rekey {
     }
 }
 
-
 /// Encoded flag writes for one message: the agent byte (None = remove) and the shared
 /// record (None = remove).
 struct FlagWrite {
@@ -206,15 +210,19 @@ impl FlagWrite {
 impl Writer {
     /// Phase 1 of a batch for an APPEND: the body goes to the segment (after checking
     /// the folder exists, so a refused APPEND leaves no bytes behind).
+    /// For junk, the bytes go to the segment unless the message is junk already.
     pub(super) fn append_op_body(&mut self, op: &Op) -> Result<Option<BlobLoc>, StoreError> {
-        let Op::FolderAppend { folder, raw, .. } = op else {
-            return Ok(None);
-        };
-        self.folder_space(folder)?;
-        self.segments
-            .append(raw)
-            .map(Some)
-            .map_err(|e| StoreError::io("appending a message to the segment", e))
+        match op {
+            Op::FolderAppend { folder, raw, .. } => {
+                self.folder_space(folder)?;
+                self.segments
+                    .append(raw)
+                    .map(Some)
+                    .map_err(|e| StoreError::io("appending a message to the segment", e))
+            }
+            Op::Junk(j) => self.append_junk_body(j),
+            _ => Ok(None),
+        }
     }
 
     /// Phase 3 for one op.
@@ -258,6 +266,10 @@ impl Writer {
             Op::FolderExpunge { folder, uids } => {
                 self.folder_expunge(folder, uids).map(|()| OpOutput::Done)
             }
+            Op::Junk(j) => self.junk_add(j, loc).map(OpOutput::Junk),
+            Op::JunkRemove(id) => self.junk_remove(*id).map(|()| OpOutput::Done),
+            Op::MarkJunk { conv, reason } => self.mark_junk(*conv, reason).map(OpOutput::JunkIds),
+            Op::QuarantineRelease(id) => self.quarantine_release(*id).map(OpOutput::Released),
         }
     }
 
@@ -748,7 +760,6 @@ impl Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     #[test]
     fn inbox_owners_keep_no_agent_flags() {

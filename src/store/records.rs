@@ -11,7 +11,9 @@ use serde::de::DeserializeOwned;
 use super::StoreError;
 use super::blobs::BlobLoc;
 use super::keys::{self, TreeId};
-use super::model::{ConversationId, MessageSummary, Status, TimelineKind};
+use super::model::{
+    ConversationId, JunkId, MessageKey, MessageSummary, QuarantineId, Status, TimelineKind,
+};
 
 /// `messages` value: where the body is and what the parser learned about it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,6 +97,47 @@ pub struct TimelineRecord {
     pub conversation: Option<ConversationId>,
     pub message_id: Option<String>,
     pub detail: String,
+}
+
+/// `junk` value: one message judged spam for one inbox. What it shows (Message-ID, From,
+/// Subject) comes from the message record, so it is never out of step with the bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JunkRecord {
+    pub id: JunkId,
+    /// The stored message (a `messages` record).
+    pub message: MessageKey,
+    pub inbox: String,
+    /// Always finite (JSON has no NaN).
+    pub score: f64,
+    pub reason: String,
+    /// Unix seconds: when it was judged spam (received, or moved to Junk).
+    pub at: i64,
+}
+
+/// `quarantine` value: one attachment removed from one delivery of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantineRecord {
+    pub id: QuarantineId,
+    /// Without angle brackets.
+    pub message_id: String,
+    pub inbox: String,
+    pub conversation: Option<ConversationId>,
+    pub filename: String,
+    pub reason: String,
+    /// Unix seconds: when the message arrived.
+    pub at: i64,
+    /// The whole original (a `messages` record in no conversation).
+    pub original: MessageKey,
+    /// The stripped copy filed in the conversation.
+    pub stripped: Option<MessageKey>,
+    #[serde(default)]
+    pub released: bool,
+    /// The revision (a new message key on the original bytes) that replaced `stripped`.
+    #[serde(default)]
+    pub released_as: Option<MessageKey>,
+    /// Unix seconds.
+    #[serde(default)]
+    pub released_at: Option<i64>,
 }
 
 pub fn encode<T: Serialize>(tree: TreeId, value: &T) -> Result<Vec<u8>, StoreError> {

@@ -1,15 +1,17 @@
 //! Checks run by `Store::open` before the writer starts: every message record must point
 //! inside an existing segment at a matching record header, and the last segment's tail
 //! must consist of whole, intact records. Problems are reported, never a panic; only the
-//! torn tail is repaired (cut off), since no durable record can point into it.
+//! torn tail is repaired (cut off), since no durable record can point into it. Junk and
+//! quarantine records must name message records that exist and passed that check.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 
 use super::blobs::{self, BlobLoc};
 use super::keys::{self, TreeId};
-use super::records::{self, MessageRecord};
+use super::model::MessageKey;
+use super::records::{self, JunkRecord, MessageRecord, QuarantineRecord};
 use super::{RecoveryReport, StoreError, Trees};
 
 /// Returns the report and the last segment with its length after repair (appends go on
@@ -34,6 +36,8 @@ pub fn recover(
     let mut report = RecoveryReport::default();
     // End of the last intact referenced record in the last segment.
     let mut referenced_end = 0u64;
+    // Message keys whose record is undecodable or whose bytes are not intact.
+    let mut damaged: HashSet<u64> = HashSet::new();
 
     for kv in trees.get(TreeId::Messages).iter() {
         let (k, v) = kv?;
@@ -46,6 +50,7 @@ pub fn recover(
             Ok(r) => r,
             Err(e) => {
                 report.bad_records.push(format!("{name}: {e}"));
+                damaged.extend(keys::be_u64(&k, 0));
                 continue;
             }
         };
@@ -55,10 +60,12 @@ pub fn recover(
                 "{name}: segment {} is missing",
                 blobs::segment_name(loc.segment)
             ));
+            damaged.extend(keys::be_u64(&k, 0));
             continue;
         };
         if let Err(e) = blobs::check_header(file, *len, &loc) {
             report.bad_records.push(format!("{name}: {e}"));
+            damaged.extend(keys::be_u64(&k, 0));
         }
         // Never cut bytes a record claims, even a damaged one (a tool may salvage them).
         if Some(loc.segment) == last
@@ -67,6 +74,8 @@ pub fn recover(
             referenced_end = referenced_end.max(end);
         }
     }
+
+    check_references(trees, &damaged, &mut report)?;
 
     let Some(last) = last else {
         return Ok((report, None));
@@ -84,4 +93,72 @@ pub fn recover(
         report.truncated_tail_bytes = len - good;
     }
     Ok((report, Some((last, good))))
+}
+
+/// Reports junk and quarantine records naming a message that is missing or damaged.
+fn check_references(
+    trees: &Trees,
+    damaged: &HashSet<u64>,
+    report: &mut RecoveryReport,
+) -> Result<(), StoreError> {
+    let messages = trees.get(TreeId::Messages);
+    let problem = |key: MessageKey| -> Result<Option<&'static str>, StoreError> {
+        Ok(if damaged.contains(&key.0) {
+            Some("is damaged")
+        } else if !messages.contains_key(keys::message(key))? {
+            Some("does not exist")
+        } else {
+            None
+        })
+    };
+    for kv in trees.get(TreeId::Junk).iter() {
+        let (k, v) = kv?;
+        report.junk_checked += 1;
+        let name = match keys::be_u64(&k, 0) {
+            Some(id) => format!("junk record {id}"),
+            None => format!("junk key {}", keys::display(&k)),
+        };
+        match records::decode::<JunkRecord>(TreeId::Junk, &k, &v) {
+            Err(e) => report.bad_records.push(format!("{name}: {e}")),
+            Ok(rec) => {
+                if let Some(p) = problem(rec.message)? {
+                    report.bad_records.push(format!(
+                        "junk record {}: its message {} {p}",
+                        rec.id.0, rec.message.0
+                    ));
+                }
+            }
+        }
+    }
+    for kv in trees.get(TreeId::Quarantine).iter() {
+        let (k, v) = kv?;
+        report.quarantine_checked += 1;
+        let name = match keys::be_u64(&k, 0) {
+            Some(id) => format!("quarantine record {id}"),
+            None => format!("quarantine key {}", keys::display(&k)),
+        };
+        let rec = match records::decode::<QuarantineRecord>(TreeId::Quarantine, &k, &v) {
+            Ok(rec) => rec,
+            Err(e) => {
+                report.bad_records.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
+        let named = [
+            ("original", Some(rec.original)),
+            ("stripped copy", rec.stripped),
+            ("released revision", rec.released_as),
+        ];
+        for (what, key) in named {
+            if let Some(key) = key
+                && let Some(p) = problem(key)?
+            {
+                report.bad_records.push(format!(
+                    "quarantine record {}: its {what} (message {}) {p}",
+                    rec.id.0, key.0
+                ));
+            }
+        }
+    }
+    Ok(())
 }

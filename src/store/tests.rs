@@ -86,6 +86,7 @@ pub(super) fn message(
         rcpts: vec!["support@team.example".into()],
         summary,
         deliveries,
+        quarantined: None,
     }
 }
 
@@ -121,7 +122,7 @@ pub(super) fn stored(o: &IngestOutcome, i: usize) -> (ConversationId, bool, bool
     }
 }
 
-fn loc_of(store: &Store, key: MessageKey) -> Result<blobs::BlobLoc, StoreError> {
+pub(super) fn loc_of(store: &Store, key: MessageKey) -> Result<blobs::BlobLoc, StoreError> {
     let rec = views::message_record(&store.inner.trees, key)?
         .ok_or_else(|| StoreError::NotFound("record".into()))?;
     Ok(rec.loc)

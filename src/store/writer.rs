@@ -2,7 +2,8 @@
 //! decision and the write that follows it never interleave with another request.
 //!
 //! A batch is up to `max_batch` queued requests, run in four phases:
-//! 1. append the body of each ingest that is not a duplicate everywhere to the segment;
+//! 1. append the body of each ingest that is not a duplicate everywhere to the segment
+//!    (and its quarantined original, if any), and the bodies of appends, junk, queue;
 //! 2. fdatasync the segment(s) once;
 //! 3. per request: threading decisions (plain sled reads), then ONE sled transaction with
 //!    all its writes (the closure is pure: sled may run it again on conflict);
@@ -31,9 +32,11 @@ use super::blobs::{BlobLoc, SegmentWriter};
 use super::keys::{self, TreeId};
 use super::model::{
     ContactTouch, ConversationAction, ConversationId, ConversationInfo, Delivery, DeliveryOutcome,
-    FlagOp, Flags, FolderId, IncomingMessage, IngestOutcome, MailboxSnapshot, MessageKey,
-    MessageSummary, Status, TeamView, ThreadDecision, ThreadLookup,
+    FlagOp, Flags, FolderId, IncomingMessage, IngestOutcome, JunkId, MailboxSnapshot, MessageKey,
+    MessageSummary, NewJunk, QuarantineHit, QuarantineId, Status, TeamView, ThreadDecision,
+    ThreadLookup,
 };
+use super::quarantine;
 use super::queue::{QueueOp, QueueOutput};
 use super::records::{self, ContactRecord, ConversationRecord, MessageRecord, TimelineRecord};
 use super::views;
@@ -93,6 +96,13 @@ pub enum Op {
         folder: FolderId,
         uids: Vec<u32>,
     },
+    Junk(Box<NewJunk>),
+    JunkRemove(JunkId),
+    MarkJunk {
+        conv: ConversationId,
+        reason: String,
+    },
+    QuarantineRelease(QuarantineId),
 }
 
 /// The answer to an [`Op`]; each `Store` method expects one variant.
@@ -105,13 +115,26 @@ pub enum OpOutput {
     Appended(u32, u32),
     /// UIDVALIDITY, uids in order.
     Copied(u32, Vec<u32>),
+    Junk(JunkId),
+    JunkIds(Vec<JunkId>),
+    /// The new revision of a released message.
+    Released(MessageKey),
+}
+
+/// Where phase 1 put an ingest's bytes.
+#[derive(Debug, Clone, Copy)]
+struct IngestLocs {
+    /// The message as filed in its conversations.
+    body: BlobLoc,
+    /// The original of a message whose attachments were removed.
+    original: Option<BlobLoc>,
 }
 
 /// A request inside a batch, with its answer once known.
 enum Job {
     Ingest {
         msg: Box<IncomingMessage>,
-        loc: Option<BlobLoc>,
+        loc: Option<IngestLocs>,
         reply: Reply<IngestOutcome>,
         result: Option<Result<IngestOutcome, StoreError>>,
     },
@@ -409,10 +432,13 @@ impl Writer {
         }
     }
 
-    /// Appends the body unless every delivery is already a duplicate (then nothing is
-    /// kept). A copy that turns out to be a duplicate of an earlier request of the same
-    /// batch leaves unreferenced bytes: harmless.
-    fn append_if_needed(&mut self, msg: &IncomingMessage) -> Result<Option<BlobLoc>, StoreError> {
+    /// Appends the body (and a quarantined original) unless every delivery is already a
+    /// duplicate (then nothing is kept). A copy that turns out to be a duplicate of an
+    /// earlier request of the same batch leaves unreferenced bytes: harmless.
+    fn append_if_needed(
+        &mut self,
+        msg: &IncomingMessage,
+    ) -> Result<Option<IngestLocs>, StoreError> {
         let mid = keys::normalize_message_id(&msg.summary.message_id);
         let mut any_new = false;
         for d in &msg.deliveries {
@@ -429,10 +455,17 @@ impl Writer {
         if !any_new {
             return Ok(None);
         }
-        self.segments
+        let body = self
+            .segments
             .append(&msg.raw)
-            .map(Some)
-            .map_err(|e| StoreError::io("appending a message to the segment", e))
+            .map_err(|e| StoreError::io("appending a message to the segment", e))?;
+        let original = match quarantined_hits(msg) {
+            Some((raw, _)) => Some(self.segments.append(raw).map_err(|e| {
+                StoreError::io("appending a quarantined original to the segment", e)
+            })?),
+            None => None,
+        };
+        Ok(Some(IngestLocs { body, original }))
     }
 
     /// Runs the threading decision with read access to the indexes, and checks it.
@@ -482,7 +515,7 @@ impl Writer {
     fn commit_ingest(
         &mut self,
         msg: &IncomingMessage,
-        loc: Option<BlobLoc>,
+        loc: Option<IngestLocs>,
     ) -> Result<IngestOutcome, StoreError> {
         let s = &msg.summary;
         let mid = keys::normalize_message_id(&s.message_id);
@@ -521,12 +554,35 @@ impl Writer {
             });
         }
 
-        let loc = loc.ok_or_else(|| {
+        let locs = loc.ok_or_else(|| {
             StoreError::Internal("message body was not appended; retry the delivery".into())
         })?;
         let key = MessageKey(self.db.generate_id()?);
+        let quarantine = match (quarantined_hits(msg), locs.original) {
+            (None, _) => None,
+            (Some((_, hits)), Some(original_loc)) => {
+                let original = MessageRecord {
+                    loc: original_loc,
+                    received_at: msg.received_at,
+                    mail_from: msg.mail_from.clone(),
+                    rcpts: msg.rcpts.clone(),
+                    summary: s.clone(),
+                };
+                Some(QuarantinePlan {
+                    original: MessageKey(self.db.generate_id()?),
+                    record: records::encode(TreeId::Messages, &original)?,
+                    last_id: quarantine::last_id(&self.trees)?,
+                    hits,
+                })
+            }
+            (Some(_), None) => {
+                return Err(StoreError::Internal(
+                    "quarantined original was not appended; retry the delivery".into(),
+                ));
+            }
+        };
         let record = MessageRecord {
-            loc,
+            loc: locs.body,
             received_at: msg.received_at,
             mail_from: msg.mail_from.clone(),
             rcpts: msg.rcpts.clone(),
@@ -556,6 +612,7 @@ impl Writer {
             participants,
             msg,
             actions,
+            quarantine,
         };
         let deliveries = self.trees.all[..]
             .transaction(|trees| apply_ingest(&Tx(trees), &plan))
@@ -579,6 +636,25 @@ fn conversation_of(
     }
 }
 
+/// The original bytes and hits of a message with quarantined attachments; `None` when it
+/// has none (no `quarantined`, or no hits).
+fn quarantined_hits(msg: &IncomingMessage) -> Option<(&[u8], &[QuarantineHit])> {
+    msg.quarantined
+        .as_ref()
+        .filter(|q| !q.hits.is_empty())
+        .map(|q| (q.raw.as_slice(), q.hits.as_slice()))
+}
+
+/// The quarantine part of an ingest's transaction.
+struct QuarantinePlan<'a> {
+    /// The key of the original's message record.
+    original: MessageKey,
+    record: Vec<u8>,
+    /// The last quarantine id handed out before this message.
+    last_id: u64,
+    hits: &'a [QuarantineHit],
+}
+
 /// What to do with one delivery, decided before the transaction.
 enum Action {
     /// The Message-ID is already in this inbox.
@@ -599,6 +675,7 @@ struct Plan<'a> {
     participants: BTreeSet<String>,
     msg: &'a IncomingMessage,
     actions: Vec<Action>,
+    quarantine: Option<QuarantinePlan<'a>>,
 }
 
 pub type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;
@@ -632,6 +709,7 @@ fn apply_ingest(tx: &Tx<'_>, plan: &Plan<'_>) -> TxResult<Vec<(String, DeliveryO
         .insert(&keys::message(plan.key)[..], plan.record.as_slice())?;
     plan.bump.write(tx)?;
     let mut outcomes: Vec<(String, DeliveryOutcome)> = Vec::with_capacity(plan.actions.len());
+    let mut last_quarantine_id = plan.quarantine.as_ref().map(|q| q.last_id);
     for (d, action) in plan.msg.deliveries.iter().zip(&plan.actions) {
         let outcome = match action {
             Action::Duplicate(conversation) => DeliveryOutcome::Duplicate {
@@ -640,9 +718,42 @@ fn apply_ingest(tx: &Tx<'_>, plan: &Plan<'_>) -> TxResult<Vec<(String, DeliveryO
             Action::SameAs(j) => DeliveryOutcome::Duplicate {
                 conversation: abort(conversation_of(&outcomes, *j))?,
             },
-            Action::Store(decision) => store_delivery(tx, plan, d, decision)?,
+            Action::Store(decision) => {
+                let outcome = store_delivery(tx, plan, d, decision)?;
+                if let (Some(q), Some(last), DeliveryOutcome::Stored { conversation, .. }) =
+                    (&plan.quarantine, last_quarantine_id.as_mut(), &outcome)
+                {
+                    for hit in q.hits {
+                        *last = last.checked_add(1).ok_or_else(|| {
+                            abort_with(StoreError::Internal("quarantine ids exhausted".into()))
+                        })?;
+                        let rec = records::QuarantineRecord {
+                            id: QuarantineId(*last),
+                            message_id: quarantine::bare_message_id(&plan.msg.summary.message_id),
+                            inbox: d.inbox.clone(),
+                            conversation: Some(*conversation),
+                            filename: hit.filename.clone(),
+                            reason: hit.reason.clone(),
+                            at: plan.msg.received_at,
+                            original: q.original,
+                            stripped: Some(plan.key),
+                            released: false,
+                            released_as: None,
+                            released_at: None,
+                        };
+                        quarantine::insert(tx, &rec)?;
+                    }
+                }
+                outcome
+            }
         };
         outcomes.push((d.inbox.clone(), outcome));
+    }
+    if let (Some(q), Some(last)) = (&plan.quarantine, last_quarantine_id) {
+        tx.t(TreeId::Messages)
+            .insert(&keys::message(q.original)[..], q.record.as_slice())?;
+        tx.t(TreeId::Meta)
+            .insert(keys::meta::LAST_QUARANTINE_ID, &last.to_be_bytes()[..])?;
     }
     Ok(outcomes)
 }
