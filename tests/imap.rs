@@ -704,3 +704,23 @@ mod tls {
         drop(data_dir);
     }
 }
+
+#[tokio::test]
+async fn changes_reach_a_non_idle_session_on_its_next_command() {
+    let d = TestDaemon::start_with(team).await;
+    deliver(&d, "support@example.test", "One", "n1").await;
+    let mut alice = d.imap_as("alice", "alice-password").await;
+    let mut bob = d.imap_as("bob", "alice-password").await;
+    alice.ok("SELECT INBOX").await;
+    bob.ok("SELECT INBOX").await;
+    alice.ok("MOVE 1 Closed").await;
+    deliver(&d, "support@example.test", "Two", "n2").await;
+    // A FETCH by sequence number must not carry the EXPUNGE (RFC 3501 §7.4.1)...
+    let (fetch, _) = bob.run("FETCH 1 (UID)").await;
+    assert!(!fetch.iter().any(|l| l.contains("EXPUNGE")), "{fetch:?}");
+    // ...a UID FETCH (or LIST, STATUS, NOOP…) does.
+    let (fetch, _) = bob.run("UID FETCH 1:* (UID)").await;
+    assert!(fetch.iter().any(|l| l == "* 1 EXPUNGE"), "{fetch:?}");
+    assert!(fetch.iter().any(|l| l == "* 1 EXISTS"), "{fetch:?}");
+    d.stop().await;
+}

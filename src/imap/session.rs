@@ -193,7 +193,13 @@ impl Session {
     /// Handles one command. Never fails: problems become tagged NO/BAD.
     pub async fn command(&mut self, command: Command<'static>) -> Answer {
         let tag = command.tag.clone();
-        let outcome = self.dispatch(command.body).await;
+        let reports_changes = reports_changes(&command.body);
+        let mut outcome = self.dispatch(command.body).await;
+        // Changes made by others reach this session on its next command too, where RFC
+        // 3501 §7.4.1 allows (never an EXPUNGE during FETCH, STORE or SEARCH).
+        if reports_changes && let Ok(answer) = &mut outcome {
+            answer.untagged.extend(self.pending_updates().await);
+        }
         respond(tag, outcome)
     }
 
@@ -1598,6 +1604,28 @@ impl Session {
             items: Cow::Owned(out),
         };
         Ok(done(vec![data], "STATUS completed"))
+    }
+}
+
+/// Commands after which pending mailbox changes are reported (the rest either report
+/// them themselves, e.g. NOOP, or must not carry EXPUNGE: FETCH, STORE, SEARCH by number).
+fn reports_changes(body: &CommandBody<'_>) -> bool {
+    use CommandBody as C;
+    match body {
+        C::Fetch { uid, .. } | C::Store { uid, .. } | C::Search { uid, .. } => *uid,
+        C::Capability
+        | C::List { .. }
+        | C::Lsub { .. }
+        | C::Status { .. }
+        | C::Namespace
+        | C::Id { .. }
+        | C::Create { .. }
+        | C::Delete { .. }
+        | C::Rename { .. }
+        | C::Subscribe { .. }
+        | C::Unsubscribe { .. }
+        | C::Copy { .. } => true,
+        _ => false,
     }
 }
 

@@ -1,5 +1,8 @@
-//! Ingest throughput of the whole SMTP path (parse → thread → durable store → 250):
-//! `cargo bench --bench ingest [-- SESSIONS MESSAGES_PER_SESSION]`.
+//! Ingest throughput of the whole SMTP path (filters → parse → thread → durable store →
+//! 250): `cargo bench --bench ingest [-- SESSIONS MESSAGES_PER_SESSION]`.
+//! With `TEAMGATE_BENCH_SPAMD=127.0.0.1:783` and/or `TEAMGATE_BENCH_CLAMD=127.0.0.1:3310`
+//! the filters ask those daemons; every message carries a small attachment so clamd is
+//! consulted.
 //! Starts the daemon in-process on a loopback port with a temp data dir, then runs the
 //! given number of concurrent SMTP sessions; prints messages/s, latency percentiles and
 //! how many durability barriers (fsync + sled flush) the store needed.
@@ -43,7 +46,7 @@ async fn session(addr: std::net::SocketAddr, id: usize, messages: usize) -> Vec<
             reply(&mut io).await;
         }
         let msg = format!(
-            "From: Customer {id} <c{id}@customer.example>\r\nTo: support@example.test\r\nSubject: bench {id} {m}\r\nMessage-ID: <bench-{id}-{m}@customer.example>\r\n\r\n{}\r\n.\r\n",
+            "From: Customer {id} <c{id}@customer.example>\r\nTo: support@example.test\r\nSubject: bench {id} {m}\r\nMessage-ID: <bench-{id}-{m}@customer.example>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\n{}\r\n--b\r\nContent-Type: application/pdf; name=r.pdf\r\nContent-Disposition: attachment; filename=r.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQKMSAwIG9iago8PCAvVHlwZSAvQ2F0YWxvZyA+PgplbmRvYmoKJSVFT0YK\r\n--b--\r\n.\r\n",
             "Lorem ipsum dolor sit amet, consectetur adipiscing elit.\r\n".repeat(40)
         );
         io.get_mut().write_all(msg.as_bytes()).await.unwrap();
@@ -73,6 +76,12 @@ fn main() {
             let dir = tempfile::tempdir().expect("temp dir");
             let mut config = Config::for_tests(dir.path());
             config.smtp.max_connections = sessions + 10;
+            if let Ok(spamd) = std::env::var("TEAMGATE_BENCH_SPAMD") {
+                config.filter.spamd = Some(spamd);
+            }
+            if let Ok(clamd) = std::env::var("TEAMGATE_BENCH_CLAMD") {
+                config.filter.clamd = Some(teamgate::config::ClamdAddr::Tcp(clamd));
+            }
             let handle = daemon::start(config).await.expect("daemon");
             let addr = handle.addrs.smtp[0];
             let before = handle.store().stats().expect("stats").barriers;
