@@ -176,6 +176,16 @@ fn may_touch(f: &MessageFacts) -> bool {
     !f.auto.as_ref().is_some_and(|a| a.is_machine_generated())
 }
 
+/// Timeline entries for a message's attachments: "name (type, N bytes)".
+pub fn attachment_events(f: &MessageFacts) -> impl Iterator<Item = (TimelineKind, String)> + '_ {
+    f.attachments.iter().map(|a| {
+        (
+            TimelineKind::Attachment,
+            format!("{} ({}, {} bytes)", a.name, a.content_type, a.size),
+        )
+    })
+}
+
 /// Contacts to create or touch for an inbound message.
 ///
 /// - The `customer` (normally [`customer_of`]) gets `is_customer = true` and the events
@@ -198,12 +208,7 @@ pub fn inbound_touches(f: &MessageFacts, customer: Option<&Address>) -> Vec<Cont
         if let Some(fwd) = forwarder {
             events.push((TimelineKind::ForwardedBy, fwd.email.clone()));
         }
-        events.extend(f.attachments.iter().map(|a| {
-            (
-                TimelineKind::Attachment,
-                format!("{} ({}, {} bytes)", a.name, a.content_type, a.size),
-            )
-        }));
+        events.extend(attachment_events(f));
         out.push(ContactTouch {
             email: c.email.clone(),
             name: c.name.clone(),

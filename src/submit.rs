@@ -721,12 +721,7 @@ fn outbound_touches(facts: &MessageFacts, direction: Direction) -> Vec<ContactTo
             continue;
         }
         let mut events = vec![(TimelineKind::Outbound, facts.subject.clone())];
-        events.extend(facts.attachments.iter().map(|at| {
-            (
-                TimelineKind::Attachment,
-                format!("{} ({}, {} bytes)", at.name, at.content_type, at.size),
-            )
-        }));
+        events.extend(contacts::attachment_events(facts));
         out.push(ContactTouch {
             email: a.email.clone(),
             name: a.name.clone(),

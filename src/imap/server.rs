@@ -45,15 +45,11 @@ pub async fn serve(
     let mut session = Session::new(ctx.clone(), peer, false);
     if implicit_tls {
         let Some(tls) = &ctx.tls else { return };
-        let mut stream = match timeout(
-            config.server.tls_handshake_timeout,
-            tls.acceptor().accept(stream),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
-            Err(_) => return debug!("TLS handshake timed out"),
+        let Some(mut stream) = tls
+            .accept(stream, config.server.tls_handshake_timeout)
+            .await
+        else {
+            return;
         };
         session.tls_started();
         let _ = run(&mut stream, &mut session, &ctx, &shutdown, true).await;
@@ -64,15 +60,11 @@ pub async fn serve(
     match run(&mut stream, &mut session, &ctx, &shutdown, true).await {
         Ok(Outcome::StartTls) => {
             let Some(tls) = &ctx.tls else { return };
-            let mut stream = match timeout(
-                config.server.tls_handshake_timeout,
-                tls.acceptor().accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
-                Err(_) => return debug!("TLS handshake timed out"),
+            let Some(mut stream) = tls
+                .accept(stream, config.server.tls_handshake_timeout)
+                .await
+            else {
+                return;
             };
             session.tls_started();
             // No second greeting after STARTTLS (RFC 3501 §6.2.1).

@@ -120,6 +120,26 @@ impl Tls {
     pub fn acceptor(&self) -> &TlsAcceptor {
         &self.acceptor
     }
+
+    /// The server side of a handshake, bounded: a client that never starts one must not
+    /// hold its connection slot forever. `None` (logged at debug) when it fails.
+    pub async fn accept(
+        &self,
+        stream: tokio::net::TcpStream,
+        limit: std::time::Duration,
+    ) -> Option<tokio_rustls::server::TlsStream<tokio::net::TcpStream>> {
+        match tokio::time::timeout(limit, self.acceptor.accept(stream)).await {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                tracing::debug!("TLS handshake timed out");
+                None
+            }
+        }
+    }
 }
 
 impl fmt::Debug for Tls {

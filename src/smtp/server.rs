@@ -92,15 +92,11 @@ pub async fn serve(
     };
     if implicit_tls {
         let Some(tls) = &ctx.tls else { return };
-        let mut tls_stream = match timeout(
-            config.server.tls_handshake_timeout,
-            tls.acceptor().accept(stream),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
-            Err(_) => return debug!("TLS handshake timed out"),
+        let Some(mut tls_stream) = tls
+            .accept(stream, config.server.tls_handshake_timeout)
+            .await
+        else {
+            return;
         };
         let mut session = Session::with_mode(config.clone(), mode, true, true);
         if let Err(e) = run(&mut tls_stream, &mut session, &conn, &ctx, true).await {
@@ -115,15 +111,11 @@ pub async fn serve(
         Ok(Outcome::Closed) => {}
         Ok(Outcome::StartTls) => {
             let Some(tls) = &ctx.tls else { return };
-            let handshake = timeout(
-                config.server.tls_handshake_timeout,
-                tls.acceptor().accept(stream),
-            )
-            .await;
-            let mut tls_stream = match handshake {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => return debug!(error = %e, "TLS handshake failed"),
-                Err(_) => return debug!("TLS handshake timed out"),
+            let Some(mut tls_stream) = tls
+                .accept(stream, config.server.tls_handshake_timeout)
+                .await
+            else {
+                return;
             };
             session.reset_after_tls();
             if let Err(e) = run(&mut tls_stream, &mut session, &conn, &ctx, false).await {
