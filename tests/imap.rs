@@ -724,3 +724,40 @@ async fn changes_reach_a_non_idle_session_on_its_next_command() {
     assert!(fetch.iter().any(|l| l == "* 1 EXISTS"), "{fetch:?}");
     d.stop().await;
 }
+
+#[tokio::test]
+async fn templates_are_shared_by_the_members_of_an_inbox() {
+    let d = TestDaemon::start_with(|c| {
+        team(c);
+        c.inboxes[1].members.push("bob".into());
+    })
+    .await;
+    let mut alice = d.imap_as("alice", "alice-password").await;
+    let template = "From: support@example.test\r\nSubject: Refund policy\r\n\r\nHello {{contact.name}}, ...\r\n";
+    alice
+        .send_raw(
+            format!(
+                "a1 APPEND Templates {{{}+}}\r\n{template}\r\n",
+                template.len()
+            )
+            .as_bytes(),
+        )
+        .await;
+    let (_, tagged) = alice.until_tagged("a1").await;
+    assert!(tagged.contains("OK"), "{tagged}");
+    // Bob is in Support and Sales: Support's templates are under Templates/Support.
+    let mut bob = d.imap_as("bob", "alice-password").await;
+    let list = bob.ok("LIST \"\" \"Templates*\"").await;
+    assert!(
+        list.iter().any(|l| l.ends_with("Templates/Support"))
+            && list.iter().any(|l| l.ends_with("Templates/Sales")),
+        "{list:?}"
+    );
+    let status = bob.ok("STATUS Templates/Support (MESSAGES)").await;
+    assert!(status[0].contains("MESSAGES 1"), "{status:?}");
+    // Carol (Sales only) does not see Support's templates.
+    let mut carol = d.imap_as("carol", "alice-password").await;
+    let status = carol.ok("STATUS Templates (MESSAGES)").await;
+    assert!(status[0].contains("MESSAGES 0"), "{status:?}");
+    d.stop().await;
+}

@@ -217,13 +217,16 @@ impl Mailboxes {
             writable_all,
         ));
         out.push(self.folder("Drafts", Some(SpecialUse::Drafts)));
-        out.push(MailboxInfo {
-            name: "Templates".into(),
-            no_select: false,
-            special_use: None,
-            target: Some(Target::Folder(self.templates())),
-            writable: writable_all,
-        });
+        // Templates belong to an inbox and are shared by all its members: `Templates` is
+        // the first inbox's, `Templates/<name>` each inbox's when the agent has several.
+        if let Some(first) = self.visible.first() {
+            out.push(self.templates_box("Templates", first));
+        }
+        if self.visible.len() > 1 {
+            for inbox in &self.visible {
+                out.push(self.templates_box(&format!("Templates/{inbox}"), inbox));
+            }
+        }
         out.push(team(
             "Trash",
             TeamView::Trash { inboxes: all },
@@ -250,12 +253,19 @@ impl Mailboxes {
         }
     }
 
-    /// Templates are shared by everyone with the same inboxes.
-    pub fn templates(&self) -> FolderId {
-        FolderId {
-            owner: format!("templates:{}", self.visible.join(",")),
-            name: "Templates".into(),
+    fn templates_box(&self, name: &str, inbox: &str) -> MailboxInfo {
+        MailboxInfo {
+            name: name.to_string(),
+            no_select: false,
+            special_use: None,
+            target: Some(Target::Folder(templates_of(inbox))),
+            writable: self.member_of.iter().any(|i| i == inbox),
         }
+    }
+
+    /// The template folders of every inbox the agent sees.
+    pub fn template_folders(&self) -> Vec<FolderId> {
+        self.visible.iter().map(|i| templates_of(i)).collect()
     }
 
     /// What moving a conversation into `name` means, if it is a team view.
@@ -289,6 +299,15 @@ impl Mailboxes {
                 None
             }
         }
+    }
+}
+
+/// The shared template folder of an inbox (the store keeps only shared flags for
+/// folders owned by `inbox:<name>`).
+pub fn templates_of(inbox: &str) -> FolderId {
+    FolderId {
+        owner: format!("inbox:{inbox}"),
+        name: "Templates".into(),
     }
 }
 

@@ -470,7 +470,9 @@ impl Session {
             )
             .await?;
         }
-        ensure_folder(&self.ctx.store, &boxes.templates()).await?;
+        for folder in boxes.template_folders() {
+            ensure_folder(&self.ctx.store, &folder).await?;
+        }
         tracing::info!(agent = %login, "logged in");
         self.state = State::Authenticated(Agent { login, boxes });
         let mut answer = done(Vec::new(), "LOGIN completed");
