@@ -35,12 +35,19 @@ pub enum AdminRequest {
     QuarantineList,
     QuarantineShow { id: u64 },
     QuarantineRelease { id: u64 },
+    // First half of `teamgate backup DIR` (SPEC §1): the writer exports the metadata into
+    // `dir` (absolute; new or empty) between two batches and answers the segments'
+    // lengths; the CLI then copies the segments itself (`store::finish_backup`).
+    Backup { dir: std::path::PathBuf },
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
     #[error("{0}")]
     NotFound(String),
+    /// A request that cannot be carried out as asked.
+    #[error("{0}")]
+    Invalid(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("encoding the answer: {0}")]
@@ -126,6 +133,16 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<Value, Admi
             }
         }
         AdminRequest::Status => serde_json::to_value(store.stats()?)?,
+        AdminRequest::Backup { dir } => {
+            // The daemon's working directory is not the CLI's.
+            if !dir.is_absolute() {
+                return Err(AdminError::Invalid(format!(
+                    "backup directory must be an absolute path: {}",
+                    dir.display()
+                )));
+            }
+            serde_json::to_value(block_on(store.backup_snapshot(dir))??)?
+        }
         AdminRequest::QueueList => serde_json::to_value(store.queue_list()?)?,
         AdminRequest::QueueRetry { id } => match block_on(store.queue_retry(QueueId(*id)))? {
             Ok(()) => serde_json::json!({ "id": id, "retry": "now" }),

@@ -18,8 +18,9 @@ use crate::{
     ingest::Ingest,
     reload::Reloadable,
     store::{
-        ContactDetail, ContactView, ConversationDetail, ConversationView, JunkView, QuarantineView,
-        QueueView, Store, StoreError, StoreOptions,
+        self, BackupManifest, BackupSnapshot, ContactDetail, ContactView, ConversationDetail,
+        ConversationView, JunkView, QuarantineView, QueueView, Store, StoreError, StoreOptions,
+        finish_backup,
     },
 };
 
@@ -68,6 +69,20 @@ pub enum Command {
     },
     /// Store counters at a glance.
     Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Copy a consistent snapshot of the data directory into DIR (new, or empty), while
+    /// the daemon runs or not.
+    Backup {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rebuild the data directory from a backup made by `teamgate backup`. The daemon
+    /// must be stopped and the data directory empty or missing: restore never overwrites.
+    Restore {
+        dir: PathBuf,
         #[arg(long)]
         json: bool,
     },
@@ -240,6 +255,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             admin_command(&cli.config, &request, json)
         }
         Command::Status { json } => admin_command(&cli.config, &AdminRequest::Status, json),
+        Command::Backup { dir, json } => backup(&cli.config, &dir, json),
+        Command::Restore { dir, json } => restore(&cli.config, &dir, json),
     }
 }
 
@@ -289,12 +306,22 @@ fn init_logging(config: &Config) {
 /// Asks the running daemon; without one, opens the data directory directly.
 fn admin_command(config_path: &Path, request: &AdminRequest, json: bool) -> anyhow::Result<u8> {
     let config = load(config_path)?;
+    let data = ask(&config, request)?;
+    print_answer(request, data, json)
+}
+
+/// The answer to `request`, from the running daemon or, without one, from the data
+/// directory opened here.
+fn ask(config: &Config, request: &AdminRequest) -> anyhow::Result<Value> {
     let socket = control::socket_path(&config.server.data_dir);
-    let data = match control::request(&socket, request)? {
+    Ok(match control::request(&socket, request)? {
         Some(answer) if answer.ok => answer.data.unwrap_or(Value::Null),
         Some(answer) => bail!("{}", answer.error.unwrap_or_else(|| "unknown error".into())),
-        None => offline(&config, request)?,
-    };
+        None => offline(config, request)?,
+    })
+}
+
+fn print_answer(request: &AdminRequest, data: Value, json: bool) -> anyhow::Result<u8> {
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &data)?;
@@ -322,6 +349,9 @@ fn offline(config: &Config, request: &AdminRequest) -> anyhow::Result<Value> {
             AdminRequest::ConversationsShow { id } => bail!("conversation #{id} not found"),
             AdminRequest::ContactsShow { email } => bail!("contact {email} not found"),
             AdminRequest::Status => bail!("no data in {}", data_dir.display()),
+            AdminRequest::Backup { .. } => {
+                bail!("no data in {} to back up", data_dir.display())
+            }
         };
     }
     let (store, _report) = match Store::open(data_dir, StoreOptions::default()) {
@@ -543,6 +573,110 @@ fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> any
                 }
             }
         }
+        AdminRequest::Backup { dir } => {
+            let m: BackupManifest = serde_json::from_value(data)?;
+            writeln!(
+                out,
+                "backup written to {} at {}",
+                dir.display(),
+                m.created_at
+            )?;
+            writeln!(
+                out,
+                "  {} conversations, {} messages",
+                m.conversations, m.messages
+            )?;
+            writeln!(
+                out,
+                "  metadata: {} ({} entries in {} trees, {} bytes)",
+                m.meta.file, m.meta.entries, m.meta.trees, m.meta.bytes
+            )?;
+            writeln!(
+                out,
+                "  segments: {} files, {} bytes",
+                m.segments.len(),
+                m.segments.iter().map(|s| s.bytes).sum::<u64>()
+            )?;
+        }
     }
     Ok(())
+}
+
+/// `teamgate backup DIR`: the daemon (or this process, when none runs) exports the
+/// metadata between two writer batches and reports the segments' lengths; this process
+/// then copies the segments up to those lengths and writes the manifest
+/// (`store::finish_backup`), so a long copy never holds the writer or the control socket.
+fn backup(config_path: &Path, dir: &Path, json: bool) -> anyhow::Result<u8> {
+    let config = load(config_path)?;
+    // The daemon's working directory is not ours.
+    let dir = std::path::absolute(dir).with_context(|| format!("resolving {}", dir.display()))?;
+    // The store checks again; this gives the clear message before the daemon is asked.
+    if let Ok(mut entries) = std::fs::read_dir(&dir)
+        && entries.next().is_some()
+    {
+        bail!(
+            "refusing to back up into {}: the directory is not empty (a backup never \
+             overwrites anything; give a new or empty directory)",
+            dir.display()
+        );
+    }
+    let request = AdminRequest::Backup { dir: dir.clone() };
+    let snapshot: BackupSnapshot =
+        serde_json::from_value(ask(&config, &request)?).context("decoding the backup snapshot")?;
+    let manifest = finish_backup(&config.server.data_dir, &dir, &snapshot)
+        .with_context(|| format!("copying the segments into {}", dir.display()))?;
+    print_answer(&request, serde_json::to_value(manifest)?, json)
+}
+
+/// `teamgate restore DIR` into the configured data directory (see `store::restore`).
+fn restore(config_path: &Path, dir: &Path, json: bool) -> anyhow::Result<u8> {
+    let config = load(config_path)?;
+    let data_dir = config.server.data_dir.as_path();
+    let socket = control::socket_path(data_dir);
+    if control::request(&socket, &AdminRequest::Status)?.is_some() {
+        bail!(
+            "refusing to restore into {}: a running teamgate daemon answers on {}; stop it \
+             first (restore never overwrites a live data directory)",
+            data_dir.display(),
+            socket.display()
+        );
+    }
+    let report = runtime()?
+        .block_on(store::restore(dir, data_dir))
+        .map_err(|e| match e {
+            StoreError::Locked(m) => anyhow!("refusing to restore: {m}"),
+            StoreError::AlreadyExists(m) => anyhow!("refusing to restore: {m}"),
+            other => anyhow!(
+                "restoring {} into {} failed (nothing was kept): {other}",
+                dir.display(),
+                data_dir.display()
+            ),
+        })?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &report)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "restored {} (made {}) into {}",
+            report.backup, report.created_at, report.data_dir
+        )?;
+        writeln!(
+            out,
+            "  {} conversations, {} messages, {} metadata entries",
+            report.conversations, report.messages, report.sled_entries
+        )?;
+        writeln!(
+            out,
+            "  segments: {} files, {} bytes",
+            report.segments, report.segment_bytes
+        )?;
+        writeln!(
+            out,
+            "  recovery: {} messages checked, no bad records",
+            report.recovery.messages_checked
+        )?;
+    }
+    Ok(0)
 }

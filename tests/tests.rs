@@ -27,3 +27,5 @@ mod sink;
 mod outbound;
 // Spam, sender authentication and attachment filters against real spamd, clamd and dnsmasq.
 mod filters;
+// Backup while the daemon runs, restore into a fresh data dir: same conversations and UIDs.
+mod backup;

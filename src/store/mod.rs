@@ -21,7 +21,13 @@
 //! Spam and attachments (SPEC §7): junk records ([`junk`]: `Store::junk`, `mark_junk`,
 //! the `Junk` view) and quarantine records ([`quarantine`]: originals kept whole, released
 //! as a new revision of the conversation's message) point at ordinary message records.
+//!
+//! Backups (`backup.rs`): [`Store::backup_snapshot`] exports sled on the writer between two
+//! batches and records the segments' lengths; [`finish_backup`] copies the segments up to
+//! those lengths and writes the manifest; [`restore`] rebuilds a stopped, empty data
+//! directory from a verified backup.
 
+mod backup;
 mod blobs;
 mod flags;
 mod junk;
@@ -45,6 +51,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+pub use backup::{
+    BackupManifest, BackupSegment, BackupSnapshot, MetaExport, RestoreReport, SegmentLen,
+    finish_backup, restore, verify_backup,
+};
 pub use model::*;
 
 use keys::TreeId;

@@ -21,6 +21,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -28,6 +29,7 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use super::backup::{self, BackupSnapshot};
 use super::blobs::{BlobLoc, SegmentWriter};
 use super::keys::{self, TreeId};
 use super::model::{
@@ -59,6 +61,13 @@ pub enum Request {
     },
     /// Answer everything queued, flush, stop.
     Close { reply: Reply<()> },
+    /// Run the batch received so far (with its barrier), then, before any later request,
+    /// snapshot the store into the backup directory `dir` (see `backup.rs`).
+    Backup {
+        dir: PathBuf,
+        segments_dir: PathBuf,
+        reply: Reply<BackupSnapshot>,
+    },
 }
 
 /// A request other than ingest; see the `Store` methods of the same names.
@@ -297,6 +306,7 @@ impl Writer {
         let mut closers = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut batch = Vec::new();
+            let mut backup = None;
             let mut next = Some(first);
             while let Some(req) = next.take() {
                 match req {
@@ -323,13 +333,22 @@ impl Writer {
                         closers.push(reply);
                         rx.close();
                     }
+                    // Ends the batch: later requests are not in the snapshot.
+                    Request::Backup {
+                        dir,
+                        segments_dir,
+                        reply,
+                    } => backup = Some((dir, segments_dir, reply)),
                 }
-                if batch.len() < self.max_batch {
+                if batch.len() < self.max_batch && backup.is_none() {
                     next = rx.try_recv().ok();
                 }
             }
             if !batch.is_empty() {
                 self.run_batch(batch);
+            }
+            if let Some((dir, segments_dir, reply)) = backup {
+                let _ = reply.send(backup::snapshot_into(&mut self, &dir, &segments_dir));
             }
         }
         let flushed = self.db.flush();
@@ -774,6 +793,9 @@ fn next_conversation_id(tx: &Tx<'_>) -> TxResult<ConversationId> {
     Ok(ConversationId(id))
 }
 
+/// Participants remembered per conversation (threading's participant rule reads them).
+const MAX_PARTICIPANTS: usize = 1000;
+
 fn store_delivery(
     tx: &Tx<'_>,
     plan: &Plan<'_>,
@@ -828,7 +850,14 @@ fn store_delivery(
         }
     };
     conv.updated = at;
-    conv.participants.extend(plan.participants.iter().cloned());
+    // Bounded: the record is read and rewritten on every message of the conversation, and
+    // a sender controls how many addresses a message names.
+    for p in &plan.participants {
+        if conv.participants.len() >= MAX_PARTICIPANTS {
+            break;
+        }
+        conv.participants.insert(p.clone());
+    }
     let id = conv.id;
     let inbox = d.inbox.as_str();
     tx.t(TreeId::Conversations).insert(
