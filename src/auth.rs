@@ -62,7 +62,9 @@ impl Authenticator {
             format!("ip:{peer}"),
             format!("login:{}", login.to_ascii_lowercase()),
         ];
-        if keys.iter().any(|k| self.throttled(k)) {
+        // Checked and counted in one step, before the slow hash: parallel connections
+        // cannot each get a guess past the limit.
+        if !self.admit(&keys) {
             return Err(AuthError::Throttled);
         }
         let agent = config.agent(login);
@@ -83,15 +85,12 @@ impl Authenticator {
         };
         match agent {
             Some(a) if ok => {
-                self.clear(&keys[1]);
+                // The attempt was counted up front: a success takes it back from the
+                // address (agents' clients log in often) and forgives the login's count.
+                self.succeeded(&keys[0], &keys[1]);
                 Ok(a.login.clone())
             }
-            _ => {
-                for k in &keys {
-                    self.record_failure(k);
-                }
-                Err(AuthError::Invalid)
-            }
+            _ => Err(AuthError::Invalid),
         }
     }
 
@@ -100,41 +99,55 @@ impl Authenticator {
         self.failures.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn throttled(&self, key: &str) -> bool {
+    /// Whether another attempt is allowed for every key; if so, it is counted for each.
+    fn admit(&self, keys: &[String]) -> bool {
         let mut table = self.lock();
-        match table.get(key) {
-            Some(f) if f.since.elapsed() > FAILURE_WINDOW => {
-                table.remove(key);
-                false
-            }
-            Some(f) => f.count >= MAX_FAILURES,
-            None => false,
-        }
-    }
-
-    fn record_failure(&self, key: &str) {
-        let mut table = self.lock();
-        if table.len() >= MAX_TRACKED {
-            table.retain(|_, f| f.since.elapsed() <= FAILURE_WINDOW);
-            if table.len() >= MAX_TRACKED {
-                table.clear();
+        let now = Instant::now();
+        for k in keys {
+            if table
+                .get(k)
+                .is_some_and(|f| now.duration_since(f.since) > FAILURE_WINDOW)
+            {
+                table.remove(k);
             }
         }
-        let entry = table.entry(key.to_string()).or_insert(Failures {
-            count: 0,
-            since: Instant::now(),
-        });
-        if entry.since.elapsed() > FAILURE_WINDOW {
-            *entry = Failures {
-                count: 0,
-                since: Instant::now(),
-            };
+        if keys
+            .iter()
+            .any(|k| table.get(k).is_some_and(|f| f.count >= MAX_FAILURES))
+        {
+            return false;
         }
-        entry.count += 1;
+        for k in keys {
+            if !table.contains_key(k) && table.len() >= MAX_TRACKED {
+                // Make room by dropping expired windows, then the oldest one; never the
+                // whole table (that would reset everyone's count at once).
+                table.retain(|_, f| now.duration_since(f.since) <= FAILURE_WINDOW);
+                if table.len() >= MAX_TRACKED
+                    && let Some(oldest) = table
+                        .iter()
+                        .min_by_key(|(_, f)| f.since)
+                        .map(|(k, _)| k.clone())
+                {
+                    table.remove(&oldest);
+                }
+            }
+            table
+                .entry(k.clone())
+                .or_insert(Failures {
+                    count: 0,
+                    since: now,
+                })
+                .count += 1;
+        }
+        true
     }
 
-    fn clear(&self, key: &str) {
-        self.lock().remove(key);
+    fn succeeded(&self, address_key: &str, login_key: &str) {
+        let mut table = self.lock();
+        table.remove(login_key);
+        if let Some(f) = table.get_mut(address_key) {
+            f.count = f.count.saturating_sub(1);
+        }
     }
 }
 
@@ -206,5 +219,32 @@ mod tests {
         // The dummy hash is a real argon2id hash, so unknown logins cost the same.
         assert!(password_hash::PasswordHash::new(DUMMY_HASH).is_ok());
         assert!(!config::verify_password(DUMMY_HASH, "x"));
+    }
+
+    #[tokio::test]
+    async fn successes_never_throttle_and_parallel_guesses_are_capped() {
+        let config = Arc::new(Config::for_tests(Path::new("/tmp/none")));
+        let auth = Authenticator::default();
+        let ip: IpAddr = "127.0.0.3".parse().unwrap();
+        for _ in 0..(MAX_FAILURES * 3) {
+            assert_eq!(
+                auth.verify(&config, ip, "alice", "alice-password").await,
+                Ok("alice".into())
+            );
+        }
+        // Twenty guesses at once: only MAX_FAILURES get to the hash.
+        let guesses: Vec<_> = (0..20)
+            .map(|_| {
+                let (auth, config) = (auth.clone(), config.clone());
+                tokio::spawn(async move { auth.verify(&config, ip, "alice", "guess").await })
+            })
+            .collect();
+        let mut invalid = 0;
+        for g in guesses {
+            if g.await.unwrap() == Err(AuthError::Invalid) {
+                invalid += 1;
+            }
+        }
+        assert_eq!(invalid, MAX_FAILURES);
     }
 }

@@ -144,6 +144,25 @@ impl Submit {
         {
             Logged::New(conv, key) => (conv, key),
             Logged::Duplicate(conv) => {
+                // A resend after a temporary failure: the message was logged but may not
+                // have been queued (that is why the client got a 4xx). Finish the job,
+                // unless it is already waiting in the queue.
+                let message_id = facts.message_id.clone().unwrap_or_default();
+                let queued = self
+                    .store
+                    .queue_list()
+                    .map_err(|_| Reply::local_error())?
+                    .iter()
+                    .any(|q| q.message_id.eq_ignore_ascii_case(&message_id));
+                if !routing.external.is_empty() && !queued && !note {
+                    let id = self
+                        .enqueue(agent, envelope, &routing, raw, &facts, conv)
+                        .await?;
+                    return Ok(format!(
+                        "Logged in #{} earlier; now queued as {}",
+                        conv.0, id.0
+                    ));
+                }
                 return Ok(format!(
                     "Already logged in #{} (duplicate Message-ID)",
                     conv.0
@@ -185,19 +204,9 @@ impl Submit {
             self.forward_locally(address, &facts, &raw, now).await?;
         }
         if !routing.external.is_empty() {
-            // Durable before the 250; the worker wakes on enqueue.
-            let outgoing = OutboundMessage {
-                raw,
-                mail_from: envelope.mail_from.clone(),
-                recipients: routing.external.clone(),
-                message_id: facts.message_id.clone().unwrap_or_default(),
-                conversation: Some(conv),
-                agent: agent.to_string(),
-            };
-            let id = self.store.enqueue(outgoing).await.map_err(|e| {
-                tracing::warn!(error = %e, "reply logged but not queued");
-                Reply::local_error()
-            })?;
+            let id = self
+                .enqueue(agent, envelope, &routing, raw, &facts, conv)
+                .await?;
             return Ok(format!(
                 "Logged in #{}, queued as {} for {} recipient(s)",
                 conv.0,
@@ -210,6 +219,31 @@ impl Submit {
             conv.0,
             routing.external.len()
         ))
+    }
+
+    /// Queues the reply for its outside recipients; durable before the 250 (the worker
+    /// wakes on enqueue).
+    async fn enqueue(
+        &self,
+        agent: &str,
+        envelope: &Envelope,
+        routing: &Routing,
+        raw: Vec<u8>,
+        facts: &MessageFacts,
+        conv: ConversationId,
+    ) -> Result<crate::store::QueueId, Reply> {
+        let outgoing = OutboundMessage {
+            raw,
+            mail_from: envelope.mail_from.clone(),
+            recipients: routing.external.clone(),
+            message_id: facts.message_id.clone().unwrap_or_default(),
+            conversation: Some(conv),
+            agent: agent.to_string(),
+        };
+        self.store.enqueue(outgoing).await.map_err(|e| {
+            tracing::warn!(error = %e, "reply logged but not queued");
+            Reply::local_error()
+        })
     }
 
     /// Runs the reply through `compose`: email commands found and stripped, placeholders

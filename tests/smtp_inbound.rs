@@ -450,3 +450,60 @@ async fn null_sender_and_utf8_addresses() {
     c.cmd("QUIT", 221).await;
     d.stop().await;
 }
+
+#[tokio::test]
+async fn bytes_of_an_abandoned_bdat_transaction_never_reach_the_next_message() {
+    let d = TestDaemon::start().await;
+    let mut c = d.smtp().await;
+    c.cmd("EHLO client.example", 250).await;
+    c.cmd("MAIL FROM:<a@customer.example>", 250).await;
+    c.cmd("RCPT TO:<support@example.test>", 250).await;
+    c.send_raw(b"BDAT 10\r\nLEFTOVER!!").await;
+    c.expect(250).await;
+    c.cmd("RSET", 250).await;
+    c.cmd("MAIL FROM:<a@customer.example>", 250).await;
+    c.cmd("RCPT TO:<support@example.test>", 250).await;
+    let msg = simple_message("a@customer.example", "clean", "clean-1@customer.example");
+    c.send_raw(format!("BDAT {} LAST\r\n", msg.len()).as_bytes())
+        .await;
+    c.send_raw(&msg).await;
+    c.expect(250).await;
+    let stored = stored_bytes(&d, 0);
+    assert!(
+        !stored.windows(10).any(|w| w == b"LEFTOVER!!"),
+        "aborted chunk leaked"
+    );
+    assert!(stored.ends_with(&msg));
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn a_bdat_transaction_idling_between_chunks_is_cut_by_the_body_deadline() {
+    let d = TestDaemon::start_with(|c| {
+        c.smtp.data_timeout = Duration::from_millis(600);
+        c.smtp.timeout = Duration::from_secs(5);
+    })
+    .await;
+    let mut c = d.smtp().await;
+    c.cmd("EHLO client.example", 250).await;
+    c.cmd("MAIL FROM:<a@customer.example>", 250).await;
+    c.cmd("RCPT TO:<support@example.test>", 250).await;
+    c.send_raw(b"BDAT 5\r\nhello").await;
+    c.expect(250).await;
+    // NOOPs keep the connection busy but the body deadline still ends it.
+    let mut closed = false;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        c.send_raw(b"NOOP\r\n").await;
+        match c.read_reply().await {
+            Some((250, _)) => {}
+            Some((421, _)) | None => {
+                closed = true;
+                break;
+            }
+            Some(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(closed, "the transaction must not outlive data_timeout");
+    d.stop().await;
+}

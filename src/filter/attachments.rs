@@ -55,6 +55,11 @@ pub(super) struct Part<'m> {
 }
 
 /// Every attachment of `msg`, depth-first, nested messages included, bounded.
+/// Whether `collect` stopped at its limit: the rest of the message went unchecked.
+pub(super) fn truncated(parts: &[Part<'_>]) -> bool {
+    parts.len() >= MAX_PARTS
+}
+
 pub(super) fn collect<'m>(msg: &'m Message<'m>) -> Vec<Part<'m>> {
     let mut out = Vec::new();
     collect_into(msg, &mut Vec::new(), &mut out);

@@ -268,6 +268,15 @@ impl Filters {
         attachments::merge_hits(&mut hits, virus?);
 
         let mut findings = Vec::new();
+        // Hundreds of attachments could hide one past the checking limit: such a message
+        // is not let through unchecked.
+        if attachments::truncated(&parts) {
+            findings.push(Finding {
+                rule: "TOO_MANY_PARTS",
+                score: DECISIVE_SCORE,
+                detail: "more attachments than can be checked".into(),
+            });
+        }
         if let Some(report) = spam {
             findings.push(spamd::finding(&report));
         }

@@ -5,6 +5,8 @@
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use tokio::time::Instant;
+
 use imap_codec::imap_types::{
     auth::AuthenticateData,
     core::Tag,
@@ -25,6 +27,8 @@ use tracing::debug;
 use super::session::{After, Answer, ImapContext, Session};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Input accepted before login (commands, a LOGIN literal): far more than any login needs.
+const MAX_UNAUTHENTICATED_BYTES: usize = 64 * 1024;
 /// Malformed commands tolerated before the connection is closed.
 const MAX_BAD_COMMANDS: u32 = 20;
 
@@ -96,6 +100,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut authenticating: Option<Tag<'static>> = None;
     let mut finish_after: Option<(ResponseHandle, After)> = None;
     let mut bad_commands = 0u32;
+    let mut unauthenticated_bytes = 0usize;
+    let login_deadline = Instant::now() + config.imap.login_timeout;
     let mut read_buf = vec![0u8; 64 * 1024];
     loop {
         loop {
@@ -235,6 +241,17 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 };
                 if n == 0 {
                     return Ok(Outcome::Closed);
+                }
+                // Before login a client may not make us buffer a message-sized literal or
+                // take forever: both would let anyone pin memory and slots.
+                if !session.is_authenticated() {
+                    unauthenticated_bytes += n;
+                    if unauthenticated_bytes > MAX_UNAUTHENTICATED_BYTES || Instant::now() > login_deadline {
+                        let bye = Status::bye(None, "log in first, and promptly").unwrap_or_else(|_| fallback_no());
+                        server.enqueue_status(bye);
+                        let _ = shutdown_write(io, &mut server).await;
+                        return Ok(Outcome::Closed);
+                    }
                 }
                 server.enqueue_input(&read_buf[..n]);
             }

@@ -119,6 +119,20 @@ fn no(code: Option<&'static str>, text: impl Into<String>) -> Refusal {
     Refusal::No(code, text.into())
 }
 
+/// Status text may quote client input (a mailbox name sent as a literal can hold CR/LF),
+/// which IMAP text must not contain.
+fn status_text(text: String) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.trim().is_empty() {
+        "failed".to_string()
+    } else {
+        clean
+    }
+}
+
 pub struct Session {
     ctx: Arc<ImapContext>,
     config: Arc<Config>,
@@ -1722,9 +1736,9 @@ fn respond(tag: Tag<'static>, outcome: Outcome) -> Answer {
                 Refusal::No(code, text) => Status::no(
                     Some(tag.clone()),
                     code.map(|c| Code::Other(CodeOther::unvalidated(c.as_bytes()))),
-                    text,
+                    status_text(text),
                 ),
-                Refusal::Bad(text) => Status::bad(Some(tag.clone()), None, text),
+                Refusal::Bad(text) => Status::bad(Some(tag.clone()), None, status_text(text)),
                 Refusal::Store(e) => {
                     tracing::warn!(error = %e, "store error in IMAP command");
                     let code = Some(Code::Other(CodeOther::unvalidated(b"SERVERBUG".as_slice())));
@@ -1735,10 +1749,14 @@ fn respond(tag: Tag<'static>, outcome: Outcome) -> Answer {
                     )
                 }
             };
+            // A refusal must stay a tagged refusal whatever its text.
+            let status = status
+                .or_else(|_| Status::bad(Some(tag), None, "error"))
+                .unwrap_or_else(|_| fallback_ok());
             Answer {
                 untagged: Vec::new(),
                 untagged_status: Vec::new(),
-                status: status.unwrap_or_else(|_| fallback_ok()),
+                status,
                 after: After::Continue,
             }
         }

@@ -137,6 +137,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let config = session.config().clone();
     let limits = &config.smtp;
     let mut buf: Vec<u8> = Vec::new();
+    // Start of the unprocessed input in `buf`: consumed bytes are dropped once per read,
+    // not per line (a read full of pipelined commands would otherwise be quadratic).
+    let mut pos = 0usize;
     let mut out: Vec<u8> = Vec::new();
     let mut message: Vec<u8> = Vec::new();
     let mut mode = Reading::Command;
@@ -150,9 +153,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         loop {
             match &mut mode {
                 Reading::Command => {
-                    let Some(lf) = buf.iter().position(|b| *b == b'\n') else {
-                        if buf.len() > limits.max_line_length {
+                    let Some(rel) = buf[pos..].iter().position(|b| *b == b'\n') else {
+                        if buf.len() - pos > limits.max_line_length {
                             buf.clear();
+                            pos = 0;
                             mode = Reading::SkipLine;
                             if push_action(session.line_too_long(), &mut out) {
                                 write_out(io, &mut out, limits.timeout).await?;
@@ -161,7 +165,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                         break;
                     };
-                    let line: Vec<u8> = buf.drain(..=lf).collect();
+                    let line: Vec<u8> = buf[pos..pos + rel + 1].to_vec();
+                    pos += rel + 1;
                     let mut action = if line.len() > limits.max_line_length {
                         session.line_too_long()
                     } else if session.in_sasl() {
@@ -229,24 +234,30 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             }
                         }
                     }
+                    // RSET or EHLO between BDAT chunks ends the transaction: its bytes must
+                    // never become part of the next message.
+                    if !session.in_transaction() && !message.is_empty() {
+                        message = Vec::new();
+                    }
                 }
-                Reading::SkipLine => match buf.iter().position(|b| *b == b'\n') {
-                    Some(lf) => {
-                        buf.drain(..=lf);
+                Reading::SkipLine => match buf[pos..].iter().position(|b| *b == b'\n') {
+                    Some(rel) => {
+                        pos += rel + 1;
                         mode = Reading::Command;
                     }
                     None => {
                         buf.clear();
+                        pos = 0;
                         break;
                     }
                 },
                 Reading::Data(rx) => {
-                    let mut iter = buf.iter();
+                    let mut iter = buf[pos..].iter();
                     let done = rx.ingest(&mut iter, &mut message);
-                    let consumed = buf.len() - iter.as_slice().len();
+                    let consumed = buf.len() - pos - iter.as_slice().len();
                     if message.len() > limits.max_message_size {
                         let discard = DummyDataReceiver::new_data(rx);
-                        buf.drain(..consumed);
+                        pos += consumed;
                         message = Vec::new();
                         if done {
                             session.abort_transaction();
@@ -257,7 +268,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                         continue;
                     }
-                    buf.drain(..consumed);
+                    pos += consumed;
                     if !done {
                         break;
                     }
@@ -267,10 +278,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     reply.write(&mut out);
                 }
                 Reading::DataDiscard(rx) => {
-                    let mut iter = buf.iter();
+                    let mut iter = buf[pos..].iter();
                     let done = rx.ingest(&mut iter);
-                    let consumed = buf.len() - iter.as_slice().len();
-                    buf.drain(..consumed);
+                    let consumed = buf.len() - pos - iter.as_slice().len();
+                    pos += consumed;
                     if !done {
                         break;
                     }
@@ -279,10 +290,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     mode = Reading::Command;
                 }
                 Reading::Bdat(rx) => {
-                    let mut iter = buf.iter();
+                    let mut iter = buf[pos..].iter();
                     let done = rx.ingest(&mut iter, &mut message);
-                    let consumed = buf.len() - iter.as_slice().len();
-                    buf.drain(..consumed);
+                    let consumed = buf.len() - pos - iter.as_slice().len();
+                    pos += consumed;
                     if !done {
                         break;
                     }
@@ -298,10 +309,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 Reading::BdatDiscard(rx, reply) => {
-                    let mut iter = buf.iter();
+                    let mut iter = buf[pos..].iter();
                     let done = rx.ingest(&mut iter);
-                    let consumed = buf.len() - iter.as_slice().len();
-                    buf.drain(..consumed);
+                    let consumed = buf.len() - pos - iter.as_slice().len();
+                    pos += consumed;
                     if !done {
                         break;
                     }
@@ -311,12 +322,17 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
 
+        buf.drain(..pos);
+        pos = 0;
+
         // 2) Answer everything decided so far in one write.
         write_out(io, &mut out, limits.timeout).await?;
 
         // 3) Wait for more input. Between commands shutdown wins; a body in flight is
         //    finished (bounded by the body deadline).
-        let in_body = !matches!(mode, Reading::Command | Reading::SkipLine);
+        // Between BDAT chunks the body clock keeps running (RFC 3030 has no idle chunks).
+        let in_body =
+            !matches!(mode, Reading::Command | Reading::SkipLine) || session.in_chunking();
         let read_deadline = if in_body {
             body_deadline.min(Instant::now() + limits.timeout)
         } else {

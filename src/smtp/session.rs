@@ -192,6 +192,11 @@ impl Session {
         matches!(self.phase, Phase::Mail(_) | Phase::Chunking(_))
     }
 
+    /// True between BDAT chunks of a transaction.
+    pub fn in_chunking(&self) -> bool {
+        matches!(self.phase, Phase::Chunking(_))
+    }
+
     /// Ends the transaction after a complete body and hands its envelope to delivery.
     pub fn take_envelope(&mut self) -> Option<Envelope> {
         match std::mem::replace(&mut self.phase, Phase::Ready) {
