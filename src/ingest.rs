@@ -390,7 +390,7 @@ fn delivery(
             subject_window_secs: threading::SUBJECT_WINDOW_SECS,
         };
         // Team addresses let reply-alls from new people in the thread join (threading.rs).
-        threading::decide_with_team(&input, &team_addresses, idx)
+        threading::decide(&input, &team_addresses, idx)
     });
     Delivery {
         inbox,
