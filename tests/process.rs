@@ -517,3 +517,56 @@ fn systemd_notifications_ready_reloading_stopping() {
         Some(0)
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_session_fields() {
+    let inst = Instance::new();
+    let text = std::fs::read_to_string(&inst.config).unwrap();
+    std::fs::write(
+        &inst.config,
+        format!("{text}\n[log]\nformat = \"json\"\nlevel = \"info\"\n"),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_teamgate"))
+        .args(["serve", "--config", inst.config_arg()])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(inst.smtp).is_err() {
+        assert!(Instant::now() < deadline, "daemon did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    send_with_python(inst.smtp, 1, "json-log");
+    signal(&child, "-TERM");
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(20)).code(),
+        Some(0)
+    );
+    let mut log = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut log).unwrap();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.get("level").is_some() && l.get("timestamp").is_some()),
+        "{log}"
+    );
+    let accepted = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "accepted")
+        .unwrap_or_else(|| panic!("no accepted line: {log}"));
+    assert_eq!(accepted["span"]["protocol"], "smtp", "{accepted}");
+    assert!(
+        accepted["span"]["peer"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("127.0.0.1:"),
+        "{accepted}"
+    );
+}
