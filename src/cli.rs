@@ -194,13 +194,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Conversations { verb } => {
             let (request, json) = match verb {
                 ConversationsVerb::List { json } => (AdminRequest::ConversationsList, json),
-                ConversationsVerb::Show { id, json } => {
-                    let n = id
-                        .trim_start_matches('#')
-                        .parse()
-                        .with_context(|| format!("not a conversation number: {id}"))?;
-                    (AdminRequest::ConversationsShow { id: n }, json)
-                }
+                ConversationsVerb::Show { id, json } => (
+                    AdminRequest::ConversationsShow {
+                        id: number(&id, "conversation number")?,
+                    },
+                    json,
+                ),
             };
             admin_command(&cli.config, &request, json)
         }
@@ -244,13 +243,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Queue { verb } => {
             let (request, json) = match verb {
                 QueueVerb::List { json } => (AdminRequest::QueueList, json),
-                QueueVerb::Retry { id, json } => {
-                    let n = id
-                        .trim_start_matches('#')
-                        .parse()
-                        .with_context(|| format!("not a queue id: {id}"))?;
-                    (AdminRequest::QueueRetry { id: n }, json)
-                }
+                QueueVerb::Retry { id, json } => (
+                    AdminRequest::QueueRetry {
+                        id: number(&id, "queue id")?,
+                    },
+                    json,
+                ),
             };
             admin_command(&cli.config, &request, json)
         }
