@@ -50,6 +50,11 @@ impl Replying {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Bumped on every change to who is replying.
+    pub fn generation(&self) -> u64 {
+        *self.changed.borrow()
+    }
+
     /// Changes to who is replying, for IDLE sessions (and when a draft expires).
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()

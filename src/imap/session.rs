@@ -90,6 +90,9 @@ struct Selected {
     entries: Vec<(u32, Entry)>,
     /// Flags the client was last told, parallel to `entries`.
     flags: Vec<Flags>,
+    /// (store change counter, `$Replying` generation) this state reflects: while both
+    /// stand still there is nothing to report, so commands skip the per-message work.
+    synced_at: (u64, u64),
 }
 
 #[derive(Debug)]
@@ -562,6 +565,7 @@ impl Session {
             ));
         };
         let agent = self.agent()?;
+        let synced_at = self.generations();
         let snapshot = self.snapshot(&target).await?;
         let flags = shown_flags(&self.ctx, &agent.login, &snapshot.entries)?;
         let writable = info.writable && !read_only;
@@ -612,6 +616,7 @@ impl Session {
             uid_next: snapshot.uid_next,
             entries: snapshot.entries,
             flags,
+            synced_at,
         };
         let state = std::mem::replace(&mut self.state, State::NotAuthenticated);
         if let State::Authenticated(agent) = state {
@@ -646,10 +651,23 @@ impl Session {
 
     /// Brings the selected mailbox up to date: EXPUNGE for messages that left (highest
     /// first, so numbers stay valid), EXISTS for new ones, FETCH FLAGS for changed flags.
+    /// What the selected state was last brought up to date against.
+    fn generations(&self) -> (u64, u64) {
+        (
+            self.ctx.store.change_counter(),
+            self.ctx.replying.generation(),
+        )
+    }
+
     async fn sync(&mut self) -> Result<Vec<Data<'static>>, Refusal> {
+        // Read before looking: a change landing meanwhile is seen by the next sync.
+        let generations = self.generations();
         let State::Selected(agent, sel) = &mut self.state else {
             return Ok(Vec::new());
         };
+        if sel.synced_at == generations {
+            return Ok(Vec::new());
+        }
         let snapshot = match &sel.target {
             Target::Team(view) => self.ctx.store.sync_view(view).await?,
             Target::Folder(folder) => match self.ctx.store.sync_folder(folder).await {
@@ -706,6 +724,7 @@ impl Session {
             ));
         }
         sel.uid_next = snapshot.uid_next;
+        sel.synced_at = generations;
         Ok(untagged)
     }
 
