@@ -278,12 +278,39 @@ pub fn by_subject(inbox: &str, subject_base: &str, contact: &str) -> Vec<u8> {
     with_strs(&[inbox, subject_base, &normalize_email(contact)], 0)
 }
 
-/// `by_subject` value: conversation ++ unix time of its last message (i64 BE).
-pub fn subject_value(conv: ConversationId, at: i64) -> [u8; 16] {
-    let mut v = [0u8; 16];
+/// `by_subject` value: conversation ++ unix time of its last message (i64 BE) ++ that
+/// message's key, which orders activity exactly where seconds tie.
+pub fn subject_value(conv: ConversationId, at: i64, message: MessageKey) -> [u8; 24] {
+    let mut v = [0u8; 24];
     v[..8].copy_from_slice(&conv.0.to_be_bytes());
-    v[8..].copy_from_slice(&at.to_be_bytes());
+    v[8..16].copy_from_slice(&at.to_be_bytes());
+    v[16..].copy_from_slice(&message.0.to_be_bytes());
     v
+}
+
+/// A decoded `by_subject` value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubjectEntry {
+    pub conv: ConversationId,
+    pub at: i64,
+    /// 0 in values written before the message key was recorded.
+    pub message: u64,
+}
+
+impl SubjectEntry {
+    /// Recency order: time, then message key.
+    pub fn recency(&self) -> (i64, u64) {
+        (self.at, self.message)
+    }
+}
+
+/// Decodes a `by_subject` value; `None` when shorter than the 16-byte original layout.
+pub fn subject_entry(v: &[u8]) -> Option<SubjectEntry> {
+    Some(SubjectEntry {
+        conv: ConversationId(be_u64(v, 0)?),
+        at: i64::from_be_bytes(be_u64(v, 8)?.to_be_bytes()),
+        message: be_u64(v, 16).unwrap_or(0),
+    })
 }
 
 /// `contacts` key: the normalised email.

@@ -549,11 +549,12 @@ impl Writer {
                 let replace = match t.get(&new)? {
                     None => true,
                     Some(existing) if tree == TreeId::BySubject => {
-                        let at = |b: &[u8]| {
-                            records::u64_at(tree, &k, b, 8)
-                                .map(|x| i64::from_be_bytes(x.to_be_bytes()))
+                        let recency = |b: &[u8]| {
+                            keys::subject_entry(b)
+                                .map(|e| e.recency())
+                                .ok_or_else(|| records::corrupt(tree, &k, "short value"))
                         };
-                        at(&existing)? < at(&v)?
+                        recency(&existing)? < recency(&v)?
                     }
                     Some(_) => false,
                 };

@@ -467,6 +467,57 @@ async fn lookups_see_earlier_ingests() -> TestResult {
     Ok(())
 }
 
+/// Two conversations on one subject touched within the same second: the later write
+/// is the newest, whatever order their customers' keys sort in.
+#[tokio::test]
+async fn subject_candidates_tie_break_by_arrival_not_key_order() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = open(dir.path())?;
+    let with_subject = |mid: &str, from: &str| {
+        let mut m = simple("s", mid, T0, from, new_conv());
+        m.deliveries[0].keys.subject_base = Some("printer broken".into());
+        m
+    };
+    // "a@x" sorts before "longer@example.com" in the key (length-prefixed).
+    let first = stored(
+        &store
+            .ingest(with_subject("1@x", "longer@example.com"))
+            .await?,
+        0,
+    )
+    .0;
+    let from_a = stored(&store.ingest(with_subject("2@x", "a@x")).await?, 0).0;
+    let newest = stored(
+        &store
+            .ingest(with_subject("3@x", "longer@example.com"))
+            .await?,
+        0,
+    )
+    .0;
+    assert_ne!(first, newest, "each message started its own conversation");
+
+    let seen: Arc<Mutex<Vec<Vec<(ConversationId, i64)>>>> = Arc::default();
+    let seen2 = seen.clone();
+    let probe = simple(
+        "s",
+        "4@x",
+        T0,
+        "c@x",
+        Box::new(move |l| {
+            if let Ok(mut s) = seen2.lock() {
+                s.push(l.by_subject_any("s", "printer broken"));
+            }
+            ThreadDecision::New { linked_to: None }
+        }),
+    );
+    store.ingest(probe).await?;
+    let seen = seen.lock().map_err(|_| "poisoned")?.clone();
+    // longer@'s entry was rewritten last (by `newest`), so it leads a@x's.
+    assert_eq!(seen, vec![vec![(newest, T0), (from_a, T0)]]);
+    store.close().await?;
+    Ok(())
+}
+
 #[test]
 fn group_commit_batches_concurrent_ingests() -> TestResult {
     let rt = tokio::runtime::Builder::new_multi_thread()

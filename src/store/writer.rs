@@ -885,7 +885,7 @@ fn store_delivery(
     if let (Some(subject), Some(customer)) = (&d.keys.subject_base, &conv.customer) {
         tx.t(TreeId::BySubject).insert(
             keys::by_subject(inbox, subject, customer),
-            &keys::subject_value(id, at)[..],
+            &keys::subject_value(id, at, plan.key)[..],
         )?;
     }
     for touch in &d.contacts {
@@ -1030,12 +1030,9 @@ impl ThreadLookup for IndexLookup<'_> {
             let Some(v) = self.trees.get(TreeId::BySubject).get(&k)? else {
                 return Ok(None);
             };
-            let conv = records::u64_at(TreeId::BySubject, &k, &v, 0)?;
-            let at = records::u64_at(TreeId::BySubject, &k, &v, 8)?;
-            Ok(Some((
-                ConversationId(conv),
-                i64::from_be_bytes(at.to_be_bytes()),
-            )))
+            let e = keys::subject_entry(&v)
+                .ok_or_else(|| records::corrupt(TreeId::BySubject, &k, "short value"))?;
+            Ok(Some((e.conv, e.at)))
         })();
         self.keep(r)
     }
@@ -1054,13 +1051,15 @@ impl ThreadLookup for IndexLookup<'_> {
                 .take(MAX_CANDIDATES * 4)
             {
                 let (k, v) = kv?;
-                let conv = records::u64_at(tree, &k, &v, 0)?;
-                let at = records::u64_at(tree, &k, &v, 8)?;
-                found.push((ConversationId(conv), i64::from_be_bytes(at.to_be_bytes())));
+                found.push(
+                    keys::subject_entry(&v)
+                        .ok_or_else(|| records::corrupt(tree, &k, "short value"))?,
+                );
             }
-            found.sort_by_key(|f| std::cmp::Reverse(f.1));
+            // Newest first; the message key breaks ties within one second.
+            found.sort_by_key(|e| std::cmp::Reverse(e.recency()));
             found.truncate(MAX_CANDIDATES);
-            Ok(Some(found))
+            Ok(Some(found.into_iter().map(|e| (e.conv, e.at)).collect()))
         })();
         self.keep(r).unwrap_or_default()
     }
