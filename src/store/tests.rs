@@ -496,7 +496,8 @@ async fn subject_candidates_tie_break_by_arrival_not_key_order() -> TestResult {
     .0;
     assert_ne!(first, newest, "each message started its own conversation");
 
-    let seen: Arc<Mutex<Vec<Vec<(ConversationId, i64)>>>> = Arc::default();
+    type Candidates = Vec<(ConversationId, i64)>;
+    let seen: Arc<Mutex<Vec<Candidates>>> = Arc::default();
     let seen2 = seen.clone();
     let probe = simple(
         "s",
