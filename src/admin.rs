@@ -6,7 +6,8 @@ use serde_json::Value;
 
 use crate::{
     ingest::Ingest,
-    store::{ConversationId, JunkId, QuarantineId, QueueId, Store, StoreError},
+    metrics::{Metrics, Snapshot},
+    store::{ConversationId, JunkId, QuarantineId, QueueId, Store, StoreError, StoreStats},
 };
 
 /// What admin requests act on: the store, and the ingest pipeline for releases (a
@@ -15,6 +16,20 @@ use crate::{
 pub struct AdminContext {
     pub store: Store,
     pub ingest: Ingest,
+    /// The running daemon's metrics; `None` when the CLI opened the data directory itself.
+    pub metrics: Option<Metrics>,
+}
+
+/// The answer to `teamgate status`: the store's counters (the fields it always had), and
+/// from a running daemon its metrics, the numbers `/metrics` serves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    #[serde(flatten)]
+    pub store: StoreStats,
+    /// Whether a daemon answered (else the data directory was read directly).
+    pub running: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Snapshot>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,7 +147,11 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<Value, Admi
                 None => return Err(AdminError::NotFound(format!("contact {email} not found"))),
             }
         }
-        AdminRequest::Status => serde_json::to_value(store.stats()?)?,
+        AdminRequest::Status => serde_json::to_value(StatusReport {
+            store: store.stats()?,
+            running: ctx.metrics.is_some(),
+            metrics: ctx.metrics.as_ref().map(Metrics::snapshot),
+        })?,
         AdminRequest::Backup { dir } => {
             // The daemon's working directory is not the CLI's.
             if !dir.is_absolute() {

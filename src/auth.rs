@@ -10,7 +10,10 @@ use std::{
 
 use tokio::sync::Semaphore;
 
-use crate::config::{self, Config};
+use crate::{
+    config::{self, Config},
+    metrics::{AuthFailure, Metrics},
+};
 
 /// Failed attempts allowed per address and per login within `FAILURE_WINDOW`.
 const MAX_FAILURES: u32 = 5;
@@ -38,18 +41,25 @@ struct Failures {
 pub struct Authenticator {
     checks: Arc<Semaphore>,
     failures: Arc<Mutex<HashMap<String, Failures>>>,
+    /// Counts failed logins (both protocols come through here).
+    metrics: Metrics,
 }
 
 impl Default for Authenticator {
     fn default() -> Self {
-        Authenticator {
-            checks: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
-            failures: Arc::default(),
-        }
+        Authenticator::with_metrics(Metrics::default())
     }
 }
 
 impl Authenticator {
+    pub fn with_metrics(metrics: Metrics) -> Authenticator {
+        Authenticator {
+            checks: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
+            failures: Arc::default(),
+            metrics,
+        }
+    }
+
     /// Checks a login and password; returns the agent's login.
     pub async fn verify(
         &self,
@@ -65,6 +75,7 @@ impl Authenticator {
         // Checked and counted in one step, before the slow hash: parallel connections
         // cannot each get a guess past the limit.
         if !self.admit(&keys) {
+            self.metrics.auth_failed(AuthFailure::Throttled);
             return Err(AuthError::Throttled);
         }
         let agent = config.agent(login);
@@ -90,7 +101,10 @@ impl Authenticator {
                 self.succeeded(&keys[0], &keys[1]);
                 Ok(a.login.clone())
             }
-            _ => Err(AuthError::Invalid),
+            _ => {
+                self.metrics.auth_failed(AuthFailure::Invalid);
+                Err(AuthError::Invalid)
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 
 use crate::{
-    admin::{self, AdminContext, AdminRequest},
+    admin::{self, AdminContext, AdminRequest, StatusReport},
     config::{self, Config, LogFormat},
     control,
     ingest::Ingest,
@@ -67,7 +67,8 @@ pub enum Command {
         #[command(subcommand)]
         verb: QuarantineVerb,
     },
-    /// Store counters at a glance.
+    /// The daemon at a glance: mail accepted and refused, junk, quarantine, queue,
+    /// sessions, latencies (the numbers `/metrics` serves) and the store's counters.
     Status {
         #[arg(long)]
         json: bool,
@@ -346,7 +347,11 @@ fn offline(config: &Config, request: &AdminRequest) -> anyhow::Result<Value> {
             }
             AdminRequest::ConversationsShow { id } => bail!("conversation #{id} not found"),
             AdminRequest::ContactsShow { email } => bail!("contact {email} not found"),
-            AdminRequest::Status => bail!("no data in {}", data_dir.display()),
+            AdminRequest::Status => Ok(serde_json::to_value(StatusReport {
+                store: Default::default(),
+                running: false,
+                metrics: None,
+            })?),
             AdminRequest::Backup { .. } => {
                 bail!("no data in {} to back up", data_dir.display())
             }
@@ -373,6 +378,7 @@ fn offline(config: &Config, request: &AdminRequest) -> anyhow::Result<Value> {
         &AdminContext {
             store: store.clone(),
             ingest,
+            metrics: None,
         },
         request,
     );
@@ -565,11 +571,8 @@ fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> any
             writeln!(out, "queue entry {id} will be retried now")?;
         }
         AdminRequest::Status => {
-            if let Value::Object(map) = data {
-                for (k, v) in map {
-                    writeln!(out, "{k}: {v}")?;
-                }
-            }
+            let report: StatusReport = serde_json::from_value(data)?;
+            print_status(out, &report)?;
         }
         AdminRequest::Backup { dir } => {
             let m: BackupManifest = serde_json::from_value(data)?;
@@ -597,6 +600,35 @@ fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> any
             )?;
         }
     }
+    Ok(())
+}
+
+/// `teamgate status` for people: the daemon's numbers, then the store's.
+fn print_status(out: &mut impl Write, report: &StatusReport) -> anyhow::Result<()> {
+    match &report.metrics {
+        Some(snapshot) => {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            for (topic, text) in snapshot.summary(now) {
+                writeln!(out, "{:<16}{text}", format!("{topic}:"))?;
+            }
+        }
+        None => writeln!(
+            out,
+            "{:<16}not running (counts below are read from the data directory)",
+            "daemon:"
+        )?,
+    }
+    let s = &report.store;
+    writeln!(
+        out,
+        "{:<16}{} conversations, {} messages, {} contacts; {} queued for delivery",
+        "store:", s.conversations, s.messages, s.contacts, s.queued
+    )?;
+    writeln!(
+        out,
+        "{:<16}{} segments, {} bytes of messages, {} bytes of metadata",
+        "disk:", s.segments, s.segment_bytes, s.db_bytes
+    )?;
     Ok(())
 }
 

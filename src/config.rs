@@ -58,6 +58,10 @@ pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
 pub const DEFAULT_COLLISION_WINDOW_SECS: u64 = 600;
 /// SpamAssassin's own default threshold.
 pub const DEFAULT_SPAM_THRESHOLD: f64 = 5.0;
+/// A Prometheus server or two plus an operator's curl; a scrape takes milliseconds.
+pub const DEFAULT_METRICS_MAX_CONNECTIONS: u64 = 16;
+/// Prometheus' default scrape_timeout is 10 s; a scraper slower than that has given up.
+pub const DEFAULT_METRICS_TIMEOUT_SECS: u64 = 10;
 /// 1 min, 5 min, 15 min, 1 h, 4 h: then a bounce to the agent.
 pub const DEFAULT_RETRY_SCHEDULE_SECS: [u64; 5] = [60, 300, 900, 3600, 14400];
 /// Executable and script types commonly used to deliver malware.
@@ -344,12 +348,26 @@ impl Default for RawLog {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawMetrics {
     /// "" = off; "127.0.0.1:9464" = Prometheus text format at /metrics.
     #[serde(deserialize_with = "lenient_string")]
     listen: String,
+    /// Scrapes served at once; more are answered `503` and closed.
+    max_connections: u64,
+    /// Seconds a scraper gets to send its request and read the answer.
+    timeout_secs: u64,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            max_connections: DEFAULT_METRICS_MAX_CONNECTIONS,
+            timeout_secs: DEFAULT_METRICS_TIMEOUT_SECS,
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -945,7 +963,12 @@ pub struct LogConfig {
 
 #[derive(Debug, Clone)]
 pub struct MetricsConfig {
+    /// `None`: no metrics endpoint (the numbers still show in `teamgate status`).
     pub listen: Option<SocketAddr>,
+    /// Scrapes served at once.
+    pub max_connections: usize,
+    /// For reading a request and writing its answer.
+    pub timeout: Duration,
 }
 
 /// argon2id PHC hash of "alice-password" (for `Config::for_tests`).
@@ -1061,7 +1084,11 @@ impl Config {
                 format: LogFormat::Text,
                 level: "info".into(),
             },
-            metrics: MetricsConfig { listen: None },
+            metrics: MetricsConfig {
+                listen: None,
+                max_connections: DEFAULT_METRICS_MAX_CONNECTIONS as usize,
+                timeout: Duration::from_secs(DEFAULT_METRICS_TIMEOUT_SECS),
+            },
         }
     }
 }
@@ -1184,6 +1211,8 @@ impl RawConfig {
                 "" => None,
                 s => ck.socket_addr("metrics.listen", s),
             },
+            max_connections: ck.limit("metrics.max_connections", self.metrics.max_connections),
+            timeout: ck.secs("metrics.timeout_secs", self.metrics.timeout_secs),
         };
         if self.inbox.is_empty() {
             ck.push(
@@ -2278,9 +2307,11 @@ password_hash = "{ALICE_HASH}"
             "hostname = \"mx.example.test\"\nshutdown_grace_secs = 0\ntls_handshake_timeout_secs = 0",
         ) + "\n[smtp]\nmax_message_size = 0\nmax_recipients = 0\nmax_connections = 0\ntimeout_secs = 0\n\
              max_line_length = 0\nmax_header_size = 0\ndata_timeout_secs = 0\nmax_errors = 0\n\
-             [workflow]\ncollision_window_secs = 0\n";
+             [workflow]\ncollision_window_secs = 0\n[metrics]\nmax_connections = 0\ntimeout_secs = 0\n";
         let (errs, f) = load_err(&t, &[]);
         for key in [
+            "metrics.max_connections",
+            "metrics.timeout_secs",
             "smtp.max_message_size",
             "smtp.max_recipients",
             "smtp.max_connections",

@@ -21,6 +21,7 @@ use crate::{
     filter::Filters,
     imap::{self, session::ImapContext},
     ingest::Ingest,
+    metrics::{self, Metrics},
     net::{listener::AcceptLoop, tls::Tls},
     outbound::{self, Outbound},
     reload::Reloadable,
@@ -66,6 +67,8 @@ pub struct Addrs {
     pub submission_tls: Vec<SocketAddr>,
     pub imap: Vec<SocketAddr>,
     pub imap_tls: Vec<SocketAddr>,
+    /// The Prometheus endpoint (`[metrics] listen`), when configured.
+    pub metrics: Option<SocketAddr>,
     pub control: PathBuf,
 }
 
@@ -76,6 +79,7 @@ pub struct DaemonHandle {
     filters: Arc<Reloadable<Filters>>,
     store: Store,
     outbound: Outbound,
+    metrics: Metrics,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -120,6 +124,9 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         bind_all(&config.submission.listen_tls, "submission.listen_tls").await?;
     let imap_listeners = bind_all(&config.imap.listen, "imap.listen").await?;
     let imap_tls_listeners = bind_all(&config.imap.listen_tls, "imap.listen_tls").await?;
+    let metrics_listener = bind_all(config.metrics.listen.as_slice(), "metrics.listen")
+        .await?
+        .pop();
     let control_path = control::socket_path(&config.server.data_dir);
     let control_listener = control::bind(&control_path).map_err(|source| DaemonError::Bind {
         what: "control socket",
@@ -133,17 +140,27 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         submission_tls: local_addrs(&submission_tls_listeners),
         imap: local_addrs(&imap_listeners),
         imap_tls: local_addrs(&imap_tls_listeners),
+        metrics: metrics_listener.as_ref().and_then(|l| l.local_addr().ok()),
         control: control_path,
     };
+    let metrics = Metrics::new();
+    metrics.watch_store(store.clone());
     let config = Arc::new(Reloadable::new(config));
     // The delivery worker; `Store::enqueue` wakes it (and so does `Outbound::wake`).
-    let outbound = outbound::spawn(store.clone(), config.clone(), &tasks, shutdown.clone());
+    let outbound = outbound::spawn(
+        store.clone(),
+        config.clone(),
+        &tasks,
+        shutdown.clone(),
+        metrics.clone(),
+    );
     let filters = Arc::new(Reloadable::new(Filters::from_config(
         &config.current().filter,
     )?));
-    let ingest = Ingest::new(store.clone(), config.clone(), filters.clone());
+    let ingest =
+        Ingest::new(store.clone(), config.clone(), filters.clone()).with_metrics(metrics.clone());
     let ingest_for_admin = ingest.clone();
-    let auth = Authenticator::default();
+    let auth = Authenticator::with_metrics(metrics.clone());
     let replying = Replying::default();
     tasks.spawn(crate::replying::run_expiry(
         replying.clone(),
@@ -161,6 +178,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
             replying.clone(),
         ),
         shutdown: shutdown.clone(),
+        metrics: metrics.clone(),
     });
     let smtp_like = smtp_listeners
         .into_iter()
@@ -184,6 +202,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
             shutdown: shutdown.clone(),
             busy_reply: b"421 4.7.0 Too many connections, try again later\r\n",
             protocol,
+            metrics: metrics.clone(),
         };
         tasks.spawn(accept.run(move |stream, peer, id| {
             smtp_server::serve(stream, peer, id, ctx.clone(), mode, implicit_tls)
@@ -213,14 +232,33 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
             shutdown: shutdown.clone(),
             busy_reply: b"* BYE Too many connections, try again later\r\n",
             protocol: "imap",
+            metrics: metrics.clone(),
         };
+        let observe = metrics.clone();
         tasks.spawn(accept.run(move |stream, peer, _id| {
-            imap::server::serve(stream, peer, ctx.clone(), stop.clone(), implicit_tls)
+            imap::server::serve(
+                stream,
+                peer,
+                ctx.clone(),
+                stop.clone(),
+                implicit_tls,
+                observe.clone(),
+            )
         }));
+    }
+    if let Some(listener) = metrics_listener {
+        tasks.spawn(metrics::http::serve(
+            listener,
+            metrics.clone(),
+            config.current().metrics.clone(),
+            tasks.clone(),
+            shutdown.clone(),
+        ));
     }
     let admin = crate::admin::AdminContext {
         store: store.clone(),
         ingest: ingest_for_admin,
+        metrics: Some(metrics.clone()),
     };
     tasks.spawn(control::serve(
         control_listener,
@@ -228,7 +266,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         tasks.clone(),
         shutdown.clone(),
     ));
-    info!(smtp = ?addrs.smtp, imap = ?addrs.imap, imap_tls = ?addrs.imap_tls, "listening");
+    info!(smtp = ?addrs.smtp, imap = ?addrs.imap, imap_tls = ?addrs.imap_tls, metrics = ?addrs.metrics, "listening");
     Ok(DaemonHandle {
         addrs,
         config,
@@ -236,6 +274,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         filters,
         store,
         outbound,
+        metrics,
         tasks,
         shutdown,
     })
@@ -271,6 +310,11 @@ impl DaemonHandle {
         &self.store
     }
 
+    /// This daemon's metrics (what `/metrics` and `teamgate status` show).
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// The outbound delivery worker's handle.
     pub fn outbound(&self) -> &Outbound {
         &self.outbound
@@ -291,6 +335,12 @@ impl DaemonHandle {
         }
         if new.smtp.max_connections != old.smtp.max_connections {
             warn!("smtp.max_connections changed: takes effect after a restart");
+        }
+        if new.metrics.listen != old.metrics.listen
+            || new.metrics.max_connections != old.metrics.max_connections
+            || new.metrics.timeout != old.metrics.timeout
+        {
+            warn!("[metrics] changed: takes effect after a restart");
         }
         match (&self.tls, &new.tls) {
             (Some(tls), Some(files)) => tls.reload(files).map_err(|e| e.to_string())?,

@@ -10,6 +10,7 @@ use crate::{
     contacts,
     filter::{FilterError, FilterInput, Filters, Verdict, strip_parts},
     message::{self, MessageFacts},
+    metrics::Metrics,
     reload::Reloadable,
     smtp::{
         reply::Reply,
@@ -102,6 +103,8 @@ pub struct Ingest {
     config: Arc<Reloadable<Config>>,
     /// Rebuilt on SIGHUP with the config.
     filters: Arc<Reloadable<Filters>>,
+    /// Counts junk and quarantined attachments once they are stored.
+    metrics: Metrics,
 }
 
 impl fmt::Debug for Ingest {
@@ -120,7 +123,13 @@ impl Ingest {
             store,
             config,
             filters,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Reports junk and quarantine decisions to the daemon's metrics.
+    pub fn with_metrics(self, metrics: Metrics) -> Ingest {
+        Ingest { metrics, ..self }
     }
 
     /// Filters, then stores a message for every inbox of the envelope; returns only once
@@ -184,9 +193,14 @@ impl Ingest {
         let rcpts: Vec<String> = envelope.rcpts.iter().map(|r| r.address.clone()).collect();
 
         let mut quarantined = None;
+        let mut causes: Vec<&'static str> = Vec::new();
         let mut stored_raw = raw;
         match outcome.map(|o| o.verdict) {
-            Some(Verdict::Junk { score, reason, .. }) => {
+            Some(Verdict::Junk {
+                score,
+                reason,
+                findings,
+            }) => {
                 // Spam: kept whole in Junk, per inbox; no conversation, no contact.
                 let mut ids = Vec::new();
                 for inbox in inbox_deliveries(envelope).into_keys() {
@@ -202,6 +216,13 @@ impl Ingest {
                     };
                     ids.push(self.store.junk(junk).await?);
                 }
+                // One count per message, by the rule that weighed most.
+                let strongest = findings
+                    .iter()
+                    .filter(|f| f.score > 0.0)
+                    .max_by(|a, b| a.score.total_cmp(&b.score))
+                    .map_or("score", |f| f.rule);
+                self.metrics.junk(strongest);
                 return Ok(Accepted::Junk(ids));
             }
             Some(Verdict::Quarantine { hits }) => {
@@ -216,6 +237,7 @@ impl Ingest {
                         a.quarantined = true;
                     }
                 }
+                causes = hits.iter().map(|h| h.cause()).collect();
                 quarantined = Some(QuarantinedOriginal {
                     raw: original,
                     hits: hits
@@ -250,7 +272,11 @@ impl Ingest {
             deliveries,
             quarantined,
         };
-        Ok(Accepted::Stored(self.store.ingest(incoming).await?))
+        let outcome = self.store.ingest(incoming).await?;
+        for cause in causes {
+            self.metrics.quarantined(cause);
+        }
+        Ok(Accepted::Stored(outcome))
     }
 
     /// "Not spam": a junk message goes through threading like any mail (moving it out of

@@ -4,6 +4,8 @@
 //! - `cli` → `daemon` → drivers (`smtp::server`, `control`) → domain (`ingest`, `message`,
 //!   `threading`, `contacts`, `forward`) → bottom (`store`, `config`).
 //! - `store` is the only module that touches sled or the message segment files.
+//! - `metrics` owns every metric family; drivers and domain owners report events to it,
+//!   `metrics::http` serves them at `[metrics] listen`, `teamgate status` shows them.
 //! - `message`, `threading`, `contacts`, `forward` and `smtp::session` are pure: no I/O, no clock.
 #![forbid(unsafe_code)]
 
@@ -22,6 +24,7 @@ pub mod fuzzing;
 pub mod imap;
 pub mod ingest;
 pub mod message;
+pub mod metrics;
 pub mod net;
 pub mod outbound;
 pub mod reload;

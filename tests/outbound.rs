@@ -491,6 +491,7 @@ async fn mx_delivery_groups_by_domain_and_falls_back_to_the_next_host() {
         shutdown.clone(),
         Arc::new(resolver),
         timeouts,
+        teamgate::metrics::Metrics::default(),
     );
     let msg = outbound(
         &[

@@ -83,6 +83,30 @@ pub struct AttachmentHit {
     pub reason: String,
 }
 
+impl AttachmentHit {
+    /// The kind of finding, for metrics: `virus`, `not_scanned` (clamd could not scan it),
+    /// `disguised_executable`, `archive` (a blocked name inside a zip) or `blocked_name`;
+    /// the most serious one when several checks hit the same part. Read from the reason
+    /// texts this module writes (pinned by a test against each check).
+    pub fn cause(&self) -> &'static str {
+        let reason = self.reason.as_str();
+        if reason.contains("infected: ") {
+            "virus"
+        } else if reason.contains("not scanned: ") {
+            "not_scanned"
+        } else if [" disguised as ", " declared as ", " without a file name"]
+            .iter()
+            .any(|p| reason.contains(p))
+        {
+            "disguised_executable"
+        } else if reason.contains("archive contains ") {
+            "archive"
+        } else {
+            "blocked_name"
+        }
+    }
+}
+
 /// What to do with a message.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -392,6 +416,49 @@ mod tests {
         assert_eq!(reason, "DMARC_REJECT (d)");
         assert_eq!(findings.len(), 3);
         assert_eq!(findings[2].rule, "ATTACHMENT");
+    }
+
+    #[test]
+    fn hit_causes_follow_the_checks() {
+        let cause = |reason: &str| {
+            AttachmentHit {
+                part_path: vec![1],
+                filename: "f".into(),
+                reason: reason.into(),
+            }
+            .cause()
+        };
+        assert_eq!(cause("blocked file type .exe"), "blocked_name");
+        assert_eq!(
+            cause("file name hides its extension with a text-direction control"),
+            "blocked_name"
+        );
+        assert_eq!(
+            cause("archive contains a.exe: blocked file type .exe"),
+            "archive"
+        );
+        assert_eq!(
+            cause("Windows executable disguised as .pdf"),
+            "disguised_executable"
+        );
+        assert_eq!(
+            cause("blocked file type .exe; infected: Eicar-Signature (clamd)"),
+            "virus"
+        );
+        assert_eq!(
+            cause("not scanned: larger than clamd's StreamMaxLength"),
+            "not_scanned"
+        );
+        // The texts as the local checks write them.
+        let exe = attachments::Part {
+            path: vec![1],
+            filename: "invoice.pdf".into(),
+            content_type: "application/pdf".into(),
+            contents: b"MZ\x90\0rest",
+        };
+        let hits = attachments::check_names_and_types(&[exe], &["exe".to_string()]);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].cause(), "disguised_executable", "{:?}", hits[0]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use imap_codec::imap_types::{
     auth::AuthenticateData,
+    command::CommandBody,
     core::Tag,
     response::{CommandContinuationRequest, Data, Status},
 };
@@ -25,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::session::{After, Answer, ImapContext, Session};
+use crate::metrics::Metrics;
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Input accepted before login (commands, a LOGIN literal): far more than any login needs.
@@ -37,14 +39,16 @@ enum Outcome {
     StartTls,
 }
 
-/// Serves one IMAP connection to the end.
+/// Serves one IMAP connection to the end; `metrics` counts it and times its commands.
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     ctx: Arc<ImapContext>,
     shutdown: CancellationToken,
     implicit_tls: bool,
+    metrics: Metrics,
 ) {
+    let _active = metrics.imap_session();
     let config = ctx.config.current();
     let mut session = Session::new(ctx.clone(), peer, false);
     if implicit_tls {
@@ -56,12 +60,12 @@ pub async fn serve(
             return;
         };
         session.tls_started();
-        let _ = run(&mut stream, &mut session, &ctx, &shutdown, true).await;
+        let _ = run(&mut stream, &mut session, &ctx, &shutdown, true, &metrics).await;
         let _ = stream.shutdown().await;
         return;
     }
     let mut stream = stream;
-    match run(&mut stream, &mut session, &ctx, &shutdown, true).await {
+    match run(&mut stream, &mut session, &ctx, &shutdown, true, &metrics).await {
         Ok(Outcome::StartTls) => {
             let Some(tls) = &ctx.tls else { return };
             let Some(mut stream) = tls
@@ -72,7 +76,7 @@ pub async fn serve(
             };
             session.tls_started();
             // No second greeting after STARTTLS (RFC 3501 §6.2.1).
-            let _ = run(&mut stream, &mut session, &ctx, &shutdown, false).await;
+            let _ = run(&mut stream, &mut session, &ctx, &shutdown, false, &metrics).await;
             let _ = stream.shutdown().await;
         }
         Ok(Outcome::Closed) => {}
@@ -86,6 +90,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     ctx: &ImapContext,
     shutdown: &CancellationToken,
     greet: bool,
+    metrics: &Metrics,
 ) -> std::io::Result<Outcome> {
     let config = ctx.config.current();
     let mut options = Options::default();
@@ -119,7 +124,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                 }
                 Ok(Event::CommandReceived { command }) => {
+                    let name = command_name(&command.body);
+                    let started = Instant::now();
                     let answer = session.command(command).await;
+                    metrics.imap_command(name, started.elapsed());
                     let after = answer.after;
                     let handle = enqueue(&mut server, answer);
                     if matches!(after, After::Logout | After::StartTls) {
@@ -137,7 +145,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             Status::no(Some(tag), None, reason).unwrap_or_else(|_| fallback_no());
                         let _ = server.authenticate_finish(status);
                     } else if let Some(initial) = command_authenticate.initial_response {
+                        let started = Instant::now();
                         let answer = session.authenticate_plain(tag, initial.declassify()).await;
+                        metrics.imap_command("AUTHENTICATE", started.elapsed());
                         let _ = server.authenticate_finish(answer.status);
                     } else {
                         authenticating = Some(tag);
@@ -151,10 +161,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     };
                     let status = match authenticate_data {
                         AuthenticateData::Continue(secret) => {
-                            session
-                                .authenticate_plain(tag, secret.declassify())
-                                .await
-                                .status
+                            let started = Instant::now();
+                            let answer = session.authenticate_plain(tag, secret.declassify()).await;
+                            metrics.imap_command("AUTHENTICATE", started.elapsed());
+                            answer.status
                         }
                         AuthenticateData::Cancel => {
                             Status::bad(Some(tag), None, "AUTHENTICATE cancelled")
@@ -291,6 +301,23 @@ fn enqueue(server: &mut Server, answer: Answer) -> ResponseHandle {
 fn push(server: &mut Server, data: Vec<Data<'static>>) {
     for d in data {
         server.enqueue_data(d);
+    }
+}
+
+/// The command's name as a metrics label: a fixed set (imap-types' names), with the UID
+/// forms apart (`UID FETCH` costs differently from `FETCH`).
+fn command_name(body: &CommandBody<'_>) -> &'static str {
+    use CommandBody as C;
+    match body {
+        C::Fetch { uid: true, .. } => "UID FETCH",
+        C::Store { uid: true, .. } => "UID STORE",
+        C::Search { uid: true, .. } => "UID SEARCH",
+        C::Copy { uid: true, .. } => "UID COPY",
+        C::Move { uid: true, .. } => "UID MOVE",
+        C::Sort { uid: true, .. } => "UID SORT",
+        C::Thread { uid: true, .. } => "UID THREAD",
+        C::ExpungeUid { .. } => "UID EXPUNGE",
+        other => other.name(),
     }
 }
 

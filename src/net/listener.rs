@@ -22,6 +22,8 @@ pub struct AcceptLoop {
     /// Written to a client refused for lack of slots, e.g. `421 4.7.0 ...`.
     pub busy_reply: &'static [u8],
     pub protocol: &'static str,
+    /// Counts the connections refused for lack of slots.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl AcceptLoop {
@@ -47,6 +49,7 @@ impl AcceptLoop {
             next_id += 1;
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 debug!(%peer, protocol = self.protocol, "connection limit reached");
+                self.metrics.connection_refused(self.protocol);
                 let reply = self.busy_reply;
                 self.tasks.spawn(async move {
                     let mut stream = stream;

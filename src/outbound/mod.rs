@@ -21,6 +21,7 @@ use tokio::sync::Notify;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::reload::Reloadable;
 use crate::store::Store;
 
@@ -42,12 +43,13 @@ impl Outbound {
 }
 
 /// Starts the delivery worker on `tasks`; it stops when `shutdown` is cancelled. MX
-/// lookups use the system's DNS configuration.
+/// lookups use the system's DNS configuration. Attempts are counted in `metrics`.
 pub fn spawn(
     store: Store,
     config: Arc<Reloadable<Config>>,
     tasks: &TaskTracker,
     shutdown: CancellationToken,
+    metrics: Metrics,
 ) -> Outbound {
     let resolver: Arc<dyn Resolve> = Arc::new(DnsResolver::from_system_conf());
     spawn_with(
@@ -57,6 +59,7 @@ pub fn spawn(
         shutdown,
         resolver,
         Timeouts::default(),
+        metrics,
     )
 }
 
@@ -69,6 +72,7 @@ pub fn spawn_with(
     shutdown: CancellationToken,
     resolver: Arc<dyn Resolve>,
     timeouts: Timeouts,
+    metrics: Metrics,
 ) -> Outbound {
     let wake = store.queue_wakeup();
     let tls = match mail_send::smtp::tls::build_tls_connector(true) {
@@ -87,6 +91,7 @@ pub fn spawn_with(
         tls,
         timeouts,
         wake: wake.clone(),
+        metrics,
     });
     tasks.spawn(worker::run(worker, tasks.clone(), shutdown));
     Outbound { wake }

@@ -24,6 +24,7 @@ use super::queue;
 use super::resolve::{self, Resolve, ResolveError, Target};
 use crate::config::Config;
 use crate::message;
+use crate::metrics::{DeliveryResult, Metrics};
 use crate::reload::Reloadable;
 use crate::store::{
     Delivery, Direction, IncomingMessage, QueueId, QueueItem, RecipientOutcome, Store, StoreError,
@@ -49,6 +50,8 @@ pub struct Worker {
     pub tls: TlsConnector,
     pub timeouts: Timeouts,
     pub wake: Arc<Notify>,
+    /// Counts attempts per recipient by result.
+    pub metrics: Metrics,
 }
 
 impl std::fmt::Debug for Worker {
@@ -241,6 +244,11 @@ pub async fn deliver_item(worker: &Worker, item: QueueItem) {
         bounce(worker, &config, &item, &raw, &failed).await;
     }
     for (rcpt, outcome) in &results {
+        worker.metrics.delivery_attempt(match outcome {
+            RecipientOutcome::Delivered => DeliveryResult::Delivered,
+            RecipientOutcome::Deferred(_) => DeliveryResult::Deferred,
+            RecipientOutcome::Failed(_) => DeliveryResult::Bounced,
+        });
         match outcome {
             RecipientOutcome::Delivered => {
                 info!(id = id.0, rcpt = %rcpt, attempt = item.attempts, "outbound: delivered")

@@ -66,6 +66,41 @@ impl Reply {
     pub fn local_error() -> Reply {
         Reply::new(451, (4, 3, 0), "Local error in processing, try again later")
     }
+
+    /// Why a negative reply refuses, as a short fixed label for metrics (`None` for 2xx
+    /// and 3xx). Read from the reply and enhanced status codes (RFC 3463), which name the
+    /// reason at every reply point in the code: `unknown_recipient` (RCPT outside the
+    /// inboxes, relaying denied), `too_big`, `too_many_recipients`, `smtputf8_required`,
+    /// `policy` (submission sender or recipients not allowed), `content_refused` (no
+    /// header section, unparseable, an email command or snippet error),
+    /// `reply_collision`, `auth_required`, `encryption_required`, `auth_failed`,
+    /// `auth_throttled`, `filter_unavailable`, `local_error` (storage),
+    /// `line_too_long`, `too_many_errors`, `timeout`, `shutdown`, else `protocol`.
+    pub fn refusal_reason(&self) -> Option<&'static str> {
+        if self.is_positive() {
+            return None;
+        }
+        Some(match (self.code, self.status) {
+            (550, (5, 1, 1)) => "unknown_recipient",
+            (552, (5, 3, 4)) => "too_big",
+            (452, (4, 5, 3)) => "too_many_recipients",
+            (553, (5, 6, 7)) => "smtputf8_required",
+            (550, (5, 7, 1)) => "policy",
+            (550, (5, 6, 0)) | (550, (5, 5, 4)) => "content_refused",
+            (450, (4, 7, 1)) => "reply_collision",
+            (530, (5, 7, 0)) => "auth_required",
+            (538, (5, 7, 11)) => "encryption_required",
+            (535, (5, 7, 8)) => "auth_failed",
+            (454, (4, 7, 0)) => "auth_throttled",
+            (451, (4, 7, 0)) => "filter_unavailable",
+            (451, (4, 3, 0)) => "local_error",
+            (500, (5, 5, 6)) => "line_too_long",
+            (421, (4, 7, 0)) => "too_many_errors",
+            (421, (4, 4, 2)) => "timeout",
+            (421, (4, 3, 2)) => "shutdown",
+            _ => "protocol",
+        })
+    }
 }
 
 impl fmt::Display for Reply {
@@ -78,6 +113,30 @@ impl fmt::Display for Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn refusal_reasons() {
+        assert_eq!(Reply::ok("x").refusal_reason(), None);
+        assert_eq!(Reply::new(354, (0, 0, 0), "go").refusal_reason(), None);
+        let table = [
+            (Reply::new(550, (5, 1, 1), "no"), "unknown_recipient"),
+            (Reply::message_too_big(10), "too_big"),
+            (Reply::new(530, (5, 7, 0), "auth"), "auth_required"),
+            (Reply::local_error(), "local_error"),
+            (
+                crate::filter::FilterError::SpamdDown("x".into()).reply(),
+                "filter_unavailable",
+            ),
+            (Reply::line_too_long(), "line_too_long"),
+            (Reply::timeout(), "timeout"),
+            (Reply::shutting_down(), "shutdown"),
+            (Reply::bad_sequence("MAIL first"), "protocol"),
+            (Reply::new(500, (5, 5, 1), "?"), "protocol"),
+        ];
+        for (reply, reason) in table {
+            assert_eq!(reply.refusal_reason(), Some(reason), "{reply}");
+        }
+    }
 
     #[test]
     fn wire_form_flattens_line_breaks() {

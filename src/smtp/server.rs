@@ -23,6 +23,7 @@ use crate::{
     auth::Authenticator,
     config::Config,
     ingest::{Ingest, Origin},
+    metrics::{Metrics, Port},
     net::tls::Tls,
     reload::Reloadable,
     submit::Submit,
@@ -37,6 +38,18 @@ pub struct SmtpContext {
     /// Handles agents' mail on the submission port.
     pub submit: Submit,
     pub shutdown: CancellationToken,
+    /// Sessions, accepted messages, refusals and their timing.
+    pub metrics: Metrics,
+}
+
+impl SmtpContext {
+    /// Appends a reply, counting it when it refuses.
+    fn answer(&self, conn: &Connection, reply: &Reply, out: &mut Vec<u8>) {
+        if let Some(reason) = reply.refusal_reason() {
+            self.metrics.smtp_rejected(conn.port, reason);
+        }
+        reply.write(out);
+    }
 }
 
 /// Facts about the connection that go into the Received header and logs.
@@ -45,6 +58,8 @@ pub struct Connection {
     pub peer: SocketAddr,
     pub local: Option<SocketAddr>,
     pub id: u64,
+    /// Which service, for metrics.
+    pub port: Port,
 }
 
 enum Outcome {
@@ -85,10 +100,16 @@ pub async fn serve(
     implicit_tls: bool,
 ) {
     let config = ctx.config.current();
+    let port = match mode {
+        Mode::Inbound => Port::Inbound,
+        Mode::Submission => Port::Submission,
+    };
+    let _active = ctx.metrics.smtp_session(port);
     let conn = Connection {
         peer,
         local: stream.local_addr().ok(),
         id,
+        port,
     };
     if implicit_tls {
         let Some(tls) = &ctx.tls else { return };
@@ -158,7 +179,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             buf.clear();
                             pos = 0;
                             mode = Reading::SkipLine;
-                            if push_action(session.line_too_long(), &mut out) {
+                            if push_action(session.line_too_long(), &mut out, ctx, conn) {
                                 write_out(io, &mut out, limits.timeout).await?;
                                 return Ok(Outcome::Closed);
                             }
@@ -228,7 +249,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             return Ok(Outcome::StartTls);
                         }
                         other => {
-                            if push_action(other, &mut out) {
+                            if push_action(other, &mut out, ctx, conn) {
                                 write_out(io, &mut out, limits.timeout).await?;
                                 return Ok(Outcome::Closed);
                             }
@@ -261,7 +282,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         message = Vec::new();
                         if done {
                             session.abort_transaction();
-                            Reply::message_too_big(limits.max_message_size).write(&mut out);
+                            ctx.answer(
+                                conn,
+                                &Reply::message_too_big(limits.max_message_size),
+                                &mut out,
+                            );
                             mode = Reading::Command;
                         } else {
                             mode = Reading::DataDiscard(discard);
@@ -275,7 +300,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     mode = Reading::Command;
                     let reply =
                         finish_message(session, conn, ctx, std::mem::take(&mut message)).await;
-                    reply.write(&mut out);
+                    ctx.answer(conn, &reply, &mut out);
                 }
                 Reading::DataDiscard(rx) => {
                     let mut iter = buf[pos..].iter();
@@ -286,7 +311,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         break;
                     }
                     session.abort_transaction();
-                    Reply::message_too_big(limits.max_message_size).write(&mut out);
+                    ctx.answer(
+                        conn,
+                        &Reply::message_too_big(limits.max_message_size),
+                        &mut out,
+                    );
                     mode = Reading::Command;
                 }
                 Reading::Bdat(rx) => {
@@ -302,7 +331,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     if is_last {
                         let reply =
                             finish_message(session, conn, ctx, std::mem::take(&mut message)).await;
-                        reply.write(&mut out);
+                        ctx.answer(conn, &reply, &mut out);
                     } else {
                         Reply::ok(format!("{} octets received so far", message.len()))
                             .write(&mut out);
@@ -316,7 +345,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     if !done {
                         break;
                     }
-                    reply.write(&mut out);
+                    ctx.answer(conn, reply, &mut out);
                     mode = Reading::Command;
                 }
             }
@@ -341,7 +370,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         let n = tokio::select! {
             biased;
             _ = ctx.shutdown.cancelled(), if !in_body => {
-                Reply::shutting_down().write(&mut out);
+                ctx.answer(conn, &Reply::shutting_down(), &mut out);
                 write_out(io, &mut out, limits.timeout).await?;
                 return Ok(Outcome::Closed);
             }
@@ -349,7 +378,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(r) => r?,
                 Err(_) => {
                     info!(in_body, "closing idle session");
-                    Reply::timeout().write(&mut out);
+                    ctx.answer(conn, &Reply::timeout(), &mut out);
                     let _ = write_out(io, &mut out, limits.timeout).await;
                     return Err(ConnError::Timeout);
                 }
@@ -370,10 +399,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Appends the reply of an action; true when the connection must close after it.
-fn push_action(action: Action, out: &mut Vec<u8>) -> bool {
+fn push_action(action: Action, out: &mut Vec<u8>, ctx: &SmtpContext, conn: &Connection) -> bool {
     match action {
         Action::Reply(r) => {
-            r.write(out);
+            ctx.answer(conn, &r, out);
             false
         }
         Action::Raw(bytes) => {
@@ -387,7 +416,7 @@ fn push_action(action: Action, out: &mut Vec<u8>) -> bool {
         // Resolved by the caller before it gets here.
         Action::Verify { .. } => false,
         Action::Close(r) => {
-            r.write(out);
+            ctx.answer(conn, &r, out);
             true
         }
         // Handled by the caller before it gets here.
@@ -425,8 +454,22 @@ fn primed_data_receiver() -> DataReceiver {
     rx
 }
 
-/// A complete body: check it, prepend our trace header, store it durably, answer.
+/// A complete body, answered and timed.
 async fn finish_message(
+    session: &mut Session,
+    conn: &Connection,
+    ctx: &SmtpContext,
+    body: Vec<u8>,
+) -> Reply {
+    let started = Instant::now();
+    let reply = store_message(session, conn, ctx, body).await;
+    ctx.metrics
+        .smtp_message(conn.port, reply.is_positive(), started.elapsed());
+    reply
+}
+
+/// A complete body: check it, prepend our trace header, store it durably, answer.
+async fn store_message(
     session: &mut Session,
     conn: &Connection,
     ctx: &SmtpContext,

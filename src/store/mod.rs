@@ -167,6 +167,9 @@ pub struct StoreStats {
     pub barriers: u64,
     /// Requests (ingests, status changes) answered since open.
     pub requests: u64,
+    /// Outgoing messages waiting in the queue.
+    #[serde(default)]
+    pub queued: u64,
 }
 
 /// Counters shared between the writer and the handles.
@@ -718,6 +721,7 @@ impl Store {
             db_bytes: self.inner.db.size_on_disk()?,
             barriers: self.inner.counters.barriers.load(Ordering::Relaxed),
             requests: self.inner.counters.requests.load(Ordering::Relaxed),
+            queued: self.queue_len() as u64,
         })
     }
 }

@@ -202,6 +202,12 @@ impl Store {
             .collect()
     }
 
+    /// How many entries wait in the queue (metrics, `teamgate status`). sled counts by
+    /// walking the tree: cheap for a queue, not for a hot path.
+    pub fn queue_len(&self) -> usize {
+        self.inner.trees.get(TreeId::Queue).len()
+    }
+
     /// Makes the entry due now (`teamgate queue retry ID`) and wakes the worker; the
     /// attempt count is kept. `NotFound` if there is no such entry.
     pub async fn queue_retry(&self, id: QueueId) -> Result<(), StoreError> {

@@ -1,0 +1,899 @@
+//! Metrics: the one owner of every metric family (names, help texts, labels, buckets),
+//! served in the Prometheus text format by [`http`] when `[metrics] listen` is set, and
+//! shown by `teamgate status` through [`Metrics::snapshot`] (the same exposition, parsed
+//! back, so both always tell the same numbers).
+//!
+//! The drivers and domain owners report what happened through the small methods below;
+//! nothing else knows a metric name. Every label has a small, fixed set of values (ports,
+//! reply reasons, filter rules, IMAP command names): never an address, a login or a
+//! peer IP. Each daemon has its own [`Metrics`] (integration tests run several daemons in
+//! one process), so there is no global registry.
+
+pub mod http;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    sync::{Arc, OnceLock},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use prometheus_client::{
+    encoding::{EncodeLabelSet, prometheus_text},
+    metrics::{
+        counter::Counter,
+        family::Family,
+        gauge::Gauge,
+        histogram::{Histogram, exponential_buckets},
+    },
+    registry::Registry,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::store::Store;
+
+/// `Content-Type` of [`Metrics::render`] (Prometheus text format 0.0.4).
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Which SMTP service a session or message belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Port {
+    /// The MX (`[smtp] listen`).
+    Inbound,
+    /// Agents' submission, STARTTLS or implicit TLS.
+    Submission,
+}
+
+impl Port {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Port::Inbound => "inbound",
+            Port::Submission => "submission",
+        }
+    }
+}
+
+/// The result of one delivery attempt for one recipient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryResult {
+    Delivered,
+    /// Temporary failure: retried per `retry_schedule_secs`.
+    Deferred,
+    /// Permanent failure (or the last attempt): a bounce went to the agent.
+    Bounced,
+}
+
+impl DeliveryResult {
+    const ALL: [DeliveryResult; 3] = [
+        DeliveryResult::Delivered,
+        DeliveryResult::Deferred,
+        DeliveryResult::Bounced,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            DeliveryResult::Delivered => "delivered",
+            DeliveryResult::Deferred => "deferred",
+            DeliveryResult::Bounced => "bounced",
+        }
+    }
+}
+
+/// Why a login was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    /// Wrong login or password.
+    Invalid,
+    /// Too many recent failures for the address or the login.
+    Throttled,
+}
+
+impl AuthFailure {
+    fn as_str(self) -> &'static str {
+        match self {
+            AuthFailure::Invalid => "invalid",
+            AuthFailure::Throttled => "throttled",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PortLabel {
+    port: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    port: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ListenerLabel {
+    listener: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CauseLabel {
+    cause: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandLabel {
+    command: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VersionLabel {
+    version: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// IMAP commands: 0.25 ms … 8 s (a FETCH of a big mailbox, an APPEND with its barrier).
+fn imap_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_25, 2.0, 16))
+}
+
+/// End of data to reply: filters (DNS, spamd, clamd: bounded at 60 s) plus the durability
+/// barrier; 1 ms … 65 s.
+fn message_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 17))
+}
+
+/// Handle on one daemon's metrics. Cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: Registry,
+    smtp_sessions_active: Family<PortLabel, Gauge>,
+    smtp_sessions: Family<PortLabel, Counter>,
+    smtp_accepted: Family<PortLabel, Counter>,
+    smtp_rejected: Family<RejectLabels, Counter>,
+    smtp_message_seconds: Histograms<PortLabel>,
+    connections_refused: Family<ListenerLabel, Counter>,
+    auth_failures: Family<ReasonLabel, Counter>,
+    junk: Family<CauseLabel, Counter>,
+    quarantined: Family<CauseLabel, Counter>,
+    queue_depth: Gauge,
+    delivery_attempts: Family<ResultLabel, Counter>,
+    imap_sessions_active: Gauge,
+    imap_sessions: Counter,
+    imap_command_seconds: Histograms<CommandLabel>,
+    /// Where the queue depth is read at scrape time (set once the store is open).
+    store: OnceLock<Store>,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Every family, registered, with its fixed label sets at 0 (so a rate over them works
+    /// from the first scrape on).
+    pub fn new() -> Metrics {
+        let mut registry = Registry::default();
+
+        let build_info = Family::<VersionLabel, Gauge>::default();
+        build_info
+            .get_or_create(&VersionLabel {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "teamgate_build_info",
+            "Always 1; the version label names the running teamgate",
+            build_info,
+        );
+        let start_time = Gauge::<i64>::default();
+        start_time.set(
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+                .unwrap_or(0),
+        );
+        registry.register(
+            "teamgate_start_time_seconds",
+            "When the daemon started, in seconds since the Unix epoch",
+            start_time,
+        );
+
+        let inner = Inner {
+            registry: Registry::default(),
+            smtp_sessions_active: Family::default(),
+            smtp_sessions: Family::default(),
+            smtp_accepted: Family::default(),
+            smtp_rejected: Family::default(),
+            smtp_message_seconds: Family::new_with_constructor(message_buckets),
+            connections_refused: Family::default(),
+            auth_failures: Family::default(),
+            junk: Family::default(),
+            quarantined: Family::default(),
+            queue_depth: Gauge::default(),
+            delivery_attempts: Family::default(),
+            imap_sessions_active: Gauge::default(),
+            imap_sessions: Counter::default(),
+            imap_command_seconds: Family::new_with_constructor(imap_buckets),
+            store: OnceLock::new(),
+        };
+        for port in [Port::Inbound, Port::Submission] {
+            let label = PortLabel {
+                port: port.as_str(),
+            };
+            let _ = inner.smtp_sessions_active.get_or_create(&label);
+            let _ = inner.smtp_sessions.get_or_create(&label);
+            let _ = inner.smtp_accepted.get_or_create(&label);
+        }
+        for result in DeliveryResult::ALL {
+            let _ = inner.delivery_attempts.get_or_create(&ResultLabel {
+                result: result.as_str(),
+            });
+        }
+        for reason in [AuthFailure::Invalid, AuthFailure::Throttled] {
+            let _ = inner.auth_failures.get_or_create(&ReasonLabel {
+                reason: reason.as_str(),
+            });
+        }
+
+        registry.register(
+            "teamgate_smtp_sessions_active",
+            "SMTP connections open now, by port (inbound = MX, submission = agents)",
+            inner.smtp_sessions_active.clone(),
+        );
+        registry.register(
+            "teamgate_smtp_sessions",
+            "SMTP connections served, by port",
+            inner.smtp_sessions.clone(),
+        );
+        registry.register(
+            "teamgate_smtp_messages_accepted",
+            "Messages answered 250 after DATA/BDAT (stored durably, filed as junk, or queued), by port",
+            inner.smtp_accepted.clone(),
+        );
+        registry.register(
+            "teamgate_smtp_rejected",
+            "SMTP commands and messages refused with a 4xx/5xx reply, by port and reason",
+            inner.smtp_rejected.clone(),
+        );
+        registry.register(
+            "teamgate_smtp_message_duration_seconds",
+            "Time from the end of a message's data to the reply (checks, filters, durable store), by port",
+            inner.smtp_message_seconds.clone(),
+        );
+        registry.register(
+            "teamgate_connections_refused",
+            "Connections turned away because the listener's connection limit was reached, by listener",
+            inner.connections_refused.clone(),
+        );
+        registry.register(
+            "teamgate_auth_failures",
+            "Failed logins (SMTP AUTH and IMAP LOGIN/AUTHENTICATE), by reason",
+            inner.auth_failures.clone(),
+        );
+        registry.register(
+            "teamgate_junk",
+            "Inbound messages filed as spam into Junk, by the strongest rule that fired",
+            inner.junk.clone(),
+        );
+        registry.register(
+            "teamgate_quarantined_attachments",
+            "Attachments taken out of inbound mail into quarantine, by cause",
+            inner.quarantined.clone(),
+        );
+        registry.register(
+            "teamgate_outbound_queue_depth",
+            "Outgoing messages waiting in the delivery queue",
+            inner.queue_depth.clone(),
+        );
+        registry.register(
+            "teamgate_outbound_delivery_attempts",
+            "Delivery attempts per recipient, by result",
+            inner.delivery_attempts.clone(),
+        );
+        registry.register(
+            "teamgate_imap_sessions_active",
+            "IMAP connections open now",
+            inner.imap_sessions_active.clone(),
+        );
+        registry.register(
+            "teamgate_imap_sessions",
+            "IMAP connections served",
+            inner.imap_sessions.clone(),
+        );
+        registry.register(
+            "teamgate_imap_command_duration_seconds",
+            "Time to answer an IMAP command, by command name",
+            inner.imap_command_seconds.clone(),
+        );
+        Metrics {
+            inner: Arc::new(Inner { registry, ..inner }),
+        }
+    }
+
+    /// Reads the queue depth from `store` at each scrape. Only the first call counts.
+    pub fn watch_store(&self, store: Store) {
+        let _ = self.inner.store.set(store);
+    }
+
+    /// An SMTP connection starts; the guard counts it as active until dropped.
+    pub fn smtp_session(&self, port: Port) -> SessionGuard {
+        let label = PortLabel {
+            port: port.as_str(),
+        };
+        self.inner.smtp_sessions.get_or_create(&label).inc();
+        let active = self.inner.smtp_sessions_active.get_or_create_owned(&label);
+        active.inc();
+        SessionGuard { active }
+    }
+
+    /// A message's data was answered: `accepted` when with 2xx. A refusal is also counted
+    /// by [`Metrics::smtp_rejected`] with its reason.
+    pub fn smtp_message(&self, port: Port, accepted: bool, took: Duration) {
+        let label = PortLabel {
+            port: port.as_str(),
+        };
+        if accepted {
+            self.inner.smtp_accepted.get_or_create(&label).inc();
+        }
+        self.inner
+            .smtp_message_seconds
+            .get_or_create(&label)
+            .observe(took.as_secs_f64());
+    }
+
+    /// A 4xx/5xx SMTP reply; `reason` from `smtp::reply::Reply::refusal_reason`.
+    pub fn smtp_rejected(&self, port: Port, reason: &'static str) {
+        self.inner
+            .smtp_rejected
+            .get_or_create(&RejectLabels {
+                port: port.as_str(),
+                reason,
+            })
+            .inc();
+    }
+
+    /// A connection refused at accept for lack of slots; `listener` as in the logs
+    /// (`smtp`, `submission`, `submissions`, `imap`, `metrics`).
+    pub fn connection_refused(&self, listener: &'static str) {
+        self.inner
+            .connections_refused
+            .get_or_create(&ListenerLabel { listener })
+            .inc();
+    }
+
+    pub fn auth_failed(&self, why: AuthFailure) {
+        self.inner
+            .auth_failures
+            .get_or_create(&ReasonLabel {
+                reason: why.as_str(),
+            })
+            .inc();
+    }
+
+    /// A message filed as junk; `rule` is the filter rule with the highest score
+    /// (`SPAMD`, `DMARC_REJECT`, `UPSTREAM_SPAM`, …), shown in lower case.
+    pub fn junk(&self, rule: &str) {
+        self.inner
+            .junk
+            .get_or_create(&CauseLabel {
+                cause: rule.to_ascii_lowercase(),
+            })
+            .inc();
+    }
+
+    /// An attachment quarantined; `cause` from `filter::HitCause::as_str`.
+    pub fn quarantined(&self, cause: &'static str) {
+        self.inner
+            .quarantined
+            .get_or_create(&CauseLabel {
+                cause: cause.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn delivery_attempt(&self, result: DeliveryResult) {
+        self.inner
+            .delivery_attempts
+            .get_or_create(&ResultLabel {
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    /// An IMAP connection starts; the guard counts it as active until dropped.
+    pub fn imap_session(&self) -> SessionGuard {
+        self.inner.imap_sessions.inc();
+        let active = self.inner.imap_sessions_active.clone();
+        active.inc();
+        SessionGuard { active }
+    }
+
+    /// An IMAP command was answered; `command` is its name (`FETCH`, `UID FETCH`, …).
+    pub fn imap_command(&self, command: &'static str, took: Duration) {
+        self.inner
+            .imap_command_seconds
+            .get_or_create(&CommandLabel { command })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The Prometheus text exposition. Reads the queue depth from the store, so call it
+    /// off the async threads.
+    pub fn render(&self) -> String {
+        if let Some(store) = self.inner.store.get() {
+            self.inner
+                .queue_depth
+                .set(i64::try_from(store.queue_len()).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.inner.registry);
+        out
+    }
+
+    /// The same numbers as [`Metrics::render`], as data.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot::parse(&self.render())
+    }
+}
+
+/// Keeps a session counted as active; dropping it ends the session.
+#[derive(Debug)]
+pub struct SessionGuard {
+    active: Gauge,
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        self.active.dec();
+    }
+}
+
+/// One series of the exposition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Series {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// The exposition as data: series by metric name (histograms as their `_bucket`, `_sum`
+/// and `_count` series). The `--json` of `teamgate status`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Snapshot {
+    pub metrics: BTreeMap<String, Vec<Series>>,
+}
+
+impl Snapshot {
+    /// Parses the text format [`Metrics::render`] writes. Lines it does not understand are
+    /// skipped: this reads our own output, not a peer's.
+    pub fn parse(text: &str) -> Snapshot {
+        let mut metrics: BTreeMap<String, Vec<Series>> = BTreeMap::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            if let Some((name, series)) = parse_sample(line) {
+                metrics.entry(name).or_default().push(series);
+            }
+        }
+        Snapshot { metrics }
+    }
+
+    /// The value of the series of `name` whose labels include all of `labels`, summed.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.metrics
+            .get(name)
+            .into_iter()
+            .flatten()
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|s| s.value)
+            .sum()
+    }
+
+    /// `label value → value` for the series of `name`, zeros left out.
+    fn by_label(&self, name: &str, label: &str, filter: &[(&str, &str)]) -> Vec<(String, f64)> {
+        let mut out: BTreeMap<String, f64> = BTreeMap::new();
+        for s in self.metrics.get(name).into_iter().flatten() {
+            let matches = filter
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v));
+            if let (true, Some(key)) = (matches, s.labels.get(label))
+                && s.value != 0.0
+            {
+                *out.entry(key.clone()).or_default() += s.value;
+            }
+        }
+        let mut list: Vec<(String, f64)> = out.into_iter().collect();
+        list.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        list
+    }
+
+    /// The readable summary of `teamgate status`: one `(topic, text)` per line.
+    pub fn summary(&self, now_unix: i64) -> Vec<(&'static str, String)> {
+        let mut lines = Vec::new();
+        let version = self
+            .metrics
+            .get("teamgate_build_info")
+            .and_then(|s| s.first())
+            .and_then(|s| s.labels.get("version").cloned())
+            .unwrap_or_default();
+        let started = self.sum("teamgate_start_time_seconds", &[]) as i64;
+        lines.push((
+            "daemon",
+            format!(
+                "running, up {} (teamgate {version})",
+                human_duration(now_unix.saturating_sub(started))
+            ),
+        ));
+        for port in [Port::Inbound, Port::Submission] {
+            let p = [("port", port.as_str())];
+            let rejected = self.by_label("teamgate_smtp_rejected_total", "reason", &p);
+            lines.push((
+                match port {
+                    Port::Inbound => "smtp in",
+                    Port::Submission => "submission",
+                },
+                format!(
+                    "{} accepted, {} refused{}; {} sessions now, {} in all",
+                    count(self.sum("teamgate_smtp_messages_accepted_total", &p)),
+                    count(self.sum("teamgate_smtp_rejected_total", &p)),
+                    breakdown(&rejected),
+                    count(self.sum("teamgate_smtp_sessions_active", &p)),
+                    count(self.sum("teamgate_smtp_sessions_total", &p)),
+                ),
+            ));
+        }
+        let n = self.sum("teamgate_smtp_message_duration_seconds_count", &[]);
+        let total = self.sum("teamgate_smtp_message_duration_seconds_sum", &[]);
+        lines.push((
+            "smtp timing",
+            format!(
+                "{} messages, {} on average from end of data to reply",
+                count(n),
+                average(total, n)
+            ),
+        ));
+        let junk = self.by_label("teamgate_junk_total", "cause", &[]);
+        lines.push((
+            "junk",
+            format!(
+                "{}{}",
+                count(self.sum("teamgate_junk_total", &[])),
+                breakdown(&junk)
+            ),
+        ));
+        let quarantined = self.by_label("teamgate_quarantined_attachments_total", "cause", &[]);
+        lines.push((
+            "quarantine",
+            format!(
+                "{} attachments{}",
+                count(self.sum("teamgate_quarantined_attachments_total", &[])),
+                breakdown(&quarantined)
+            ),
+        ));
+        let attempts = self.by_label("teamgate_outbound_delivery_attempts_total", "result", &[]);
+        lines.push((
+            "outbound",
+            format!(
+                "{} waiting; {} delivery attempts{}",
+                count(self.sum("teamgate_outbound_queue_depth", &[])),
+                count(self.sum("teamgate_outbound_delivery_attempts_total", &[])),
+                breakdown(&attempts)
+            ),
+        ));
+        let n = self.sum("teamgate_imap_command_duration_seconds_count", &[]);
+        let total = self.sum("teamgate_imap_command_duration_seconds_sum", &[]);
+        let commands = self.by_label(
+            "teamgate_imap_command_duration_seconds_count",
+            "command",
+            &[],
+        );
+        lines.push((
+            "imap",
+            format!(
+                "{} sessions now, {} in all; {} commands{}, {} on average",
+                count(self.sum("teamgate_imap_sessions_active", &[])),
+                count(self.sum("teamgate_imap_sessions_total", &[])),
+                count(n),
+                breakdown(&commands[..commands.len().min(6)]),
+                average(total, n)
+            ),
+        ));
+        let auth = self.by_label("teamgate_auth_failures_total", "reason", &[]);
+        lines.push((
+            "auth failures",
+            format!(
+                "{}{}",
+                count(self.sum("teamgate_auth_failures_total", &[])),
+                breakdown(&auth)
+            ),
+        ));
+        let refused = self.by_label("teamgate_connections_refused_total", "listener", &[]);
+        lines.push((
+            "over limit",
+            format!(
+                "{} connections refused{}",
+                count(self.sum("teamgate_connections_refused_total", &[])),
+                breakdown(&refused)
+            ),
+        ));
+        lines
+    }
+}
+
+fn count(v: f64) -> u64 {
+    if v.is_finite() && v > 0.0 {
+        v.round() as u64
+    } else {
+        0
+    }
+}
+
+/// ` (a 2, b 1)`, or nothing.
+fn breakdown(parts: &[(String, f64)]) -> String {
+    if parts.is_empty() {
+        return String::new();
+    }
+    let inner: Vec<String> = parts
+        .iter()
+        .map(|(k, v)| format!("{k} {}", count(*v)))
+        .collect();
+    format!(" ({})", inner.join(", "))
+}
+
+fn average(total_secs: f64, n: f64) -> String {
+    if n <= 0.0 {
+        return "-".into();
+    }
+    let ms = total_secs / n * 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.2} ms")
+    } else {
+        format!("{ms:.0} ms")
+    }
+}
+
+fn human_duration(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h, m, s) = (
+        secs / 86_400,
+        secs % 86_400 / 3600,
+        secs % 3600 / 60,
+        secs % 60,
+    );
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m {s}s"),
+        (0, _, _) => format!("{h}h {m}m"),
+        _ => format!("{d}d {h}h"),
+    }
+}
+
+/// `name{k="v",…} value` or `name value`.
+fn parse_sample(line: &str) -> Option<(String, Series)> {
+    let (head, value) = line.rsplit_once(' ')?;
+    let value: f64 = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        v => v.parse().ok()?,
+    };
+    let (name, labels) = match head.split_once('{') {
+        Some((name, rest)) => (name, parse_labels(rest.strip_suffix('}')?)?),
+        None => (head, BTreeMap::new()),
+    };
+    Some((name.to_string(), Series { labels, value }))
+}
+
+/// `k="v",k2="v\"2"` (escapes: `\\`, `\"`, `\n`).
+fn parse_labels(mut s: &str) -> Option<BTreeMap<String, String>> {
+    let mut labels = BTreeMap::new();
+    while !s.is_empty() {
+        let (key, rest) = s.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            let (i, c) = chars.next()?;
+            match c {
+                '"' => break i,
+                '\\' => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    other => value.push(other),
+                },
+                c => value.push(c),
+            }
+        };
+        labels.insert(key.to_string(), value);
+        s = rest[end + 1..]
+            .strip_prefix(',')
+            .unwrap_or(&rest[end + 1..]);
+    }
+    Some(labels)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, start: &str) -> Vec<&'a str> {
+        text.lines().filter(|l| l.starts_with(start)).collect()
+    }
+
+    #[test]
+    fn exposition_names_types_and_fixed_labels() {
+        let m = Metrics::new();
+        let text = m.render();
+        assert!(text.contains("# TYPE teamgate_smtp_messages_accepted_total counter\n"));
+        assert!(text.contains("# TYPE teamgate_outbound_queue_depth gauge\n"));
+        assert!(!text.contains("teamgate_smtp_message_duration_seconds"));
+        for l in [
+            "teamgate_smtp_messages_accepted_total{port=\"inbound\"} 0",
+            "teamgate_smtp_messages_accepted_total{port=\"submission\"} 0",
+            "teamgate_outbound_delivery_attempts_total{result=\"bounced\"} 0",
+            "teamgate_auth_failures_total{reason=\"throttled\"} 0",
+            "teamgate_outbound_queue_depth 0",
+            "teamgate_imap_sessions_total 0",
+        ] {
+            assert!(text.lines().any(|x| x == l), "{l} missing in\n{text}");
+        }
+        assert!(text.contains(&format!(
+            "teamgate_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        )));
+        // Families that need an event show up with their first one.
+        assert!(line(&text, "teamgate_junk_total").is_empty());
+        assert!(!text.contains("teamgate_imap_command_duration_seconds"));
+        assert_eq!(CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8");
+    }
+
+    #[test]
+    fn events_show_up_with_their_labels() {
+        let m = Metrics::new();
+        {
+            let _a = m.smtp_session(Port::Inbound);
+            let _b = m.smtp_session(Port::Inbound);
+            let _c = m.imap_session();
+            let s = m.snapshot();
+            assert_eq!(
+                s.sum("teamgate_smtp_sessions_active", &[("port", "inbound")]),
+                2.0
+            );
+            assert_eq!(s.sum("teamgate_imap_sessions_active", &[]), 1.0);
+        }
+        m.smtp_message(Port::Inbound, true, Duration::from_millis(3));
+        m.smtp_message(Port::Submission, false, Duration::from_millis(5));
+        m.smtp_rejected(Port::Inbound, "unknown_recipient");
+        m.smtp_rejected(Port::Inbound, "unknown_recipient");
+        m.smtp_rejected(Port::Submission, "auth_required");
+        m.junk("UPSTREAM_SPAM");
+        m.quarantined("blocked_name");
+        m.delivery_attempt(DeliveryResult::Deferred);
+        m.auth_failed(AuthFailure::Invalid);
+        m.connection_refused("imap");
+        m.imap_command("UID FETCH", Duration::from_micros(400));
+        m.imap_command("UID FETCH", Duration::from_micros(600));
+        let text = m.render();
+        for l in [
+            "teamgate_smtp_sessions_active{port=\"inbound\"} 0",
+            "teamgate_smtp_sessions_total{port=\"inbound\"} 2",
+            "teamgate_imap_sessions_active 0",
+            "teamgate_imap_sessions_total 1",
+            "teamgate_smtp_messages_accepted_total{port=\"inbound\"} 1",
+            "teamgate_smtp_messages_accepted_total{port=\"submission\"} 0",
+            "teamgate_smtp_rejected_total{port=\"inbound\",reason=\"unknown_recipient\"} 2",
+            "teamgate_smtp_rejected_total{port=\"submission\",reason=\"auth_required\"} 1",
+            "teamgate_smtp_message_duration_seconds_count{port=\"submission\"} 1",
+            "teamgate_smtp_message_duration_seconds_bucket{port=\"inbound\",le=\"0.001\"} 0",
+            "teamgate_smtp_message_duration_seconds_bucket{port=\"inbound\",le=\"0.004\"} 1",
+            "teamgate_junk_total{cause=\"upstream_spam\"} 1",
+            "teamgate_quarantined_attachments_total{cause=\"blocked_name\"} 1",
+            "teamgate_outbound_delivery_attempts_total{result=\"deferred\"} 1",
+            "teamgate_auth_failures_total{reason=\"invalid\"} 1",
+            "teamgate_connections_refused_total{listener=\"imap\"} 1",
+            "teamgate_imap_command_duration_seconds_count{command=\"UID FETCH\"} 2",
+            "teamgate_imap_command_duration_seconds_bucket{command=\"UID FETCH\",le=\"0.0005\"} 1",
+        ] {
+            assert!(text.lines().any(|x| x == l), "{l} missing in\n{text}");
+        }
+    }
+
+    #[test]
+    fn snapshot_parses_our_exposition() {
+        let m = Metrics::new();
+        m.smtp_rejected(Port::Inbound, "too_big");
+        m.imap_command("LOGIN", Duration::from_millis(30));
+        let s = m.snapshot();
+        assert_eq!(
+            s.sum(
+                "teamgate_smtp_rejected_total",
+                &[("port", "inbound"), ("reason", "too_big")]
+            ),
+            1.0
+        );
+        assert_eq!(
+            s.sum(
+                "teamgate_imap_command_duration_seconds_bucket",
+                &[("command", "LOGIN"), ("le", "+Inf")]
+            ),
+            1.0
+        );
+        let sum = s.sum("teamgate_imap_command_duration_seconds_sum", &[]);
+        assert!((sum - 0.03).abs() < 1e-9, "{sum}");
+        // The JSON form is the map of series and reads back the same.
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            json["teamgate_outbound_queue_depth"],
+            serde_json::json!([{ "value": 0.0 }])
+        );
+        assert_eq!(serde_json::from_value::<Snapshot>(json).unwrap(), s);
+    }
+
+    #[test]
+    fn label_parsing_handles_escapes() {
+        let (name, series) =
+            parse_sample(r#"x_total{a="q\"uote",b="back\\slash",c="n\nl"} 3"#).expect("parses");
+        assert_eq!(name, "x_total");
+        assert_eq!(series.value, 3.0);
+        assert_eq!(series.labels["a"], "q\"uote");
+        assert_eq!(series.labels["b"], "back\\slash");
+        assert_eq!(series.labels["c"], "n\nl");
+        assert_eq!(parse_sample("broken{a=\"x\" 1"), None);
+        assert_eq!(parse_sample("nothing"), None);
+    }
+
+    #[test]
+    fn summary_reads_at_a_glance() {
+        let m = Metrics::new();
+        m.smtp_message(Port::Inbound, true, Duration::from_millis(20));
+        m.smtp_rejected(Port::Inbound, "unknown_recipient");
+        m.junk("SPAMD");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let lines = m.snapshot().summary(now + 125);
+        let get = |topic: &str| {
+            lines
+                .iter()
+                .find(|(t, _)| *t == topic)
+                .map(|(_, l)| l.clone())
+                .unwrap_or_else(|| panic!("no {topic} line in {lines:?}"))
+        };
+        assert!(get("daemon").starts_with("running, up 2m 5s"), "{lines:?}");
+        assert_eq!(
+            get("smtp in"),
+            "1 accepted, 1 refused (unknown_recipient 1); 0 sessions now, 0 in all"
+        );
+        assert_eq!(get("junk"), "1 (spamd 1)");
+        assert_eq!(
+            get("smtp timing"),
+            "1 messages, 20 ms on average from end of data to reply"
+        );
+        assert_eq!(get("outbound"), "0 waiting; 0 delivery attempts");
+    }
+}
