@@ -8,6 +8,8 @@ need=()
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v mbsync >/dev/null 2>&1 || need+=(isync)
+# The metrics tests (tests/metrics.rs) scrape the Prometheus endpoint with a real client.
+command -v curl >/dev/null 2>&1 || need+=(curl)
 # The filter tests (tests/filters.rs) start these daemons themselves: spamd (Debian splits it
 # from the spamassassin rules package), clamd, and dnsmasq as the loopback DNS server.
 [ -x /usr/sbin/spamd ] || need+=(spamassassin spamd)

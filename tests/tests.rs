@@ -27,5 +27,7 @@ mod sink;
 mod outbound;
 // Spam, sender authentication and attachment filters against real spamd, clamd and dnsmasq.
 mod filters;
+// The Prometheus endpoint scraped with curl after real traffic; `teamgate status`.
+mod metrics;
 // Backup while the daemon runs, restore into a fresh data dir: same conversations and UIDs.
 mod backup;
