@@ -4,7 +4,8 @@
 //! [`strip_parts`], which swaps a dangerous part for a short notice and leaves every other
 //! byte alone. Pure: no I/O; all work bounded (parts, depth, archive entries).
 
-use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
+use mail_builder::mime::MimePart;
+use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
 
 use super::AttachmentHit;
 
@@ -257,52 +258,18 @@ fn is_zip(part: &Part<'_>) -> bool {
         || part.content_type == "application/x-zip-compressed"
 }
 
-fn le16(data: &[u8], at: usize) -> Option<usize> {
-    let b = data.get(at..at + 2)?;
-    Some(usize::from(u16::from_le_bytes([b[0], b[1]])))
-}
-
-fn le32(data: &[u8], at: usize) -> Option<usize> {
-    let b = data.get(at..at + 4)?;
-    usize::try_from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])).ok()
-}
-
-/// The file names in a zip archive's central directory (APPNOTE.TXT §4.3.12, §4.3.16).
-/// Reads no file data; a damaged or zip64-only directory yields what could be read.
+/// The file names in a zip archive's central directory, read with the `zip` crate.
+/// Reads no file data; an archive whose directory cannot be read yields no names (clamd,
+/// when configured, still scans the part).
 fn zip_names(data: &[u8]) -> Vec<String> {
-    const EOCD: &[u8] = b"PK\x05\x06";
-    const CENTRAL: &[u8] = b"PK\x01\x02";
-    const EOCD_LEN: usize = 22;
-    let mut names = Vec::new();
-    let Some(last) = data.len().checked_sub(EOCD_LEN) else {
-        return names;
-    };
-    // The end record sits in the last 22 bytes + a comment of at most 65535 bytes.
-    let first = last.saturating_sub(usize::from(u16::MAX));
-    let Some(eocd) = (first..=last).rev().find(|&i| data[i..].starts_with(EOCD)) else {
-        return names;
-    };
-    let (Some(entries), Some(mut at)) = (le16(data, eocd + 10), le32(data, eocd + 16)) else {
-        return names;
-    };
-    for _ in 0..entries.min(MAX_ZIP_ENTRIES) {
-        if !data.get(at..).is_some_and(|d| d.starts_with(CENTRAL)) {
-            break;
-        }
-        let (Some(name_len), Some(extra_len), Some(comment_len)) = (
-            le16(data, at + 28),
-            le16(data, at + 30),
-            le16(data, at + 32),
-        ) else {
-            break;
-        };
-        let Some(name) = data.get(at + 46..at + 46 + name_len) else {
-            break;
-        };
-        names.push(String::from_utf8_lossy(name).into_owned());
-        at += 46 + name_len + extra_len + comment_len;
+    match zip::ZipArchive::new(std::io::Cursor::new(data)) {
+        Ok(archive) => archive
+            .file_names()
+            .take(MAX_ZIP_ENTRIES)
+            .filter_map(|name| name.ok().map(std::borrow::Cow::into_owned))
+            .collect(),
+        Err(_) => Vec::new(),
     }
-    names
 }
 
 /// A file name fit for a notice: no controls, no direction tricks, bounded.
@@ -330,9 +297,9 @@ fn printable(name: &str) -> String {
 struct Edit {
     start: usize,
     end: usize,
-    /// For the root part of a (nested) message: where its body starts. Its header fields
-    /// stay, except the `Content-*` ones that described the removed body.
-    root_body: Option<usize>,
+    /// For the root part of a (nested) message: the byte ranges of its header fields
+    /// that stay (all but the `Content-*` ones that described the removed body).
+    root_headers: Option<Vec<(usize, usize)>>,
     notices: Vec<String>,
 }
 
@@ -425,95 +392,52 @@ fn edit_for(part: &MessagePart<'_>, id: usize, raw: &[u8]) -> Option<Edit> {
     if !(start <= body && body <= end && end <= raw.len()) {
         return None;
     }
+    let root_headers = (id == 0).then(|| {
+        part.headers
+            .iter()
+            .filter(|h| {
+                !matches!(
+                    h.name,
+                    HeaderName::ContentType
+                        | HeaderName::ContentTransferEncoding
+                        | HeaderName::ContentDisposition
+                )
+            })
+            .filter_map(|h| {
+                let (from, to) = (
+                    usize::try_from(h.offset_field).ok()?,
+                    usize::try_from(h.offset_end).ok()?,
+                );
+                (start <= from && from <= to && to <= body).then_some((from, to))
+            })
+            .collect()
+    });
     Some(Edit {
         start,
         end,
-        root_body: (id == 0).then_some(body),
+        root_headers,
         notices: Vec::new(),
     })
 }
 
+/// The notice part (built by mail-builder) in place of the removed bytes.
 fn replacement(raw: &[u8], edit: &Edit, out: &mut Vec<u8>) {
-    if let Some(body) = edit.root_body {
-        for field in header_fields(&raw[edit.start..body]) {
-            let name = field.split(|b| *b == b':').next().unwrap_or_default();
-            let name = String::from_utf8_lossy(name).trim().to_ascii_lowercase();
-            if !matches!(
-                name.as_str(),
-                "content-type" | "content-transfer-encoding" | "content-disposition"
-            ) {
-                out.extend_from_slice(field);
-            }
+    if let Some(fields) = &edit.root_headers {
+        for &(from, to) in fields {
+            out.extend_from_slice(&raw[from..to]);
         }
     }
-    out.extend_from_slice(
-        b"Content-Type: text/plain; charset=utf-8\r\n\
-          Content-Transfer-Encoding: quoted-printable\r\n\
-          Content-Disposition: inline\r\n\r\n",
-    );
     let mut lines = edit.notices.clone();
     lines.push(
         "The original message is kept in quarantine; an administrator can release it.".into(),
     );
-    for (i, line) in lines.iter().enumerate() {
-        if i > 0 {
-            out.extend_from_slice(b"\r\n");
-        }
-        quoted_printable(line, out);
-    }
-    if edit.root_body.is_some() {
+    MimePart::new("text/plain", lines.join("\r\n"))
+        .inline()
+        .write_part(out);
+    if edit.root_headers.is_some() {
         // A root body runs to the end of its message; a multipart body part ends before
         // the CRLF that belongs to the next boundary, which stays in place.
         out.extend_from_slice(b"\r\n");
-    }
-}
-
-/// Header fields (with their folded continuation lines and line ends) up to the blank line.
-fn header_fields(block: &[u8]) -> Vec<&[u8]> {
-    let mut fields = Vec::new();
-    let mut field_start = 0;
-    let mut pos = 0;
-    while pos < block.len() {
-        let line_end = block[pos..]
-            .iter()
-            .position(|b| *b == b'\n')
-            .map_or(block.len(), |i| pos + i + 1);
-        let line = &block[pos..line_end];
-        let blank = line == b"\r\n" || line == b"\n";
-        let continuation = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
-        if !continuation && pos > field_start {
-            fields.push(&block[field_start..pos]);
-            field_start = pos;
-        }
-        if blank {
-            return fields;
-        }
-        pos = line_end;
-    }
-    if pos > field_start {
-        fields.push(&block[field_start..pos]);
-    }
-    fields
-}
-
-/// RFC 2045 §6.7 quoted-printable of one line of text, with soft breaks under 76 columns.
-fn quoted_printable(line: &str, out: &mut Vec<u8>) {
-    let bytes = line.as_bytes();
-    let mut column = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let last = i + 1 == bytes.len();
-        let literal = (b == b' ' && !last) || (b'!'..=b'~').contains(&b) && b != b'=';
-        let width = if literal { 1 } else { 3 };
-        if column + width > 75 {
-            out.extend_from_slice(b"=\r\n");
-            column = 0;
-        }
-        if literal {
-            out.push(b);
-        } else {
-            out.extend_from_slice(format!("={b:02X}").as_bytes());
-        }
-        column += width;
     }
 }
 
@@ -597,31 +521,13 @@ mod tests {
 
     /// A zip archive with the given (stored, empty) file names.
     fn zip(names: &[&str]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut central = Vec::new();
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let stored = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
         for name in names {
-            let offset = out.len() as u32;
-            out.extend_from_slice(b"PK\x03\x04\x14\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0");
-            out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            out.extend_from_slice(&0u16.to_le_bytes());
-            out.extend_from_slice(name.as_bytes());
-            central.extend_from_slice(
-                b"PK\x01\x02\x14\0\x14\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
-            );
-            central.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            central.extend_from_slice(&[0; 12]);
-            central.extend_from_slice(&offset.to_le_bytes());
-            central.extend_from_slice(name.as_bytes());
+            w.start_file(*name, stored).expect("start_file");
         }
-        let cd_offset = out.len() as u32;
-        out.extend_from_slice(&central);
-        out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
-        out.extend_from_slice(&(names.len() as u16).to_le_bytes());
-        out.extend_from_slice(&(names.len() as u16).to_le_bytes());
-        out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-        out.extend_from_slice(&cd_offset.to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out
+        w.finish().expect("finish").into_inner()
     }
 
     #[test]
@@ -634,7 +540,7 @@ mod tests {
             hits[0].reason,
             "archive contains docs/payload.exe: blocked file type .exe"
         );
-        // Truncated, lying or empty archives yield what can be read and never panic.
+        // Truncated, damaged, lying or empty archives never panic.
         for cut in 0..z.len() {
             let _ = zip_names(&z[..cut]);
             let mut bad = z.clone();
@@ -642,11 +548,17 @@ mod tests {
             let _ = zip_names(&bad);
         }
         assert!(zip_names(b"PK\x05\x06").is_empty());
-        // A directory claiming 65535 entries stops at the first missing one.
+        // A directory claiming 65535 entries is not believed.
         let mut lying = zip(&["a.txt"]);
         let n = lying.len();
         lying[n - 12..n - 10].copy_from_slice(&u16::MAX.to_le_bytes());
-        assert_eq!(zip_names(&lying), vec!["a.txt"]);
+        assert!(zip_names(&lying).len() <= 1);
+        // The entry bound holds for an archive with more names than it.
+        let many: Vec<String> = (0..MAX_ZIP_ENTRIES + 5)
+            .map(|i| format!("f{i}.txt"))
+            .collect();
+        let many: Vec<&str> = many.iter().map(String::as_str).collect();
+        assert_eq!(zip_names(&zip(&many)).len(), MAX_ZIP_ENTRIES);
     }
 
     const NESTED: &[u8] = b"From: a@b.test\r\nSubject: x\r\nMIME-Version: 1.0\r\n\
@@ -756,12 +668,24 @@ Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\npre\r\n\
     }
 
     #[test]
-    fn quoted_printable_notice() {
-        let mut out = Vec::new();
-        quoted_printable(&"é=x ".repeat(30), &mut out);
-        let text = String::from_utf8(out).unwrap();
-        assert!(text.lines().all(|l| l.len() <= 76), "{text}");
-        assert!(text.starts_with("=C3=A9=3Dx "));
-        assert!(text.ends_with("=20"));
+    fn long_non_ascii_notice_is_encoded_and_reads_back() {
+        let name = "é=x ".repeat(30);
+        let hit = AttachmentHit {
+            part_path: vec![2],
+            filename: name.clone(),
+            reason: "blocked file type .exe".into(),
+        };
+        let out = strip_parts(NESTED, &[hit]);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert!(text.lines().all(|l| l.len() <= 78), "{text}");
+        let msg = MessageParser::default().parse(&out).unwrap();
+        let notice = msg
+            .parts
+            .iter()
+            .filter_map(|p| p.text_contents())
+            .find(|t| t.contains("was removed"))
+            .expect("notice part");
+        assert!(notice.contains(&name), "{notice}");
+        assert!(notice.contains("kept in quarantine"), "{notice}");
     }
 }
