@@ -475,6 +475,31 @@ impl Session {
                 return Err(no(Some("AUTHENTICATIONFAILED"), "invalid credentials"));
             }
         };
+        self.enter(login).await
+    }
+
+    /// A session already logged in as `login` (a configured agent), without the argon2
+    /// check: the IMAP fuzz harness runs thousands of sessions a second.
+    pub(crate) async fn logged_in(
+        ctx: Arc<ImapContext>,
+        peer: SocketAddr,
+        login: &str,
+    ) -> Result<Session, String> {
+        let mut session = Session::new(ctx, peer, true);
+        let login = session
+            .config
+            .agent(login)
+            .map(|a| a.login.clone())
+            .ok_or_else(|| format!("no agent {login}"))?;
+        match session.enter(login).await {
+            Ok(_) => Ok(session),
+            Err(e) => Err(format!("{e:?}")),
+        }
+    }
+
+    /// The authenticated state for a verified `login`.
+    async fn enter(&mut self, login: String) -> Outcome {
+        let config = self.config.clone();
         let boxes = Mailboxes::for_agent(&config, &login);
         // The private folders every agent has exist from the first login on.
         for name in ["Drafts"] {
