@@ -286,16 +286,33 @@ async fn bind_all(
 ) -> Result<Vec<TcpListener>, DaemonError> {
     let mut out = Vec::with_capacity(addrs.len());
     for addr in addrs {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| DaemonError::Bind {
-                what,
-                addr: addr.to_string(),
-                source,
-            })?;
+        let listener = listen(*addr).map_err(|source| DaemonError::Bind {
+            what,
+            addr: addr.to_string(),
+            source,
+        })?;
         out.push(listener);
     }
     Ok(out)
+}
+
+/// Connections the kernel queues for `accept` per listener (capped by
+/// `net.core.somaxconn`). `TcpListener::bind` uses 128: a burst of a few hundred clients
+/// then overflows the queue, and with SYN cookies the overflow leaves clients connected
+/// in their own view but never accepted, so they get neither a greeting nor the polite
+/// `421`/`* BYE` past `max_connections` (tests/faults.rs, a thousand connections).
+const LISTEN_BACKLOG: u32 = 4096;
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted daemon rebinds despite TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
