@@ -165,6 +165,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let mut message: Vec<u8> = Vec::new();
     let mut mode = Reading::Command;
     let mut body_deadline = Instant::now();
+    // When the command line still incomplete in `buf` began: it must end within
+    // `timeout` of that, not merely see a byte every `timeout` (slow-loris).
+    let mut line_started: Option<Instant> = None;
     let mut read_buf = vec![0u8; READ_CHUNK];
     if greet {
         out.extend_from_slice(&session.greeting());
@@ -188,6 +191,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     };
                     let line: Vec<u8> = buf[pos..pos + rel + 1].to_vec();
                     pos += rel + 1;
+                    line_started = None;
                     let mut action = if line.len() > limits.max_line_length {
                         session.line_too_long()
                     } else if session.in_sasl() {
@@ -264,6 +268,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 Reading::SkipLine => match buf[pos..].iter().position(|b| *b == b'\n') {
                     Some(rel) => {
                         pos += rel + 1;
+                        line_started = None;
                         mode = Reading::Command;
                     }
                     None => {
@@ -362,8 +367,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         // Between BDAT chunks the body clock keeps running (RFC 3030 has no idle chunks).
         let in_body =
             !matches!(mode, Reading::Command | Reading::SkipLine) || session.in_chunking();
+        let partial_line = matches!(mode, Reading::SkipLine) || !buf.is_empty();
         let read_deadline = if in_body {
             body_deadline.min(Instant::now() + limits.timeout)
+        } else if partial_line {
+            *line_started.get_or_insert_with(Instant::now) + limits.timeout
         } else {
             Instant::now() + limits.timeout
         };
