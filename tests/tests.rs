@@ -31,3 +31,6 @@ mod filters;
 mod metrics;
 // Backup while the daemon runs, restore into a fresh data dir: same conversations and UIDs.
 mod backup;
+// Security: no open relay, auth where allowed and throttled, inbox isolation through every
+// command, no header injection, MIME and zip bombs bounded.
+mod security;
