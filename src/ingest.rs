@@ -237,7 +237,7 @@ impl Ingest {
                         a.quarantined = true;
                     }
                 }
-                causes = hits.iter().map(|h| h.cause()).collect();
+                causes = hits.iter().map(|h| h.cause.as_str()).collect();
                 quarantined = Some(QuarantinedOriginal {
                     raw: original,
                     hits: hits

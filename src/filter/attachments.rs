@@ -7,7 +7,7 @@
 use mail_builder::mime::MimePart;
 use mail_parser::{HeaderName, Message, MessagePart, MimeHeaders, PartType};
 
-use super::AttachmentHit;
+use super::{AttachmentHit, HitCause};
 
 /// Nested message/rfc822 levels searched (the same bound as message.rs).
 const MAX_DEPTH: usize = 8;
@@ -121,23 +121,32 @@ pub(super) fn check_names_and_types(parts: &[Part<'_>], blocked: &[String]) -> V
         .iter()
         .filter_map(|part| {
             let mut reasons = Vec::new();
-            reasons.extend(name_reason(&part.filename, blocked));
-            reasons.extend(disguised_executable(part));
+            let mut cause = None;
+            let mut found = |why: Option<String>, kind: HitCause| {
+                if let Some(why) = why {
+                    reasons.push(why);
+                    cause = cause.max(Some(kind));
+                }
+            };
+            found(name_reason(&part.filename, blocked), HitCause::BlockedName);
+            found(disguised_executable(part), HitCause::DisguisedExecutable);
             if is_zip(part) {
-                reasons.extend(
-                    zip_names(part.contents)
-                        .into_iter()
-                        .filter_map(|entry| {
-                            name_reason(&entry, blocked)
-                                .map(|why| format!("archive contains {}: {why}", printable(&entry)))
-                        })
-                        .take(MAX_ARCHIVE_REASONS),
-                );
+                for entry in zip_names(part.contents)
+                    .into_iter()
+                    .filter_map(|entry| {
+                        name_reason(&entry, blocked)
+                            .map(|why| format!("archive contains {}: {why}", printable(&entry)))
+                    })
+                    .take(MAX_ARCHIVE_REASONS)
+                {
+                    found(Some(entry), HitCause::Archive);
+                }
             }
-            (!reasons.is_empty()).then(|| AttachmentHit {
+            Some(AttachmentHit {
                 part_path: part.path.clone(),
                 filename: part.filename.clone(),
                 reason: reasons.join("; "),
+                cause: cause?,
             })
         })
         .collect()
@@ -150,6 +159,7 @@ pub(super) fn merge_hits(hits: &mut Vec<AttachmentHit>, more: Vec<AttachmentHit>
             Some(existing) => {
                 existing.reason.push_str("; ");
                 existing.reason.push_str(&hit.reason);
+                existing.cause = existing.cause.max(hit.cause);
             }
             None => hits.push(hit),
         }
@@ -612,6 +622,7 @@ Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\npre\r\n\
             part_path: vec![0],
             filename: "a.exe".into(),
             reason: "blocked file type .exe".into(),
+            cause: HitCause::BlockedName,
         };
         let out = strip_parts(raw, &[hit]);
         let text = String::from_utf8(out.clone()).unwrap();
@@ -658,6 +669,7 @@ Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\npre\r\n\
             part_path: path,
             filename: "x".into(),
             reason: "r".into(),
+            cause: HitCause::BlockedName,
         };
         assert_eq!(
             strip_parts(NESTED, &[hit(vec![99]), hit(vec![1, 0]), hit(vec![])]),
@@ -674,6 +686,7 @@ Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\npre\r\n\
             part_path: vec![2],
             filename: name.clone(),
             reason: "blocked file type .exe".into(),
+            cause: HitCause::BlockedName,
         };
         let out = strip_parts(NESTED, &[hit]);
         let text = String::from_utf8(out.clone()).unwrap();

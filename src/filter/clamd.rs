@@ -9,7 +9,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::attachments::Part;
-use super::{AttachmentHit, FilterError};
+use super::{AttachmentHit, FilterError, HitCause};
 use crate::config::ClamdAddr;
 
 /// Bytes per INSTREAM chunk (clamd reads chunks of any size up to StreamMaxLength).
@@ -40,15 +40,21 @@ pub(super) async fn scan_parts(
     let scan_all = async {
         let mut hits = Vec::new();
         for part in parts.iter().filter(|p| !p.contents.is_empty()) {
-            let reason = match scan(addr, part.contents).await.map_err(&down)? {
+            let (reason, cause) = match scan(addr, part.contents).await.map_err(&down)? {
                 ScanResult::Clean => continue,
-                ScanResult::Infected(signature) => format!("infected: {signature} (clamd)"),
-                ScanResult::TooLarge => "not scanned: larger than clamd's StreamMaxLength".into(),
+                ScanResult::Infected(signature) => {
+                    (format!("infected: {signature} (clamd)"), HitCause::Virus)
+                }
+                ScanResult::TooLarge => (
+                    "not scanned: larger than clamd's StreamMaxLength".into(),
+                    HitCause::NotScanned,
+                ),
             };
             hits.push(AttachmentHit {
                 part_path: part.path.clone(),
                 filename: part.filename.clone(),
                 reason,
+                cause,
             });
         }
         Ok(hits)
