@@ -517,12 +517,22 @@ impl Submit {
     }
 
     /// The conversation a reply belongs to: In-Reply-To/References naming one of this
-    /// inbox's messages, else a `[#n]` tag naming one of its conversations.
+    /// inbox's messages, else a `[#n]` tag naming one of its conversations. Only one the
+    /// inbox holds now: a conversation transferred away still threads its customer's
+    /// mail (SPEC §4), but the old inbox's members no longer see it, so their replies,
+    /// notes and email commands must not land in it.
     fn find_conversation(
         &self,
         inbox: &str,
         facts: &MessageFacts,
     ) -> Result<Option<ConversationId>, Reply> {
+        let held = |c: ConversationId| -> Result<bool, Reply> {
+            let info = self
+                .store
+                .conversation_info(c)
+                .map_err(|_| Reply::local_error())?;
+            Ok(info.is_some_and(|i| i.inbox == inbox))
+        };
         for id in facts
             .in_reply_to
             .iter()
@@ -532,18 +542,15 @@ impl Submit {
                 .store
                 .conversation_for_message(inbox, id)
                 .map_err(|_| Reply::local_error())?
+                && held(c)?
             {
                 return Ok(Some(c));
             }
         }
-        if let Some(n) = facts.subject_tag {
-            let info = self
-                .store
-                .conversation_info(ConversationId(n))
-                .map_err(|_| Reply::local_error())?;
-            if info.is_some_and(|c| c.reachable_from(inbox)) {
-                return Ok(Some(ConversationId(n)));
-            }
+        if let Some(n) = facts.subject_tag
+            && held(ConversationId(n))?
+        {
+            return Ok(Some(ConversationId(n)));
         }
         Ok(None)
     }
