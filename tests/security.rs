@@ -916,3 +916,92 @@ async fn private_folders_and_other_inboxes_templates_stay_private() {
     }
     d.stop().await;
 }
+
+/// A conversation transferred from Support to Sales leaves Support's members: its
+/// Support Message-IDs and `[#n]` keep threading the customer's mail into it (SPEC
+/// §4 transfers), but a Support-only agent's reply, note or email command never lands in
+/// it any more.
+#[tokio::test]
+async fn a_transferred_conversation_is_out_of_reach_of_the_old_inbox() {
+    let d = TestDaemon::start_with(team).await;
+    let n = deliver(
+        &d,
+        "moved@customer.example",
+        "support@example.test",
+        "Wrong team",
+        "moved1@customer.example",
+    )
+    .await;
+    let conv = ConversationId(n);
+    let store = d.handle.store();
+    store
+        .conversation_action(
+            conv,
+            teamgate::store::ConversationAction::Transfer {
+                inbox: "Sales".into(),
+            },
+        )
+        .await
+        .unwrap();
+    let count = || store.message_keys(conv).unwrap().len();
+    let notes = d.handle.config().workflow.notes_address.clone();
+    let mut alice = d.submission_as("alice", "alice-password").await;
+    let tag = format!("Re: [#{n}] Wrong team");
+    for (mid, to, subject, extra, body) in [
+        (
+            "t1@example.test",
+            "moved@customer.example",
+            "Re: Wrong team",
+            "In-Reply-To: <moved1@customer.example>\r\n",
+            "still mine?",
+        ),
+        (
+            "t2@example.test",
+            "moved@customer.example",
+            tag.as_str(),
+            "",
+            "still mine?",
+        ),
+        (
+            "t3@example.test",
+            notes.as_str(),
+            tag.as_str(),
+            "",
+            "a note",
+        ),
+    ] {
+        let msg = agent_mail("support@example.test", to, subject, mid, extra, body);
+        let (code, text) = alice.send_mail("support@example.test", &[to], &msg).await;
+        assert_eq!(code, 250, "{text:?}");
+        assert_eq!(
+            count(),
+            1,
+            "{mid} landed in the transferred conversation: {text:?}"
+        );
+    }
+    let msg = agent_mail(
+        "support@example.test",
+        "moved@customer.example",
+        &tag,
+        "t4@example.test",
+        "In-Reply-To: <moved1@customer.example>\r\n",
+        "#close",
+    );
+    let (code, text) = alice
+        .send_mail("support@example.test", &["moved@customer.example"], &msg)
+        .await;
+    assert_eq!(code, 550, "{text:?}");
+    let info = store.conversation_info(conv).unwrap().unwrap();
+    assert_eq!((info.inbox.as_str(), info.status), ("Sales", Status::Open));
+
+    // The customer's own reply still follows the conversation to Sales.
+    let mut c = d.smtp().await;
+    c.cmd("EHLO customer.example", 250).await;
+    let reply = b"From: moved@customer.example\r\nTo: support@example.test\r\nSubject: Re: Wrong team\r\nMessage-ID: <moved2@customer.example>\r\nIn-Reply-To: <moved1@customer.example>\r\n\r\nthanks\r\n";
+    let (code, _) = c
+        .send_mail("moved@customer.example", &["support@example.test"], reply)
+        .await;
+    assert_eq!(code, 250);
+    assert_eq!(count(), 2);
+    d.stop().await;
+}
