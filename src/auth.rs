@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::{
     config::{self, Config},
@@ -18,6 +18,9 @@ use crate::{
 /// Failed attempts allowed per address and per login within `FAILURE_WINDOW`.
 const MAX_FAILURES: u32 = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(300);
+/// How long an attempt waits for earlier attempts on the same address or login to finish
+/// before it is refused as throttled.
+const MAX_ADMISSION_WAIT: Duration = Duration::from_secs(30);
 /// argon2 costs ~19 MiB and ~26 ms per check: a handful at once is plenty.
 const CONCURRENT_CHECKS: usize = 4;
 /// The failure table never grows past this many keys (oldest windows are dropped first).
@@ -31,16 +34,23 @@ pub enum AuthError {
     Throttled,
 }
 
+/// Attempts on one key (an address or a login).
 #[derive(Debug, Clone, Copy)]
-struct Failures {
-    count: u32,
+struct Attempts {
+    /// Failures since `since`.
+    failed: u32,
     since: Instant,
+    /// Checks running now: each could still fail, so together with `failed` they may not
+    /// pass `MAX_FAILURES` (parallel connections cannot each get a guess past the limit).
+    in_flight: u32,
 }
 
 #[derive(Debug, Clone)]
 pub struct Authenticator {
     checks: Arc<Semaphore>,
-    failures: Arc<Mutex<HashMap<String, Failures>>>,
+    attempts: Arc<Mutex<HashMap<String, Attempts>>>,
+    /// Wakes attempts waiting for a slot when a check finishes.
+    finished: Arc<Notify>,
     /// Counts failed logins (both protocols come through here).
     metrics: Metrics,
 }
@@ -51,11 +61,19 @@ impl Default for Authenticator {
     }
 }
 
+/// Whether an attempt may start now.
+enum Admission {
+    Admitted,
+    Wait,
+    Throttled,
+}
+
 impl Authenticator {
     pub fn with_metrics(metrics: Metrics) -> Authenticator {
         Authenticator {
             checks: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
-            failures: Arc::default(),
+            attempts: Arc::default(),
+            finished: Arc::new(Notify::new()),
             metrics,
         }
     }
@@ -72,9 +90,7 @@ impl Authenticator {
             format!("ip:{peer}"),
             format!("login:{}", login.to_ascii_lowercase()),
         ];
-        // Checked and counted in one step, before the slow hash: parallel connections
-        // cannot each get a guess past the limit.
-        if !self.admit(&keys) {
+        if !self.admit(&keys).await {
             self.metrics.auth_failed(AuthFailure::Throttled);
             return Err(AuthError::Throttled);
         }
@@ -84,62 +100,83 @@ impl Authenticator {
             .map(|a| a.password_hash.clone())
             .unwrap_or_else(|| DUMMY_HASH.to_string());
         let password = password.to_string();
-        let ok = {
-            let _permit = self
-                .checks
-                .acquire()
-                .await
-                .map_err(|_| AuthError::Invalid)?;
-            tokio::task::spawn_blocking(move || config::verify_password(&hash, &password))
-                .await
-                .unwrap_or(false)
-        };
-        match agent {
-            Some(a) if ok => {
-                // The attempt was counted up front: a success takes it back from the
-                // address (agents' clients log in often) and forgives the login's count.
-                self.succeeded(&keys[0], &keys[1]);
-                Ok(a.login.clone())
+        let ok = match self.checks.acquire().await {
+            Ok(_permit) => {
+                tokio::task::spawn_blocking(move || config::verify_password(&hash, &password))
+                    .await
+                    .unwrap_or(false)
             }
-            _ => {
-                self.metrics.auth_failed(AuthFailure::Invalid);
-                Err(AuthError::Invalid)
+            Err(_) => false,
+        };
+        let verified = agent.filter(|_| ok).map(|a| a.login.clone());
+        self.finish(&keys, verified.is_some());
+        verified.ok_or_else(|| {
+            self.metrics.auth_failed(AuthFailure::Invalid);
+            AuthError::Invalid
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attempts>> {
+        // A poisoned table only loses throttling state; never panic on it.
+        self.attempts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits (bounded) until the attempt may start and marks it in flight on every key;
+    /// false when a key has used up its failures, or no slot freed in time. Many agents
+    /// behind one address logging in at once wait a moment each instead of being refused.
+    async fn admit(&self, keys: &[String]) -> bool {
+        let deadline = tokio::time::Instant::now() + MAX_ADMISSION_WAIT;
+        loop {
+            // Created before the check, so a check finishing in between still wakes us.
+            let finished = self.finished.notified();
+            match self.try_admit(keys) {
+                Admission::Admitted => return true,
+                Admission::Throttled => return false,
+                Admission::Wait => {
+                    if tokio::time::timeout_at(deadline, finished).await.is_err() {
+                        return false;
+                    }
+                }
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Failures>> {
-        // A poisoned table only loses throttling state; never panic on it.
-        self.failures.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether another attempt is allowed for every key; if so, it is counted for each.
-    fn admit(&self, keys: &[String]) -> bool {
+    fn try_admit(&self, keys: &[String]) -> Admission {
         let mut table = self.lock();
         let now = Instant::now();
         for k in keys {
-            if table
-                .get(k)
-                .is_some_and(|f| now.duration_since(f.since) > FAILURE_WINDOW)
+            if let Some(a) = table.get_mut(k)
+                && now.duration_since(a.since) > FAILURE_WINDOW
             {
-                table.remove(k);
+                a.failed = 0;
+                a.since = now;
             }
+        }
+        let entry = |k: &String| table.get(k).copied();
+        if keys
+            .iter()
+            .any(|k| entry(k).is_some_and(|a| a.failed >= MAX_FAILURES))
+        {
+            return Admission::Throttled;
         }
         if keys
             .iter()
-            .any(|k| table.get(k).is_some_and(|f| f.count >= MAX_FAILURES))
+            .any(|k| entry(k).is_some_and(|a| a.failed + a.in_flight >= MAX_FAILURES))
         {
-            return false;
+            return Admission::Wait;
         }
         for k in keys {
             if !table.contains_key(k) && table.len() >= MAX_TRACKED {
-                // Make room by dropping expired windows, then the oldest one; never the
-                // whole table (that would reset everyone's count at once).
-                table.retain(|_, f| now.duration_since(f.since) <= FAILURE_WINDOW);
+                // Make room by dropping idle expired windows, then the oldest idle one;
+                // never the whole table (that would reset everyone's count at once).
+                table.retain(|_, a| {
+                    a.in_flight > 0 || now.duration_since(a.since) <= FAILURE_WINDOW
+                });
                 if table.len() >= MAX_TRACKED
                     && let Some(oldest) = table
                         .iter()
-                        .min_by_key(|(_, f)| f.since)
+                        .filter(|(_, a)| a.in_flight == 0)
+                        .min_by_key(|(_, a)| a.since)
                         .map(|(k, _)| k.clone())
                 {
                     table.remove(&oldest);
@@ -147,21 +184,35 @@ impl Authenticator {
             }
             table
                 .entry(k.clone())
-                .or_insert(Failures {
-                    count: 0,
+                .or_insert(Attempts {
+                    failed: 0,
                     since: now,
+                    in_flight: 0,
                 })
-                .count += 1;
+                .in_flight += 1;
         }
-        true
+        Admission::Admitted
     }
 
-    fn succeeded(&self, address_key: &str, login_key: &str) {
-        let mut table = self.lock();
-        table.remove(login_key);
-        if let Some(f) = table.get_mut(address_key) {
-            f.count = f.count.saturating_sub(1);
+    /// Ends an admitted attempt on `[address, login]`: a failure counts on both; a
+    /// success forgives the login's failures (the address keeps its own).
+    fn finish(&self, keys: &[String; 2], succeeded: bool) {
+        {
+            let mut table = self.lock();
+            for (k, is_login) in [(&keys[0], false), (&keys[1], true)] {
+                let Some(a) = table.get_mut(k) else { continue };
+                a.in_flight = a.in_flight.saturating_sub(1);
+                if !succeeded {
+                    a.failed += 1;
+                } else if is_login {
+                    a.failed = 0;
+                }
+                if a.failed == 0 && a.in_flight == 0 {
+                    table.remove(k);
+                }
+            }
         }
+        self.finished.notify_waiters();
     }
 }
 
@@ -260,5 +311,26 @@ mod tests {
             }
         }
         assert_eq!(invalid, MAX_FAILURES);
+    }
+
+    /// An office behind one NAT address: every agent's client connects at once after a
+    /// restart. In-flight checks hold slots only until they succeed.
+    #[tokio::test]
+    async fn many_agents_behind_one_address_log_in_at_once() {
+        let config = Arc::new(Config::for_tests(Path::new("/tmp/none")));
+        let auth = Authenticator::default();
+        let ip: IpAddr = "127.0.0.4".parse().unwrap();
+        let logins: Vec<_> = (0..4 * MAX_FAILURES)
+            .map(|_| {
+                let (auth, config) = (auth.clone(), config.clone());
+                tokio::spawn(
+                    async move { auth.verify(&config, ip, "alice", "alice-password").await },
+                )
+            })
+            .collect();
+        for l in logins {
+            assert_eq!(l.await.unwrap(), Ok("alice".into()));
+        }
+        assert!(auth.lock().is_empty(), "nothing left in flight or failed");
     }
 }
