@@ -359,6 +359,16 @@ async fn new_with_link_and_join_and_reopen() -> TestResult {
         store.conversation_info(c1)?.ok_or("c1")?.status,
         Status::Closed
     );
+    // The team's own reply and note are filed without reopening it.
+    for (mid, direction) in [("out@x", Direction::Out), ("note@x", Direction::Comment)] {
+        let mut m = simple("s", mid, T0 + 2, "agent@team", join(c1));
+        m.summary.direction = direction;
+        assert_eq!(stored(&store.ingest(m).await?, 0), (c1, false, false));
+    }
+    assert_eq!(
+        store.conversation_info(c1)?.ok_or("c1")?.status,
+        Status::Closed
+    );
     let o = store
         .ingest(simple("s", "m3@x", T0 + 2, "a@x", join(c1)))
         .await?;

@@ -34,9 +34,9 @@ use super::blobs::{BlobLoc, SegmentWriter};
 use super::keys::{self, TreeId};
 use super::model::{
     ContactTouch, ConversationAction, ConversationId, ConversationInfo, Delivery, DeliveryOutcome,
-    FlagOp, Flags, FolderId, IncomingMessage, IngestOutcome, JunkId, MailboxSnapshot, MessageKey,
-    MessageSummary, NewJunk, QuarantineHit, QuarantineId, Status, TeamView, ThreadDecision,
-    ThreadLookup,
+    Direction, FlagOp, Flags, FolderId, IncomingMessage, IngestOutcome, JunkId, MailboxSnapshot,
+    MessageKey, MessageSummary, NewJunk, QuarantineHit, QuarantineId, Status, TeamView,
+    ThreadDecision, ThreadLookup,
 };
 use super::quarantine;
 use super::queue::{QueueOp, QueueOutput};
@@ -816,9 +816,12 @@ fn store_delivery(
             let mut rec: ConversationRecord =
                 abort(records::decode(TreeId::Conversations, &k, &v))?;
             // SPEC §4: a reply to a closed conversation reopens it; trash stays trash.
-            // An out-of-office or bounce is not a reply from the customer: it is filed
-            // in the conversation but does not reopen it.
-            let reopened = rec.status == Status::Closed && !msg.summary.automatic;
+            // Only a reply from outside does: an out-of-office or bounce is filed without
+            // reopening, and so is the team's own reply or note (an agent's last word
+            // before or after closing must not put it back in everyone's inbox).
+            let reopened = rec.status == Status::Closed
+                && !msg.summary.automatic
+                && msg.summary.direction == Direction::In;
             if reopened {
                 rec.status = Status::Open;
                 rec.closed_at = None;
