@@ -1673,11 +1673,11 @@ fn verify(
             v.unexpected_deliveries.push(mid.clone());
         }
     }
-    // The last acknowledged MOVE of each thread holds, unless a message that arrived
-    // after it reopened a closed conversation.
+    // The last acknowledged MOVE of each thread holds, unless a customer's message that
+    // arrived after it reopened a closed conversation (the team's replies never do).
     let moves = shared.moves.lock().unwrap_or_else(|p| p.into_inner());
     let mut latest: HashMap<u64, Instant> = HashMap::new();
-    for a in acks.values() {
+    for a in acks.values().filter(|a| a.kind == Kind::Inbound) {
         let e = latest.entry(a.thread).or_insert(a.at);
         *e = (*e).max(a.at);
     }
@@ -1691,8 +1691,6 @@ fn verify(
         let (status, assignee) = state.get(conv).cloned().unwrap_or_default();
         let held = match &mv.gesture {
             Gesture::Assign(login) => status == "open" && assignee.as_deref() == Some(login),
-            // Any later message reopens a closed conversation, an agent's reply
-            // included (store/writer.rs).
             Gesture::Close => {
                 status == "closed"
                     || (status == "open" && latest.get(thread).is_some_and(|at| *at > mv.sent))
