@@ -5,10 +5,12 @@
 //!
 //! Team views are synced lazily: a view's UID space is brought up to date on the first
 //! SELECT/STATUS/IDLE wake-up after a change (GUIDE §0b allows it), so ingest costs the
-//! same whatever the number of views or members. A sync scans every conversation
-//! (O(conversations + messages of matching conversations)); it is skipped entirely when
-//! the view generation has not moved since the space's last sync. An index by
-//! (inbox, status) would make it O(matching) when stores grow large.
+//! same whatever the number of views or members. The writer logs which conversations
+//! each view generation touched ([`ViewChange`]) and keeps each view's last entries in
+//! memory, so a sync recomputes only the touched conversations and answers the other
+//! sessions of the same view from memory. A full scan of every conversation happens on
+//! a view's first sync after a start, after a change that did not say what it touched,
+//! or when the space was last synced longer ago than the log reaches.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -27,7 +29,7 @@ use super::model::{
 };
 use super::records::{self, ConversationRecord, MessageRecord, UidSpaceRecord};
 use super::views;
-use super::writer::{Op, OpOutput, Tx, TxResult, Writer, tx_error};
+use super::writer::{CachedView, Op, OpOutput, Tx, TxResult, Writer, tx_error};
 use super::{Trees, records::SharedFlagsRecord};
 
 pub(super) fn now() -> i64 {
@@ -83,34 +85,61 @@ fn desired_entries(trees: &Trees, view: &TeamView) -> Result<Vec<Entry>, StoreEr
     for kv in trees.get(TreeId::Conversations).iter() {
         let (k, v) = kv?;
         let conv: ConversationRecord = records::decode(TreeId::Conversations, &k, &v)?;
-        let m = membership::membership(view, &conv);
-        if m == Membership::None {
-            continue;
-        }
-        for msg in views::message_keys(trees, conv.id)? {
-            let keep = match m {
-                Membership::All => true,
-                _ => {
-                    let rec = views::message_record(trees, msg)?.ok_or_else(|| {
-                        records::corrupt(
-                            TreeId::ConvMessages,
-                            &keys::conv_message(conv.id, msg),
-                            "names a message that does not exist",
-                        )
-                    })?;
-                    membership::in_view(view, &conv, rec.summary.direction)
-                }
-            };
-            if keep {
-                out.push(Entry {
-                    conversation: Some(conv.id),
-                    message: msg,
-                });
-            }
+        conversation_entries(trees, view, &conv, &mut out)?;
+    }
+    out.sort_by_key(|e| (e.message, e.conversation));
+    Ok(out)
+}
+
+/// [`desired_entries`] restricted to the conversations in `touched` (not for `Junk`).
+fn desired_entries_of(
+    trees: &Trees,
+    view: &TeamView,
+    touched: &HashSet<ConversationId>,
+) -> Result<Vec<Entry>, StoreError> {
+    let mut out = Vec::new();
+    for &id in touched {
+        if let Some(conv) = views::conversation_record(trees, id)? {
+            conversation_entries(trees, view, &conv, &mut out)?;
         }
     }
     out.sort_by_key(|e| (e.message, e.conversation));
     Ok(out)
+}
+
+/// Appends the entries of one conversation that `view` holds.
+fn conversation_entries(
+    trees: &Trees,
+    view: &TeamView,
+    conv: &ConversationRecord,
+    out: &mut Vec<Entry>,
+) -> Result<(), StoreError> {
+    let m = membership::membership(view, conv);
+    if m == Membership::None {
+        return Ok(());
+    }
+    for msg in views::message_keys(trees, conv.id)? {
+        let keep = match m {
+            Membership::All => true,
+            _ => {
+                let rec = views::message_record(trees, msg)?.ok_or_else(|| {
+                    records::corrupt(
+                        TreeId::ConvMessages,
+                        &keys::conv_message(conv.id, msg),
+                        "names a message that does not exist",
+                    )
+                })?;
+                membership::in_view(view, conv, rec.summary.direction)
+            }
+        };
+        if keep {
+            out.push(Entry {
+                conversation: Some(conv.id),
+                message: msg,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// `meta` values a new UID space consumes.
@@ -336,14 +365,33 @@ impl Writer {
     fn sync_view(&mut self, view: &TeamView) -> Result<MailboxSnapshot, StoreError> {
         let name = keys::view_space(view);
         let existing = self.space_record(&name)?;
+        let cached = |rec: &UidSpaceRecord, cache: &HashMap<Vec<u8>, CachedView>| {
+            cache
+                .get(&name)
+                .filter(|c| c.space == rec.space && c.synced_at == rec.synced_at)
+                .map(|c| c.entries.clone())
+        };
         if let Some(rec) = &existing
             && rec.synced_at == self.view_gen
         {
-            return snapshot(&self.trees, rec, self.change);
+            let entries = match cached(rec, &self.view_cache) {
+                Some(entries) => entries,
+                None => read_entries(&self.trees, rec.space)?,
+            };
+            self.remember_view(&name, rec, &entries);
+            return Ok(MailboxSnapshot {
+                uid_validity: rec.uid_validity,
+                uid_next: rec.uid_next,
+                entries,
+                highest_change: self.change,
+            });
         }
         let (mut rec, alloc, current) = match existing {
             Some(rec) => {
-                let current = read_entries(&self.trees, rec.space)?;
+                let current = match cached(&rec, &self.view_cache) {
+                    Some(entries) => entries,
+                    None => read_entries(&self.trees, rec.space)?,
+                };
                 (rec, None, current)
             }
             None => {
@@ -351,11 +399,30 @@ impl Writer {
                 (rec, Some(alloc), Vec::new())
             }
         };
-        let desired = desired_entries(&self.trees, view)?;
+        let touched = match (view, &alloc) {
+            (TeamView::Junk { .. }, _) | (_, Some(_)) => None,
+            _ => self.touched_since(rec.synced_at),
+        };
+        // Only the touched conversations can have entered or left the view; with no
+        // record of what changed, every conversation is looked at.
+        let desired = match &touched {
+            Some(touched) => desired_entries_of(&self.trees, view, touched)?,
+            None => desired_entries(&self.trees, view)?,
+        };
+        let in_scope = |e: &Entry| {
+            touched
+                .as_ref()
+                .is_none_or(|t| e.conversation.is_some_and(|c| t.contains(&c)))
+        };
         let wanted: HashSet<Entry> = desired.iter().copied().collect();
-        let have: HashSet<Entry> = current.iter().map(|(_, e)| *e).collect();
-        let (kept, removed): (Vec<_>, Vec<_>) =
-            current.into_iter().partition(|(_, e)| wanted.contains(e));
+        let (kept, removed): (Vec<_>, Vec<_>) = current
+            .into_iter()
+            .partition(|(_, e)| !in_scope(e) || wanted.contains(e));
+        let have: HashSet<Entry> = kept
+            .iter()
+            .filter(|(_, e)| in_scope(e))
+            .map(|(_, e)| *e)
+            .collect();
         let added: Vec<Entry> = desired.into_iter().filter(|e| !have.contains(e)).collect();
         let first = rec.uid_next;
         rec.uid_next = u32::try_from(added.len())
@@ -391,6 +458,7 @@ impl Writer {
         self.dirty = true;
         let mut entries = kept;
         entries.extend(inserts);
+        self.remember_view(&name, &rec, &entries);
         Ok(MailboxSnapshot {
             uid_validity: rec.uid_validity,
             uid_next: rec.uid_next,
@@ -499,6 +567,7 @@ impl Writer {
             })
             .map_err(tx_error)?;
         self.bumped(bump);
+        self.touched_only(vec![id]);
         Ok(())
     }
 

@@ -18,7 +18,7 @@
 //! bytes that are not durable. Nobody is answered `Ok` before phase 4 succeeded.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
@@ -34,13 +34,15 @@ use super::blobs::{BlobLoc, SegmentWriter};
 use super::keys::{self, TreeId};
 use super::model::{
     ContactTouch, ConversationAction, ConversationId, ConversationInfo, Delivery, DeliveryOutcome,
-    Direction, FlagOp, Flags, FolderId, IncomingMessage, IngestOutcome, JunkId, MailboxSnapshot,
-    MessageKey, MessageSummary, NewJunk, QuarantineHit, QuarantineId, Status, TeamView,
-    ThreadDecision, ThreadLookup,
+    Direction, Entry, FlagOp, Flags, FolderId, IncomingMessage, IngestOutcome, JunkId,
+    MailboxSnapshot, MessageKey, MessageSummary, NewJunk, QuarantineHit, QuarantineId, Status,
+    TeamView, ThreadDecision, ThreadLookup,
 };
 use super::quarantine;
 use super::queue::{QueueOp, QueueOutput};
-use super::records::{self, ContactRecord, ConversationRecord, MessageRecord, TimelineRecord};
+use super::records::{
+    self, ContactRecord, ConversationRecord, MessageRecord, TimelineRecord, UidSpaceRecord,
+};
 use super::views;
 use super::{Counters, StoreError, Trees};
 
@@ -227,6 +229,33 @@ pub struct Writer {
     /// The last sled flush failed: commits may not be durable, so the next batch
     /// flushes even if it writes nothing (a no-op answer may rely on them).
     flush_owed: bool,
+    /// What each recent view generation changed, oldest first (at most `VIEW_LOG_LEN`).
+    view_log: VecDeque<(u64, ViewChange)>,
+    /// Each team view's entries as last synced, by UID space name (memory only).
+    pub(super) view_cache: HashMap<Vec<u8>, CachedView>,
+}
+
+/// View generations remembered for incremental syncs; a space synced longer ago is
+/// recomputed in full.
+const VIEW_LOG_LEN: usize = 4096;
+/// Team views whose entries are kept in memory; past it the cache starts over.
+const VIEW_CACHE_LEN: usize = 512;
+
+/// What one view generation changed.
+#[derive(Debug, Clone)]
+pub(super) enum ViewChange {
+    /// Only these conversations' status, assignee, inbox or messages.
+    Conversations(Vec<ConversationId>),
+    /// Unknown: every view is recomputed in full.
+    Everything,
+}
+
+/// A team view's entries as of its space's last sync.
+#[derive(Debug, Clone)]
+pub(super) struct CachedView {
+    pub space: u64,
+    pub synced_at: u64,
+    pub entries: Vec<(u32, Entry)>,
 }
 
 /// The counter values a change writes in its transaction; applied to the writer with
@@ -280,6 +309,8 @@ impl Writer {
             view_gen,
             dirty: false,
             flush_owed: false,
+            view_log: VecDeque::new(),
+            view_cache: HashMap::new(),
         })
     }
 
@@ -291,13 +322,72 @@ impl Writer {
         }
     }
 
-    /// Records that the transaction carrying `b` committed.
+    /// Records that the transaction carrying `b` committed. A view change is logged as
+    /// [`ViewChange::Everything`] until [`Writer::touched_only`] narrows it.
     pub(super) fn bumped(&mut self, b: Bump) {
         self.change = b.change;
         if let Some(g) = b.view_gen {
             self.view_gen = g;
+            if self.view_log.len() >= VIEW_LOG_LEN {
+                self.view_log.pop_front();
+            }
+            self.view_log.push_back((g, ViewChange::Everything));
         }
         self.dirty = true;
+    }
+
+    /// Narrows the view change just committed to these conversations.
+    pub(super) fn touched_only(&mut self, conversations: Vec<ConversationId>) {
+        if let Some((g, change)) = self.view_log.back_mut()
+            && *g == self.view_gen
+        {
+            *change = ViewChange::Conversations(conversations);
+        }
+    }
+
+    /// The conversations touched by every view generation after `since`, when the log
+    /// still holds all of them and each said what it touched.
+    pub(super) fn touched_since(&self, since: u64) -> Option<HashSet<ConversationId>> {
+        let start = self.view_log.iter().position(|(g, _)| *g == since + 1)?;
+        let mut touched = HashSet::new();
+        let mut expected = since + 1;
+        for (g, change) in self.view_log.iter().skip(start) {
+            if *g != expected {
+                return None;
+            }
+            match change {
+                ViewChange::Conversations(ids) => touched.extend(ids.iter().copied()),
+                ViewChange::Everything => return None,
+            }
+            expected += 1;
+        }
+        (expected == self.view_gen + 1).then_some(touched)
+    }
+
+    /// Keeps a view's entries as of its space's last sync.
+    pub(super) fn remember_view(
+        &mut self,
+        name: &[u8],
+        rec: &UidSpaceRecord,
+        entries: &[(u32, Entry)],
+    ) {
+        if let Some(c) = self.view_cache.get(name)
+            && c.space == rec.space
+            && c.synced_at == rec.synced_at
+        {
+            return;
+        }
+        if self.view_cache.len() >= VIEW_CACHE_LEN {
+            self.view_cache.clear();
+        }
+        self.view_cache.insert(
+            name.to_vec(),
+            CachedView {
+                space: rec.space,
+                synced_at: rec.synced_at,
+                entries: entries.to_vec(),
+            },
+        );
     }
 
     /// The thread's body: until every handle is gone or `Close` was received and the
@@ -637,6 +727,16 @@ impl Writer {
             .transaction(|trees| apply_ingest(&Tx(trees), &plan))
             .map_err(tx_error)?;
         self.bumped(bump);
+        // A quarantined original is in no view; only the conversations filed into change.
+        self.touched_only(
+            deliveries
+                .iter()
+                .filter_map(|(_, o)| match o {
+                    DeliveryOutcome::Stored { conversation, .. } => Some(*conversation),
+                    _ => None,
+                })
+                .collect(),
+        );
         Ok(IngestOutcome {
             message: Some(key),
             deliveries,
