@@ -726,8 +726,22 @@ impl Session {
             .filter(|(uid, _)| *uid > known_max)
             .copied()
             .collect();
-        let current = shown_flags(&self.ctx, &agent.login, &sel.entries)?;
-        for (index, flags) in current.into_iter().enumerate() {
+        // Only the flags written since the last sync can differ, unless presence moved
+        // or the store no longer remembers which were written.
+        let written = if sel.synced_at.1 == generations.1 {
+            self.ctx.store.flags_changed_since(sel.synced_at.0)
+        } else {
+            None
+        };
+        let stale: Vec<usize> = match &written {
+            Some(keys) => (0..sel.entries.len())
+                .filter(|&i| keys.contains(&sel.entries[i].1.message))
+                .collect(),
+            None => (0..sel.entries.len()).collect(),
+        };
+        let stale_entries: Vec<(u32, Entry)> = stale.iter().map(|&i| sel.entries[i]).collect();
+        let current = shown_flags(&self.ctx, &agent.login, &stale_entries)?;
+        for (index, flags) in stale.into_iter().zip(current) {
             if sel.flags[index] != flags {
                 let seq = seq_of(index);
                 let items = vec![

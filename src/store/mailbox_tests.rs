@@ -1,6 +1,7 @@
 //! IMAP mailbox tests on real disk: team view UID spaces, flags, folders, change
 //! notifications, and that all of it survives close + reopen.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -848,5 +849,70 @@ async fn incremental_view_syncs_match_a_full_recompute() -> TestResult {
         "every view held something at some point"
     );
     store.close().await?;
+    Ok(())
+}
+
+/// The flag log tells a session which flags to re-read: exactly the messages a STORE
+/// wrote; nothing for ingests and conversation actions; "all" once it no longer
+/// reaches back far enough or a change did not say.
+#[tokio::test]
+async fn flag_log_names_the_messages_whose_flags_changed() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = open(dir.path())?;
+    let o1 = store
+        .ingest(simple("a", "m1@x", T0, "c@x", new_conv()))
+        .await?;
+    let o2 = store
+        .ingest(simple("a", "m2@x", T0 + 1, "d@x", new_conv()))
+        .await?;
+    let (k1, k2) = (key(&o1)?, key(&o2)?);
+    let start = store.change_counter();
+    assert_eq!(store.flags_changed_since(start), Some(HashSet::new()));
+
+    store
+        .store_flags(
+            "alice",
+            vec![k2],
+            FlagOp::Add,
+            flags(true, false, false, &[]),
+        )
+        .await?;
+    store
+        .conversation_action(
+            stored(&o1, 0).0,
+            ConversationAction::Assign(Some("x".into())),
+        )
+        .await?;
+    store
+        .ingest(simple("a", "m3@x", T0 + 2, "c@x", new_conv()))
+        .await?;
+    assert_eq!(store.flags_changed_since(start), Some(HashSet::from([k2])));
+    // A STORE that changes nothing writes nothing.
+    let before = store.change_counter();
+    store
+        .store_flags(
+            "alice",
+            vec![k1],
+            FlagOp::Remove,
+            flags(true, false, false, &[]),
+        )
+        .await?;
+    assert_eq!(store.flags_changed_since(before), Some(HashSet::new()));
+    // Folder operations do not say which flags they wrote: not narrowed.
+    let f = folder("alice", "Keep");
+    store.folder_create(&f).await?;
+    store.folder_copy(&f, vec![k1]).await?;
+    assert_eq!(store.flags_changed_since(start), None);
+    store.close().await?;
+
+    let mut log = FlagLog::default();
+    assert_eq!(log.since(7), Some(HashSet::new()));
+    for c in 1..=(FlagLog::LEN as u64 + 1) {
+        log.push(c, Some(vec![MessageKey(c)]));
+    }
+    assert_eq!(log.since(0), None, "older than the log");
+    let last = FlagLog::LEN as u64 + 1;
+    assert_eq!(log.since(last - 1), Some(HashSet::from([MessageKey(last)])));
+    assert_eq!(log.since(last), Some(HashSet::new()));
     Ok(())
 }

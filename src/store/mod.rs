@@ -43,10 +43,11 @@ mod recovery;
 mod views;
 mod writer;
 
+use std::collections::HashSet;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -179,6 +180,59 @@ struct Counters {
     requests: AtomicU64,
     /// The store-wide change counter as of the last barrier.
     change: AtomicU64,
+    /// Whose flags each recent change wrote (the writer appends, sessions read).
+    flag_log: Mutex<FlagLog>,
+}
+
+/// The messages whose flags each recent change (by change counter) may have altered,
+/// oldest first: `None` when the change did not say. Lets an IMAP session re-read only
+/// those flags instead of all of its mailbox's.
+#[derive(Debug, Default)]
+struct FlagLog {
+    changes: std::collections::VecDeque<(u64, Option<Vec<MessageKey>>)>,
+}
+
+impl FlagLog {
+    /// Changes remembered; a session further behind re-reads every flag.
+    const LEN: usize = 4096;
+
+    fn push(&mut self, change: u64, keys: Option<Vec<MessageKey>>) {
+        if self.changes.len() >= Self::LEN {
+            self.changes.pop_front();
+        }
+        self.changes.push_back((change, keys));
+    }
+
+    /// Narrows the entry of `change` (the latest) to `keys`.
+    fn narrow(&mut self, change: u64, keys: Vec<MessageKey>) {
+        if let Some((c, k)) = self.changes.back_mut()
+            && *c == change
+        {
+            *k = Some(keys);
+        }
+    }
+
+    /// Every message whose flags a change after `since` altered, when all of those
+    /// changes are remembered and each said which.
+    fn since(&self, since: u64) -> Option<HashSet<MessageKey>> {
+        let start = self.changes.iter().position(|(c, _)| *c == since + 1);
+        let Some(start) = start else {
+            // Nothing after `since` yet, or `since` is older than the log.
+            return self
+                .changes
+                .back()
+                .is_none_or(|(c, _)| *c <= since)
+                .then(HashSet::new);
+        };
+        let mut keys = HashSet::new();
+        for (expected, (c, k)) in (since + 1..).zip(self.changes.iter().skip(start)) {
+            if *c != expected {
+                return None;
+            }
+            keys.extend(k.as_ref()?.iter().copied());
+        }
+        Some(keys)
+    }
 }
 
 /// The trees of [`keys::TreeId`], in that order.
@@ -508,6 +562,17 @@ impl Store {
     /// `\Deleted`, `\Draft` and every keyword are shared by everyone seeing the message.
     pub fn flags(&self, agent: &str, key: MessageKey) -> Result<Flags, StoreError> {
         flags::read(&self.inner.trees, agent, key)
+    }
+
+    /// The messages whose flags changed after change `since` (see [`Store::change_counter`]),
+    /// when the store still knows; `None`: re-read them all.
+    pub fn flags_changed_since(&self, since: u64) -> Option<HashSet<MessageKey>> {
+        self.inner
+            .counters
+            .flag_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .since(since)
     }
 
     pub fn flags_many(&self, agent: &str, keys: &[MessageKey]) -> Result<Vec<Flags>, StoreError> {

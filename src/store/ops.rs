@@ -498,10 +498,12 @@ impl Writer {
             results.push(new);
         }
         let mut writes = Vec::new();
+        let mut written = Vec::new();
         for (key, (before, after)) in &state {
             let w = FlagWrite::new(Some(agent), *key, before, after)?;
             if !w.is_empty() {
                 writes.push(w);
+                written.push(*key);
             }
         }
         if writes.is_empty() {
@@ -518,6 +520,7 @@ impl Writer {
             })
             .map_err(tx_error)?;
         self.bumped(bump);
+        self.flags_touched_only(written);
         Ok(results)
     }
 
@@ -567,6 +570,7 @@ impl Writer {
             })
             .map_err(tx_error)?;
         self.bumped(bump);
+        self.flags_touched_only(Vec::new());
         self.touched_only(vec![id]);
         Ok(())
     }

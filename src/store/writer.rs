@@ -326,6 +326,7 @@ impl Writer {
     /// [`ViewChange::Everything`] until [`Writer::touched_only`] narrows it.
     pub(super) fn bumped(&mut self, b: Bump) {
         self.change = b.change;
+        self.flag_log().push(b.change, None);
         if let Some(g) = b.view_gen {
             self.view_gen = g;
             if self.view_log.len() >= VIEW_LOG_LEN {
@@ -334,6 +335,19 @@ impl Writer {
             self.view_log.push_back((g, ViewChange::Everything));
         }
         self.dirty = true;
+    }
+
+    fn flag_log(&self) -> std::sync::MutexGuard<'_, super::FlagLog> {
+        // A poisoned log only costs sessions a full flag re-read; never panic on it.
+        self.counters
+            .flag_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Narrows the change just committed to writing the flags of these messages only.
+    pub(super) fn flags_touched_only(&mut self, messages: Vec<MessageKey>) {
+        self.flag_log().narrow(self.change, messages);
     }
 
     /// Narrows the view change just committed to these conversations.
@@ -727,6 +741,8 @@ impl Writer {
             .transaction(|trees| apply_ingest(&Tx(trees), &plan))
             .map_err(tx_error)?;
         self.bumped(bump);
+        // Ingest writes no flags of messages already stored.
+        self.flags_touched_only(Vec::new());
         // A quarantined original is in no view; only the conversations filed into change.
         self.touched_only(
             deliveries
