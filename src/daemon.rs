@@ -116,7 +116,10 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
     let tls = config.tls.as_ref().map(Tls::new).transpose()?;
     let shutdown = CancellationToken::new();
     let tasks = TaskTracker::new();
+    // `smtp.max_connections` bounds the MX and, separately, the agents' submission
+    // ports: a flood on port 25 must not lock the team out of replying.
     let smtp_slots = Arc::new(Semaphore::new(config.smtp.max_connections));
+    let submission_slots = Arc::new(Semaphore::new(config.smtp.max_connections));
 
     let smtp_listeners = bind_all(&config.smtp.listen, "smtp.listen").await?;
     let submission_listeners = bind_all(&config.submission.listen, "submission.listen").await?;
@@ -197,7 +200,10 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         let ctx = smtp_ctx.clone();
         let accept = AcceptLoop {
             listener,
-            slots: smtp_slots.clone(),
+            slots: match mode {
+                Mode::Inbound => smtp_slots.clone(),
+                Mode::Submission => submission_slots.clone(),
+            },
             tasks: tasks.clone(),
             shutdown: shutdown.clone(),
             busy_reply: b"421 4.7.0 Too many connections, try again later\r\n",

@@ -401,6 +401,16 @@ async fn a_thousand_connections_are_refused_politely_past_the_limit() {
         );
         assert_eq!(accepted, 50, "exactly max_connections are served");
         assert_eq!(busy, 950);
+        if addr == d.smtp_addr() {
+            // The MX is full; agents can still reach submission (its own slots).
+            let stream = TcpStream::connect(d.submission_addr()).await.unwrap();
+            let mut c = crate::harness::SmtpConn::new(stream);
+            let greeting = c.read_reply().await;
+            assert!(
+                matches!(greeting, Some((220, _))),
+                "submission while the MX is full: {greeting:?}"
+            );
+        }
         drop(served);
     }
     // Freed slots serve normally again.
