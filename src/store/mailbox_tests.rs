@@ -914,5 +914,12 @@ async fn flag_log_names_the_messages_whose_flags_changed() -> TestResult {
     let last = FlagLog::LEN as u64 + 1;
     assert_eq!(log.since(last - 1), Some(HashSet::from([MessageKey(last)])));
     assert_eq!(log.since(last), Some(HashSet::new()));
+    // A bulk change naming more than MAX_KEYS messages stays unnamed (bounded memory).
+    log.push(last + 1, None);
+    log.narrow(
+        last + 1,
+        (0..=FlagLog::MAX_KEYS as u64).map(MessageKey).collect(),
+    );
+    assert_eq!(log.since(last), None);
     Ok(())
 }

@@ -203,8 +203,15 @@ impl FlagLog {
         self.changes.push_back((change, keys));
     }
 
+    /// Messages one change may name; a bulk STORE past it stays unnamed (sessions re-read
+    /// every flag once), so the log holds at most `LEN * MAX_KEYS` keys.
+    const MAX_KEYS: usize = 1024;
+
     /// Narrows the entry of `change` (the latest) to `keys`.
     fn narrow(&mut self, change: u64, keys: Vec<MessageKey>) {
+        if keys.len() > Self::MAX_KEYS {
+            return;
+        }
         if let Some((c, k)) = self.changes.back_mut()
             && *c == change
         {
