@@ -111,7 +111,7 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<Value, Admi
                 value["inbox"] = item.inbox.into();
                 value["original_size"] = original.len().into();
                 value["original_headers"] = String::from_utf8_lossy(
-                    &original[..crate::smtp::session::header_section_len(&original)],
+                    &original[..crate::mail::header::header_section_len(&original)],
                 )
                 .into_owned()
                 .into();
@@ -140,7 +140,7 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<Value, Admi
         },
         AdminRequest::ContactsList => serde_json::to_value(store.list_contacts()?)?,
         AdminRequest::ContactsShow { email } => {
-            let key = crate::contacts::normalize_email(email)
+            let key = crate::mail::address::normalize_email(email)
                 .unwrap_or_else(|| email.to_ascii_lowercase());
             match store.contact(&key)? {
                 Some(c) => serde_json::to_value(c)?,

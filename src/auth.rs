@@ -235,6 +235,22 @@ pub fn decode_plain(bytes: &[u8]) -> Option<(String, String)> {
 /// An argon2id hash of a random string nobody knows, for timing-equal failures.
 const DUMMY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$sxrGZCIbvuZL2YLMG8IW0w$dnt1GZDExAasUeiRFvco7btBCJEQtHDCHMCRxpi8h+w";
 
+/// An agent may send as (envelope sender on the submission port, From of a reply) only
+/// an address of an inbox they are a member of (SPEC §6); admins who are not members
+/// are refused the same way.
+pub fn sender_allowed(config: &Config, agent: &str, address: &str) -> Result<(), String> {
+    match config.inbox_for_address(address) {
+        Some((inbox, _)) if inbox.members.iter().any(|m| m == agent) => Ok(()),
+        Some((inbox, _)) => Err(format!(
+            "{agent} is not a member of inbox {} and cannot send as {address}",
+            inbox.name
+        )),
+        None => Err(format!(
+            "{address} is not a team address; send as one of your inboxes"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;

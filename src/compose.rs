@@ -60,7 +60,7 @@ use base64::Engine as _;
 use mail_builder::headers::Header as _;
 use mail_parser::{Encoding, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
-use crate::threading::{subject_prefixes, subject_tag};
+use crate::mail::subject::{subject_prefixes, subject_tag};
 
 /// Biggest message accepted, in bytes.
 const MAX_MESSAGE_BYTES: usize = 64 << 20;

@@ -15,152 +15,9 @@
 //!   or touch a contact. Mailing-list posts and newsletters (`Precedence: list|bulk`) are
 //!   written by a person or an organisation and do touch their sender.
 
+use crate::mail::address::is_system_sender;
 use crate::message::MessageFacts;
 use crate::store::model::{Address, ContactTouch, TimelineKind};
-
-/// Longest address accepted (RFC 5321 path limit).
-const MAX_EMAIL_LEN: usize = 254;
-
-/// Normalises an address for use as a contact key: trims, strips `<>` and a `mailto:`
-/// scheme, lower-cases the whole address and converts an IDN domain to punycode.
-/// `None` unless there is exactly one `@` with a non-empty local part and a valid domain.
-pub fn normalize_email(raw: &str) -> Option<String> {
-    let mut s = raw.trim();
-    if let Some(inner) = s.strip_prefix('<').and_then(|x| x.strip_suffix('>')) {
-        s = inner.trim();
-    }
-    if let Some(scheme) = s.get(..7)
-        && scheme.eq_ignore_ascii_case("mailto:")
-    {
-        s = s.get(7..).unwrap_or_default().trim();
-    }
-    if s.is_empty() || s.len() > MAX_EMAIL_LEN {
-        return None;
-    }
-    if s.chars()
-        .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '<' | '>' | ',' | ';'))
-    {
-        return None;
-    }
-    let (local, domain) = s.split_once('@')?;
-    if local.is_empty() || domain.contains('@') {
-        return None;
-    }
-    let domain = domain.strip_suffix('.').unwrap_or(domain);
-    if domain.is_empty() || domain.starts_with('.') || domain.contains("..") {
-        return None;
-    }
-    let domain = if domain.starts_with('[') {
-        // Address literal, e.g. [192.0.2.1]: keep as is.
-        domain.to_ascii_lowercase()
-    } else {
-        idna::domain_to_ascii(domain).ok()?.to_ascii_lowercase()
-    };
-    if domain.is_empty() {
-        return None;
-    }
-    Some(format!("{}@{}", local.to_lowercase(), domain))
-}
-
-/// The domain part of a normalised address.
-pub fn domain_of(email: &str) -> Option<&str> {
-    email
-        .rsplit_once('@')
-        .map(|(_, d)| d)
-        .filter(|d| !d.is_empty())
-}
-
-/// Mailbox-provider domains shared by unrelated people: sharing one of these is no
-/// evidence of belonging to the same organisation.
-const FREEMAIL_DOMAINS: &[&str] = &[
-    "gmail.com",
-    "googlemail.com",
-    "outlook.com",
-    "hotmail.com",
-    "live.com",
-    "msn.com",
-    "yahoo.com",
-    "ymail.com",
-    "aol.com",
-    "icloud.com",
-    "me.com",
-    "mac.com",
-    "gmx.de",
-    "gmx.net",
-    "gmx.com",
-    "web.de",
-    "mail.com",
-    "mail.ru",
-    "yandex.ru",
-    "yandex.com",
-    "proton.me",
-    "protonmail.com",
-    "qq.com",
-    "163.com",
-    "126.com",
-    "zoho.com",
-    "fastmail.com",
-    "t-online.de",
-    "orange.fr",
-    "free.fr",
-    "libero.it",
-];
-
-/// True for mailbox-provider domains (gmail.com, outlook.com, …).
-pub fn is_freemail_domain(domain: &str) -> bool {
-    FREEMAIL_DOMAINS
-        .iter()
-        .any(|d| d.eq_ignore_ascii_case(domain))
-}
-
-/// Senders that are software, not people: never a contact, never auto-answered.
-pub fn is_system_sender(email: &str) -> bool {
-    let local = email
-        .rsplit_once('@')
-        .map_or(email, |(l, _)| l)
-        .to_ascii_lowercase();
-    // Sub-address: "bounces+123@", "noreply+x@".
-    let base = local.split_once('+').map_or(local.as_str(), |(b, _)| b);
-    const EXACT: &[&str] = &[
-        "mailer-daemon",
-        "mailerdaemon",
-        "mail-daemon",
-        "maildaemon",
-        "postmaster",
-        "noreply",
-        "no-reply",
-        "no_reply",
-        "donotreply",
-        "do-not-reply",
-        "do_not_reply",
-        "dontreply",
-        "bounce",
-        "bounces",
-        "mdaemon",
-        "listserv",
-        "majordomo",
-    ];
-    if EXACT.contains(&base) {
-        return true;
-    }
-    const PREFIXES: &[&str] = &[
-        "bounce-",
-        "bounces-",
-        "noreply-",
-        "no-reply-",
-        "no_reply-",
-        "owner-",
-    ];
-    const SUFFIXES: &[&str] = &[
-        "-bounces",
-        "-bounce",
-        "-noreply",
-        "-no-reply",
-        "-owner",
-        "-request",
-    ];
-    PREFIXES.iter().any(|p| base.starts_with(p)) || SUFFIXES.iter().any(|s| base.ends_with(s))
-}
 
 /// The contact an inbound message is credited to: the original sender of a forward, else
 /// the From.
@@ -231,31 +88,6 @@ pub fn inbound_touches(f: &MessageFacts, customer: Option<&Address>) -> Vec<Cont
 mod tests {
     use super::*;
 
-    #[test]
-    fn normalize_table() {
-        let cases: &[(&str, Option<&str>)] = &[
-            ("john@example.com", Some("john@example.com")),
-            ("  <John.Doe@Example.COM> ", Some("john.doe@example.com")),
-            ("mailto:a@b.org", Some("a@b.org")),
-            ("user@bücher.example", Some("user@xn--bcher-kva.example")),
-            ("user@example.com.", Some("user@example.com")),
-            ("user@[192.0.2.1]", Some("user@[192.0.2.1]")),
-            ("noat.example.com", None),
-            ("a@b@c", None),
-            ("@example.com", None),
-            ("user@", None),
-            ("", None),
-            ("<>", None),
-            ("us er@example.com", None),
-            ("user@exa..mple.com", None),
-            ("a@b.com, c@d.com", None),
-        ];
-        for (raw, want) in cases {
-            assert_eq!(normalize_email(raw).as_deref(), *want, "{raw:?}");
-        }
-        let long = format!("{}@example.com", "a".repeat(300));
-        assert_eq!(normalize_email(&long), None);
-    }
 
     fn touches(raw: &str, env: &str) -> Vec<ContactTouch> {
         let f = crate::message::analyze(raw.as_bytes(), env).unwrap_or_else(|e| panic!("{e}"));
@@ -330,28 +162,4 @@ mod tests {
         );
     }
 
-    #[test]
-    fn system_senders() {
-        for s in [
-            "MAILER-DAEMON@example.com",
-            "postmaster@x.org",
-            "no-reply@github.com",
-            "noreply@x",
-            "do-not-reply@bank.example",
-            "bounces+123@mailgun.example",
-            "spamassassin-talk-owner@lists.sf.net",
-            "ilug-request@linux.ie",
-            "bounce-12345@list.example",
-        ] {
-            assert!(is_system_sender(s), "{s}");
-        }
-        for s in [
-            "john@example.com",
-            "support@example.com",
-            "replyto@x.org",
-            "bouncer@club.example",
-        ] {
-            assert!(!is_system_sender(s), "{s}");
-        }
-    }
 }

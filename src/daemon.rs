@@ -208,7 +208,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
             shutdown: shutdown.clone(),
             busy_reply: b"421 4.7.0 Too many connections, try again later\r\n",
             protocol,
-            metrics: metrics.clone(),
+            on_refused: metrics.on_refused(),
         };
         tasks.spawn(accept.run(move |stream, peer, id| {
             smtp_server::serve(stream, peer, id, ctx.clone(), mode, implicit_tls)
@@ -238,7 +238,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
             shutdown: shutdown.clone(),
             busy_reply: b"* BYE Too many connections, try again later\r\n",
             protocol: "imap",
-            metrics: metrics.clone(),
+            on_refused: metrics.on_refused(),
         };
         let observe = metrics.clone();
         tasks.spawn(accept.run(move |stream, peer, _id| {

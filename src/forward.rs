@@ -2,7 +2,7 @@
 //! address (SPEC §4). Pure; works on an already parsed [`mail_parser::Message`].
 //!
 //! A message is a forward when it carries a `message/rfc822` part, when its subject starts
-//! with a forward prefix (the prefix table lives in [`crate::threading`]), or when its
+//! with a forward prefix (the prefix table lives in [`crate::mail::subject`]), or when its
 //! plain-text body contains an explicit forward separator ("---------- Forwarded message
 //! ---------", "Begin forwarded message:", "----- Forwarded message from … -----", …).
 //! Reply-style separators ("-----Original Message-----", Outlook's underscore rule, a bare
@@ -15,9 +15,8 @@
 
 use mail_parser::{Message, MimeHeaders, PartType};
 
-use crate::contacts::normalize_email;
+use crate::mail::{address::normalize_email, subject::subject_prefixes};
 use crate::store::model::Address;
-use crate::threading::subject_prefixes;
 
 /// Lines of the body scanned for a forwarded block.
 const MAX_LINES: usize = 2_000;
@@ -499,9 +498,9 @@ mod tests {
         let (mut labelled, mut detected, mut credited_ok, mut detected_ok) =
             (0u32, 0u32, 0u32, 0u32);
         let mut elsewhere = 0u32;
-        for row in crate::message::corpus::manifest() {
+        for row in crate::test_corpus::manifest() {
             if row.theme != "forwards" {
-                let raw = crate::message::corpus::read(&row);
+                let raw = crate::test_corpus::read(&row);
                 if let Ok(f) = crate::message::analyze(&raw, "someone@corpus.invalid")
                     && let Some(fw) = f.forward
                 {
@@ -517,7 +516,7 @@ mod tests {
                 continue;
             }
             labelled += 1;
-            let raw = crate::message::corpus::read(&row);
+            let raw = crate::test_corpus::read(&row);
             let f = match crate::message::analyze(&raw, "someone@corpus.invalid") {
                 Ok(f) => f,
                 // mail-parser's debug_assert on mime9.eml fires unless the profile turns

@@ -25,7 +25,7 @@ use imap_codec::imap_types::{
 };
 use imap_next::{
     Interrupt, Io, State as _,
-    server::{Event, Options, Server},
+    server::{Event, Server},
 };
 use smtp_proto::request::receiver::RequestReceiver;
 
@@ -40,7 +40,11 @@ use crate::{
     message,
     reload::Reloadable,
     replying::Replying,
-    smtp::session::{Action, Envelope, Mode, Recipient, Session as SmtpSession},
+    mail::{
+        envelope::{Envelope, Recipient},
+        subject,
+    },
+    smtp::session::{Action, Mode, Session as SmtpSession},
     store::{
         ConversationAction, DeliveryOutcome, Direction, Status as ConvStatus, Store, StoreOptions,
         model::Address,
@@ -99,7 +103,7 @@ pub fn message_analyze(data: &[u8]) {
         let _ = message::summary(&facts, Direction::In, "fallback@teamgate");
         let _ = crate::contacts::inbound_touches(&facts, facts.from.as_ref());
     }
-    let _ = threading::normalize_subject(&String::from_utf8_lossy(data));
+    let _ = subject::normalize_subject(&String::from_utf8_lossy(data));
 }
 
 /// Parses arbitrary bytes as a config file.
@@ -113,14 +117,14 @@ pub fn config_parse(data: &[u8]) {
 /// prefixes, our `[#n]` tag, and the tag compose writes into outgoing subjects.
 pub fn subject_normalize(data: &[u8]) {
     let subject = String::from_utf8_lossy(data);
-    let base = threading::normalize_subject(&subject);
-    let _ = threading::normalize_subject(&base);
-    let _ = threading::subject_prefixes(&subject);
-    let _ = threading::subject_tag(&subject);
+    let base = subject::normalize_subject(&subject);
+    let _ = subject::normalize_subject(&base);
+    let _ = subject::subject_prefixes(&subject);
+    let _ = subject::subject_tag(&subject);
     let n = u64::from(data.first().copied().unwrap_or(0)) + 1;
     let tagged = compose::tag_subject(&subject, n);
-    let _ = threading::subject_tag(&tagged);
-    let _ = threading::normalize_subject(&tagged);
+    let _ = subject::subject_tag(&tagged);
+    let _ = subject::normalize_subject(&tagged);
 }
 
 /// Forward detection and original-sender extraction. An odd first byte wraps the rest as
@@ -473,11 +477,10 @@ async fn drive(
     mut seen: impl FnMut(&Data<'static>),
 ) -> usize {
     let config = ctx.config.current();
-    let mut options = Options::default();
-    let max_literal = u32::try_from(config.smtp.max_message_size).unwrap_or(u32::MAX - 65536);
-    options.max_literal_size = max_literal;
-    options.max_command_size = max_literal.saturating_add(64 * 1024);
-    let mut server = Server::new(options, session.greeting());
+    let mut server = Server::new(
+        crate::imap::server::protocol_options(&config),
+        session.greeting(),
+    );
     server.enqueue_input(input);
     let mut written = 0;
     let mut commands = 0;

@@ -12,9 +12,9 @@ use crate::{
     message::{self, MessageFacts},
     metrics::Metrics,
     reload::Reloadable,
-    smtp::{
+    mail::{
+        envelope::{Envelope, Recipient},
         reply::Reply,
-        session::{Envelope, Recipient},
     },
     store::{
         ConversationAction, Delivery, DeliveryOutcome, Direction, IncomingMessage, IngestOutcome,

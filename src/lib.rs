@@ -23,6 +23,7 @@ pub mod forward;
 pub mod fuzzing;
 pub mod imap;
 pub mod ingest;
+pub mod mail;
 pub mod message;
 pub mod metrics;
 pub mod net;
@@ -32,4 +33,6 @@ pub mod replying;
 pub mod smtp;
 pub mod store;
 pub mod submit;
+#[doc(hidden)]
+pub mod test_corpus;
 pub mod threading;

@@ -5,10 +5,12 @@
 use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 use thiserror::Error;
 
-use crate::contacts::{is_system_sender, normalize_email};
 use crate::forward::{self, ForwardInfo};
+use crate::mail::{
+    address::{is_system_sender, normalize_email},
+    subject::{normalize_subject, subject_prefixes, subject_tag},
+};
 use crate::store::model::{Address, AttachmentInfo, Direction, MessageSummary};
-use crate::threading::{normalize_subject, subject_prefixes, subject_tag};
 
 /// Nested message/rfc822 levels searched for attachments.
 const MAX_DEPTH: usize = 8;
@@ -593,9 +595,9 @@ mod tests {
             (false, true) => 2,
             (false, false) => 3,
         };
-        for row in super::corpus::manifest() {
-            let raw = super::corpus::read(&row);
-            let f = match analyze(&raw, &super::corpus::envelope_sender(&raw)) {
+        for row in crate::test_corpus::manifest() {
+            let raw = crate::test_corpus::read(&row);
+            let f = match analyze(&raw, &crate::test_corpus::envelope_sender(&raw)) {
                 Ok(f) => f,
                 // See corpus_forwards: mail-parser debug_assert, counted as "not automatic".
                 Err(MessageError::ParserPanic) => {
@@ -642,8 +644,8 @@ mod tests {
     /// Truncated and bit-flipped corpus messages: analysis never panics.
     #[test]
     fn corpus_mutations_do_not_panic() {
-        for row in super::corpus::manifest() {
-            let raw = super::corpus::read(&row);
+        for row in crate::test_corpus::manifest() {
+            let raw = crate::test_corpus::read(&row);
             let n = raw.len();
             for k in 1..8 {
                 let cut = n * k / 8;
@@ -685,68 +687,5 @@ mod tests {
         bytes.extend(std::iter::repeat_n(0xffu8, 1000));
         let f = analyze(&bytes, "x@y").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(f.thread_index, None);
-    }
-}
-
-/// The developers' corpus (../shared/corpus) for the corpus tests of this and the other
-/// analysis modules.
-#[cfg(test)]
-pub(crate) mod corpus {
-    use std::path::PathBuf;
-
-    pub(crate) struct Row {
-        pub path: String,
-        pub theme: String,
-        pub thread_key: String,
-        pub original_sender: String,
-        pub is_autoreply: bool,
-        pub auto_kind: String,
-    }
-
-    pub(crate) fn dir() -> PathBuf {
-        PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/corpus"))
-    }
-
-    /// MANIFEST.tsv rows, in file order.
-    pub(crate) fn manifest() -> Vec<Row> {
-        let text = std::fs::read_to_string(dir().join("MANIFEST.tsv"))
-            .unwrap_or_else(|e| panic!("manifest: {e}"));
-        text.lines()
-            .skip(1)
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                let c: Vec<&str> = l.split('\t').collect();
-                let col = |i: usize| c.get(i).map_or("", |s| s.trim()).to_string();
-                Row {
-                    path: col(0),
-                    theme: col(1),
-                    thread_key: col(5),
-                    original_sender: col(6),
-                    is_autoreply: col(7) == "yes",
-                    auto_kind: col(10),
-                }
-            })
-            .collect()
-    }
-
-    pub(crate) fn read(row: &Row) -> Vec<u8> {
-        std::fs::read(dir().join(&row.path)).unwrap_or_else(|e| panic!("{}: {e}", row.path))
-    }
-
-    /// The envelope sender the receiving MTA saw, from Return-Path ("" for `<>`).
-    pub(crate) fn envelope_sender(raw: &[u8]) -> String {
-        let msg = std::panic::catch_unwind(|| mail_parser::MessageParser::default().parse(raw))
-            .ok()
-            .flatten();
-        let rp = msg.as_ref().and_then(|m| {
-            m.header_raw("Return-Path")
-                .map(str::trim)
-                .map(str::to_string)
-        });
-        match rp {
-            Some(v) if v.trim_matches(['<', '>', ' ']).is_empty() => String::new(),
-            Some(v) => v.trim_matches(['<', '>', ' ']).to_string(),
-            None => "unknown@corpus.invalid".to_string(),
-        }
     }
 }

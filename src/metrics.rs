@@ -375,6 +375,12 @@ impl Metrics {
 
     /// A connection refused at accept for lack of slots; `listener` as in the logs
     /// (`smtp`, `submission`, `submissions`, `imap`, `metrics`).
+    /// The accept loops' hook for refused connections, counting them here.
+    pub fn on_refused(&self) -> crate::net::listener::OnRefused {
+        let metrics = self.clone();
+        std::sync::Arc::new(move |listener| metrics.connection_refused(listener))
+    }
+
     pub fn connection_refused(&self, listener: &'static str) {
         self.inner
             .connections_refused

@@ -17,7 +17,7 @@ use crate::{
     message::{self, MessageFacts},
     reload::Reloadable,
     replying::Replying,
-    smtp::{reply::Reply, session::Envelope},
+    mail::{envelope::Envelope, reply::Reply},
     store::{
         ContactTouch, ConversationAction, ConversationId, Delivery, DeliveryOutcome, Direction,
         FlagOp, Flags, IncomingMessage, MessageKey, OutboundMessage, Status, Store, ThreadDecision,
@@ -667,7 +667,7 @@ impl Submit {
                 .as_ref()
                 .map(|a| a.email.clone())
                 .unwrap_or_default(),
-            rcpts: vec![crate::smtp::session::Recipient {
+            rcpts: vec![crate::mail::envelope::Recipient {
                 address: address.to_string(),
                 inbox: Some(inbox.name.clone()),
                 tag,
@@ -711,7 +711,7 @@ fn sending_inbox(config: &Config, agent: &str, facts: &MessageFacts) -> Result<S
         .as_ref()
         .map(|a| a.email.clone())
         .unwrap_or_default();
-    if let Err(why) = crate::smtp::session::sender_allowed(config, agent, &from) {
+    if let Err(why) = crate::auth::sender_allowed(config, agent, &from) {
         return Err(Reply::new(550, (5, 7, 1), format!("From: {why}")));
     }
     config
@@ -758,7 +758,7 @@ fn outbound_touches(facts: &MessageFacts, direction: Direction) -> Vec<ContactTo
     }
     let mut out: Vec<ContactTouch> = Vec::new();
     for a in facts.to.iter().chain(&facts.cc) {
-        if contacts::is_system_sender(&a.email) || out.iter().any(|t| t.email == a.email) {
+        if crate::mail::address::is_system_sender(&a.email) || out.iter().any(|t| t.email == a.email) {
             continue;
         }
         let mut events = vec![(TimelineKind::Outbound, facts.subject.clone())];
@@ -778,7 +778,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::smtp::session::Recipient;
+    use crate::mail::envelope::Recipient;
 
     fn rcpt(address: &str, inbox: Option<&str>) -> Recipient {
         Recipient {

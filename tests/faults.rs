@@ -23,7 +23,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::harness::{ImapConn, STEP, TestDaemon, simple_message};
+use crate::harness::{ImapConn, STEP, TestDaemon, reserved_addr, simple_message};
 
 /// A mounted tmpfs, unmounted on drop.
 struct Tmpfs {
@@ -462,13 +462,6 @@ async fn a_thousand_connections_are_refused_politely_past_the_limit() {
 // The real binary under faults: a spawned `teamgate serve` that can be killed with -9.
 // ---------------------------------------------------------------------------------------
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// An argon2id hash with the smallest parameters: a debug build verifies the default ones
 /// in about a second, which would leave the clients of a short run mostly logging in.
@@ -498,8 +491,7 @@ impl Spawned {
     /// `extra` is appended to the config file (more sections or keys of new sections).
     pub fn new(relay_port: u16, smtp_section: &str, imap_section: &str, extra: &str) -> Spawned {
         let dir = tempfile::tempdir().unwrap();
-        let addr = || -> SocketAddr { format!("127.0.0.1:{}", free_port()).parse().unwrap() };
-        let (smtp, submission, imap) = (addr(), addr(), addr());
+        let (smtp, submission, imap) = (reserved_addr(), reserved_addr(), reserved_addr());
         let config = dir.path().join("teamgate.toml");
         let hash = cheap_hash("pw");
         std::fs::write(

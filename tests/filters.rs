@@ -5,7 +5,7 @@
 //! the test: tests/run.sh installs them.
 
 use std::{
-    net::{SocketAddr, TcpListener, UdpSocket},
+    net::{SocketAddr, UdpSocket},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -26,7 +26,7 @@ use teamgate::{
 };
 use tempfile::TempDir;
 
-use crate::harness::{corpus_for_smtp, require_program};
+use crate::harness::{corpus_for_smtp, require_program, reserved_addr};
 
 /// Upper bound for a daemon to start listening (spamd compiles its rules first).
 const STARTUP: Duration = Duration::from_secs(90);
@@ -45,16 +45,6 @@ fn is_root() -> bool {
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
-/// A free loopback port for TCP and UDP alike (the daemons bind it right after).
-fn free_port() -> u16 {
-    loop {
-        let tcp = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = tcp.local_addr().expect("addr").port();
-        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
 
 /// A daemon started by a test; stopped with SIGTERM (so spamd takes its children along),
 /// then SIGKILL, when the test is done or asks for it.
@@ -144,9 +134,9 @@ impl Service {
         );
     }
 
-    async fn wait_tcp(&mut self, port: u16) {
-        self.wait_until(&format!("listening on port {port}"), async || {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
+    async fn wait_tcp(&mut self, addr: SocketAddr) {
+        self.wait_until(&format!("listening on {addr}"), async || {
+            tokio::net::TcpStream::connect(addr)
                 .await
                 .is_ok()
         })
@@ -172,7 +162,7 @@ impl Dns {
     async fn start(txt: &[(&str, &str)]) -> Dns {
         let program = require_program("dnsmasq");
         let dir = tempfile::tempdir().expect("temp dir");
-        let port = free_port();
+        let addr = reserved_addr();
         let mut command = Command::new(program);
         command
             .arg("--keep-in-foreground")
@@ -181,8 +171,8 @@ impl Dns {
             .arg("--no-hosts")
             .arg("--no-poll")
             .arg("--bind-interfaces")
-            .arg("--listen-address=127.0.0.1")
-            .arg(format!("--port={port}"))
+            .arg(format!("--listen-address={}", addr.ip()))
+            .arg(format!("--port={}", addr.port()))
             .arg(format!(
                 "--pid-file={}",
                 dir.path().join("dnsmasq.pid").display()
@@ -194,10 +184,10 @@ impl Dns {
             command.arg(format!("--txt-record={name},{text}"));
         }
         let mut service = Service::start("dnsmasq", command, dir.path().join("dnsmasq.log"));
-        service.wait_tcp(port).await;
+        service.wait_tcp(addr).await;
         Dns {
             service,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr,
             _dir: dir,
         }
     }
@@ -336,10 +326,10 @@ async fn start_spamd() -> Spamd {
     let _ = Command::new("chmod").arg("0777").arg(&home).status();
     let _ = Command::new("chmod").arg("0755").arg(dir.path()).status();
 
-    let port = free_port();
+    let addr = reserved_addr();
     let mut command = Command::new(program);
     command
-        .arg(format!("--listen=127.0.0.1:{port}"))
+        .arg(format!("--listen={addr}"))
         .arg("--local")
         .arg("--nouser-config")
         .arg("--max-children=1")
@@ -356,10 +346,10 @@ async fn start_spamd() -> Spamd {
         command.arg("--username=nobody");
     }
     let mut service = Service::start("spamd", command, dir.path().join("spamd.log"));
-    service.wait_tcp(port).await;
+    service.wait_tcp(addr).await;
     Spamd {
         service,
-        addr: format!("127.0.0.1:{port}"),
+        addr: addr.to_string(),
         _dir: dir,
     }
 }
@@ -434,8 +424,7 @@ async fn spamd_gtube_is_junk_ham_is_not_and_an_outage_temp_fails() {
 
     // spamd is back on the same port: the same filters recover.
     spamd.service.restart();
-    let port: u16 = spamd.addr.rsplit(':').next().unwrap().parse().unwrap();
-    spamd.service.wait_tcp(port).await;
+    spamd.service.wait_tcp(spamd.addr.parse().unwrap()).await;
     let outcome = check(&filters, &gtube, "192.0.2.50", "spammer@spam.test")
         .await
         .expect("spamd answers again");
@@ -458,7 +447,7 @@ async fn spamd_gtube_is_junk_ham_is_not_and_an_outage_temp_fails() {
 
 struct Clamd {
     service: Service,
-    port: u16,
+    addr: SocketAddr,
     socket: PathBuf,
     _dir: TempDir,
 }
@@ -471,15 +460,17 @@ async fn start_clamd() -> Clamd {
     std::fs::create_dir(&db).expect("db dir");
     let ndb = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clamav/teamgate-test.ndb");
     std::fs::copy(&ndb, db.join("teamgate-test.ndb")).expect("copy signatures");
-    let port = free_port();
+    let addr = reserved_addr();
     let socket = dir.path().join("clamd.sock");
     let conf = dir.path().join("clamd.conf");
     std::fs::write(
         &conf,
         format!(
-            "Foreground yes\nDatabaseDirectory {db}\nTCPSocket {port}\nTCPAddr 127.0.0.1\n\
+            "Foreground yes\nDatabaseDirectory {db}\nTCPSocket {port}\nTCPAddr {ip}\n\
              LocalSocket {socket}\nTemporaryDirectory {tmp}\nLogFile {log}\nLogTime yes\n",
             db = db.display(),
+            port = addr.port(),
+            ip = addr.ip(),
             socket = socket.display(),
             tmp = dir.path().display(),
             log = dir.path().join("clamd-file.log").display(),
@@ -489,10 +480,10 @@ async fn start_clamd() -> Clamd {
     let mut command = Command::new(program);
     command.arg(format!("--config-file={}", conf.display()));
     let mut service = Service::start("clamd", command, dir.path().join("clamd.log"));
-    service.wait_tcp(port).await;
+    service.wait_tcp(addr).await;
     Clamd {
         service,
-        port,
+        addr,
         socket,
         _dir: dir,
     }
@@ -517,7 +508,7 @@ async fn clamd_quarantines_eicar_accepts_a_clean_pdf_and_an_outage_temp_fails() 
     let dns = Dns::start(&[]).await;
     let mut clamd = start_clamd().await;
     let mut config = filter_config();
-    config.clamd = Some(ClamdAddr::Tcp(format!("127.0.0.1:{}", clamd.port)));
+    config.clamd = Some(ClamdAddr::Tcp(clamd.addr.to_string()));
     let over_tcp = Filters::new(&config, dns.resolver());
     config.clamd = Some(ClamdAddr::Unix(clamd.socket.clone()));
     let over_unix = Filters::new(&config, dns.resolver());
@@ -568,7 +559,7 @@ async fn clamd_quarantines_eicar_accepts_a_clean_pdf_and_an_outage_temp_fails() 
         assert!(matches!(err, FilterError::ClamdDown(_)), "{err:?}");
     }
     clamd.service.restart();
-    clamd.service.wait_tcp(clamd.port).await;
+    clamd.service.wait_tcp(clamd.addr).await;
     let outcome = check(&over_tcp, &infected, "192.0.2.50", "customer@sender.test")
         .await
         .expect("clamd answers again");
@@ -1049,12 +1040,10 @@ async fn through_the_daemon_spam_goes_to_junk_viruses_to_quarantine_and_outages_
     let mut spamd = start_spamd().await;
     let mut clamd = start_clamd().await;
     let spamd_addr = spamd.addr.clone();
-    let clamd_port = clamd.port;
+    let clamd_addr = clamd.addr.to_string();
     let d = TestDaemon::start_with(move |c| {
         c.filter.spamd = Some(spamd_addr);
-        c.filter.clamd = Some(teamgate::config::ClamdAddr::Tcp(format!(
-            "127.0.0.1:{clamd_port}"
-        )));
+        c.filter.clamd = Some(teamgate::config::ClamdAddr::Tcp(clamd_addr));
     })
     .await;
     let store = d.handle.store().clone();

@@ -3,7 +3,7 @@
 
 use std::{
     net::SocketAddr,
-    path::{Path, PathBuf},
+    path::PathBuf,
     time::Duration,
 };
 
@@ -17,12 +17,37 @@ use tokio::{
     net::TcpStream,
 };
 
+/// An address of its own for a server a test starts, stops and starts again: a free port
+/// on a loopback IP (127.x.y.z) that no other test of this process is handed. Tests that
+/// bind `127.0.0.1:0` can never take it meanwhile, unlike a port freed on 127.0.0.1
+/// (which the kernel may hand the next ephemeral bind). Free for TCP and UDP alike.
+pub fn reserved_addr() -> SocketAddr {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Bounded: a busy pair on an address nobody else uses is rare; a few tries settle it.
+    for _ in 0..100 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let process = u8::try_from(std::process::id() % 200).unwrap_or(0);
+        let ip = std::net::Ipv4Addr::new(
+            127,
+            20 + process,
+            u8::try_from(n / 250 % 250).unwrap_or(0),
+            u8::try_from(n % 250).unwrap_or(0) + 2,
+        );
+        let tcp = std::net::TcpListener::bind((ip, 0)).expect("bind a loopback address");
+        let addr = tcp.local_addr().expect("local addr");
+        if std::net::UdpSocket::bind(addr).is_ok() {
+            return addr;
+        }
+    }
+    panic!("no free loopback address for TCP and UDP after 100 tries");
+}
+
 /// Upper bound for any single network step of a test.
 pub const STEP: Duration = Duration::from_secs(10);
 
-pub fn corpus_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus")
-}
+/// The corpus is read through the crate's one helper.
+pub use teamgate::test_corpus::dir as corpus_dir;
 
 pub fn corpus(path: &str) -> Vec<u8> {
     let p = corpus_dir().join(path);

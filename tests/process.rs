@@ -3,21 +3,14 @@
 
 use std::{
     io::{BufRead, BufReader, Write},
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     path::PathBuf,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
-use crate::harness::{require_program, teamgate};
+use crate::harness::{require_program, reserved_addr, teamgate};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Instance {
     dir: tempfile::TempDir,
@@ -28,7 +21,7 @@ struct Instance {
 impl Instance {
     fn new() -> Instance {
         let dir = tempfile::tempdir().unwrap();
-        let smtp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let smtp = reserved_addr();
         let config = dir.path().join("teamgate.toml");
         let hash = teamgate::config::hash_password("secret-pw").unwrap();
         std::fs::write(

@@ -1,7 +1,9 @@
 //! A loopback SMTP sink standing in for a relay or a recipient's MX: accepts on
 //! 127.0.0.1, records every transaction (MAIL, RCPT, the data as received after
 //! dot-unstuffing), answers configured replies for given recipients, and can be taken
-//! down (connections refused) and brought back on the same port.
+//! down and brought back. A down sink keeps its listener and closes every connection
+//! before the greeting, as a relay whose SMTP service is dead does: giving up the port to
+//! simulate an outage would let a parallel test take it before the rebind.
 
 use std::{
     collections::HashMap,
@@ -12,7 +14,7 @@ use std::{
 
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
-    net::{TcpListener, TcpSocket, TcpStream},
+    net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
 
@@ -34,27 +36,24 @@ struct State {
     /// Every RCPT address seen, accepted or not.
     rcpts_seen: Vec<String>,
     connections: usize,
+    /// While set, every connection is closed unanswered (not counted as a session).
+    down: bool,
 }
 
 pub struct Sink {
     addr: SocketAddr,
     state: Arc<Mutex<State>>,
-    acceptor: Option<JoinHandle<()>>,
-}
-
-fn reuse_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = TcpSocket::new_v4()?;
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(64)
+    acceptor: JoinHandle<()>,
 }
 
 impl Sink {
     pub async fn start() -> Sink {
-        let listener = reuse_listener(SocketAddr::from(([127, 0, 0, 1], 0))).expect("sink bind");
+        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("sink bind");
         let addr = listener.local_addr().expect("sink addr");
         let state = Arc::new(Mutex::new(State::default()));
-        let acceptor = Some(tokio::spawn(accept(listener, state.clone())));
+        let acceptor = tokio::spawn(accept(listener, state.clone()));
         Sink {
             addr,
             state,
@@ -62,7 +61,7 @@ impl Sink {
         }
     }
 
-    /// A sink that is down from the start (its port refuses connections).
+    /// A sink that is down from the start (every connection is refused with `421`).
     pub async fn start_down() -> Sink {
         let mut sink = Sink::start().await;
         sink.down().await;
@@ -91,33 +90,14 @@ impl Sink {
         self.state.lock().unwrap().chunking = on;
     }
 
-    /// Stops listening: connections are refused until [`Sink::up`].
+    /// Refuses service: every connection is closed unanswered until [`Sink::up`].
     pub async fn down(&mut self) {
-        if let Some(task) = self.acceptor.take() {
-            task.abort();
-            // Returns once the task (and its listener) is dropped.
-            let _ = task.await;
-        }
+        self.state.lock().unwrap().down = true;
     }
 
-    /// Listens again on the same port.
+    /// Serves again, on the same port it never gave up.
     pub async fn up(&mut self) {
-        if self.acceptor.is_some() {
-            return;
-        }
-        // The aborted acceptor drops its listener asynchronously; retry briefly.
-        let mut tries = 0;
-        let listener = loop {
-            match reuse_listener(self.addr) {
-                Ok(l) => break l,
-                Err(_) if tries < 50 => {
-                    tries += 1;
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Err(e) => panic!("sink rebind {}: {e}", self.addr),
-            }
-        };
-        self.acceptor = Some(tokio::spawn(accept(listener, self.state.clone())));
+        self.state.lock().unwrap().down = false;
     }
 
     pub fn mails(&self) -> Vec<Received> {
@@ -128,6 +108,7 @@ impl Sink {
         self.state.lock().unwrap().rcpts_seen.clone()
     }
 
+    /// SMTP sessions served (connections refused while down are not counted).
     pub fn connections(&self) -> usize {
         self.state.lock().unwrap().connections
     }
@@ -152,9 +133,7 @@ impl Sink {
 
 impl Drop for Sink {
     fn drop(&mut self) {
-        if let Some(task) = self.acceptor.take() {
-            task.abort();
-        }
+        self.acceptor.abort();
     }
 }
 
@@ -163,8 +142,18 @@ async fn accept(listener: TcpListener, state: Arc<Mutex<State>>) {
         let Ok((stream, _)) = listener.accept().await else {
             return;
         };
-        state.lock().unwrap().connections += 1;
-        tokio::spawn(session(stream, state.clone()));
+        let down = {
+            let mut s = state.lock().unwrap();
+            if !s.down {
+                s.connections += 1;
+            }
+            s.down
+        };
+        if down {
+            drop(stream);
+        } else {
+            tokio::spawn(session(stream, state.clone()));
+        }
     }
 }
 

@@ -34,3 +34,5 @@ mod backup;
 // Security: no open relay, auth where allowed and throttled, inbox isolation through every
 // command, no header injection, MIME and zip bombs bounded.
 mod security;
+// The dependency arrows of src/: no import cycles, no upward imports (GUIDE §3.3).
+mod layering;

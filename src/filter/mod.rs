@@ -25,7 +25,7 @@ use mail_auth::hickory_resolver::config::{NameServerConfig, ResolverConfig, Reso
 use mail_parser::{Message, MessageParser};
 
 use crate::config::{ClamdAddr, DnsSource, FilterConfig};
-use crate::smtp::reply::Reply;
+use crate::mail::reply::Reply;
 
 pub use attachments::strip_parts;
 
@@ -462,6 +462,12 @@ mod tests {
     fn outage_is_451_4_7_0() {
         let reply = FilterError::SpamdDown("refused".into()).reply();
         assert_eq!((reply.code, reply.status), (451, (4, 7, 0)));
+    }
+
+    #[test]
+    fn an_outage_counts_as_filter_unavailable() {
+        let reply = FilterError::SpamdDown("x".into()).reply();
+        assert_eq!(reply.refusal_reason(), Some("filter_unavailable"));
     }
 
     #[test]

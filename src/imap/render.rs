@@ -1287,29 +1287,9 @@ Inner body line 2
         }
     }
 
-    fn corpus() -> Vec<std::path::PathBuf> {
-        let mut out = Vec::new();
-        let mut dirs = vec![std::path::PathBuf::from(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/corpus"
-        ))];
-        while let Some(dir) = dirs.pop() {
-            for entry in std::fs::read_dir(&dir).expect("corpus dir") {
-                let path = entry.expect("entry").path();
-                if path.is_dir() {
-                    dirs.push(path);
-                } else if path.extension().is_some_and(|e| e == "eml") {
-                    out.push(path);
-                }
-            }
-        }
-        out.sort();
-        out
-    }
-
     #[test]
     fn corpus_renders_and_reparses() {
-        let files = corpus();
+        let files = crate::test_corpus::eml_files();
         assert!(files.len() > 300, "{}", files.len());
         let mut too_deep_for_decoder = 0;
         for path in &files {

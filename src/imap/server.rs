@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::session::{After, Answer, ImapContext, Session};
-use crate::metrics::Metrics;
+use crate::{config::Config, metrics::Metrics};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Input accepted before login (commands, a LOGIN literal): far more than any login needs.
@@ -84,6 +84,16 @@ pub async fn serve(
     }
 }
 
+/// imap-next's limits for our config: a literal may be as large as a message we accept
+/// (APPEND), a command that much plus 64 KiB of arguments. The fuzz harness uses the same.
+pub fn protocol_options(config: &Config) -> Options {
+    let mut options = Options::default();
+    let max_literal = u32::try_from(config.smtp.max_message_size).unwrap_or(u32::MAX - 65536);
+    options.max_literal_size = max_literal;
+    options.max_command_size = max_literal.saturating_add(64 * 1024);
+    options
+}
+
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut S,
     session: &mut Session,
@@ -93,11 +103,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     metrics: &Metrics,
 ) -> std::io::Result<Outcome> {
     let config = ctx.config.current();
-    let mut options = Options::default();
-    let max_literal = u32::try_from(config.smtp.max_message_size).unwrap_or(u32::MAX - 65536);
-    options.max_literal_size = max_literal;
-    options.max_command_size = max_literal.saturating_add(64 * 1024);
-    let mut server = Server::new(options, session.greeting());
+    let mut server = Server::new(protocol_options(&config), session.greeting());
     let mut skip_greeting = !greet;
     let mut changes = ctx.store.subscribe();
     let mut presence = ctx.replying.subscribe();

@@ -27,13 +27,13 @@ use super::{
     search::{self, Candidate},
 };
 use crate::{
+    mail::envelope::{Envelope, Recipient},
     auth::{self, AuthError, Authenticator},
     config::Config,
     ingest::Ingest,
     net::tls::Tls,
     reload::Reloadable,
     replying::Replying,
-    smtp::session::{Envelope, Recipient},
     store::{
         ConversationAction, ConversationId, Entry, FlagOp, Flags, FolderId, MailboxSnapshot,
         MessageKey, Status as ConvStatus, Store, StoreError, TeamView,

@@ -124,7 +124,7 @@ pub async fn serve(
         shutdown,
         busy_reply: BUSY_REPLY,
         protocol: "metrics",
-        metrics: metrics.clone(),
+        on_refused: metrics.on_refused(),
     };
     let limit = config.timeout;
     accept

@@ -14,6 +14,10 @@ use tracing::{Instrument, debug, info_span, warn};
 /// How long a refused client gets to read its "too busy" line.
 const BUSY_WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Told of every connection refused for lack of slots, with the listener's protocol name
+/// (the metrics count them; `net` stays below `metrics`).
+pub type OnRefused = Arc<dyn Fn(&'static str) + Send + Sync>;
+
 pub struct AcceptLoop {
     pub listener: TcpListener,
     pub slots: Arc<Semaphore>,
@@ -22,8 +26,7 @@ pub struct AcceptLoop {
     /// Written to a client refused for lack of slots, e.g. `421 4.7.0 ...`.
     pub busy_reply: &'static [u8],
     pub protocol: &'static str,
-    /// Counts the connections refused for lack of slots.
-    pub metrics: crate::metrics::Metrics,
+    pub on_refused: OnRefused,
 }
 
 impl AcceptLoop {
@@ -49,7 +52,7 @@ impl AcceptLoop {
             next_id += 1;
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
                 debug!(%peer, protocol = self.protocol, "connection limit reached");
-                self.metrics.connection_refused(self.protocol);
+                (self.on_refused)(self.protocol);
                 let reply = self.busy_reply;
                 self.tasks.spawn(async move {
                     let mut stream = stream;

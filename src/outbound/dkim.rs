@@ -85,7 +85,7 @@ pub fn from_domain(raw: &[u8]) -> Option<String> {
         .ok()
         .flatten()?;
     let address = msg.from()?.first()?.address()?.to_owned();
-    super::resolve::domain_of(&address)
+    crate::mail::address::domain_of(&address)
 }
 
 /// `raw` with a `DKIM-Signature` header prepended (relaxed/relaxed over

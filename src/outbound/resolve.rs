@@ -45,13 +45,6 @@ pub trait Resolve: Send + Sync + fmt::Debug {
     fn resolve<'a>(&'a self, domain: &'a str) -> ResolveFuture<'a>;
 }
 
-/// The recipient's domain (after the last `@`), lower-cased; None without one.
-pub fn domain_of(address: &str) -> Option<String> {
-    let (_, domain) = address.rsplit_once('@')?;
-    let domain = domain.trim().trim_end_matches('.');
-    (!domain.is_empty()).then(|| domain.to_lowercase())
-}
-
 /// The relay as one target: an IP address as is, a name through the system resolver.
 pub async fn relay_target(host: &str, port: u16) -> Result<Target, ResolveError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
@@ -240,16 +233,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn domains_are_taken_after_the_last_at() {
-        assert_eq!(
-            domain_of("\"a@b\"@Example.ORG").as_deref(),
-            Some("example.org")
-        );
-        assert_eq!(domain_of("x@example.org.").as_deref(), Some("example.org"));
-        assert_eq!(domain_of("nobody"), None);
-        assert_eq!(domain_of("x@"), None);
-    }
 
     #[test]
     fn mx_hosts_keep_preference_order_and_refuse_null_mx() {

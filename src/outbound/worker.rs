@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 use tokio_rustls::TlsConnector;
@@ -23,6 +23,7 @@ use super::dsn::{self, Bounce};
 use super::queue;
 use super::resolve::{self, Resolve, ResolveError, Target};
 use crate::config::Config;
+use crate::mail::clock;
 use crate::message;
 use crate::metrics::{DeliveryResult, Metrics};
 use crate::reload::Reloadable;
@@ -63,16 +64,6 @@ impl std::fmt::Debug for Worker {
     }
 }
 
-fn unix_now() -> Duration {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-}
-
-fn secs(d: Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
-
 /// Ids of entries being delivered right now (never dispatched twice at once).
 type InFlight = Arc<Mutex<HashSet<QueueId>>>;
 
@@ -102,10 +93,10 @@ pub async fn run(worker: Arc<Worker>, tasks: TaskTracker, shutdown: Cancellation
     let slots = Arc::new(Semaphore::new(MAX_CONCURRENT_DELIVERIES));
     let in_flight: InFlight = Arc::default();
     loop {
-        let now = unix_now();
+        let now = clock::unix_now();
         let limit = SCAN_BATCH + in_flight_len(&in_flight);
         let store = worker.store.clone();
-        let due = tokio::task::spawn_blocking(move || store.queue_due(secs(now), limit))
+        let due = tokio::task::spawn_blocking(move || store.queue_due(now, limit))
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))
             .and_then(|r| r);
@@ -171,7 +162,7 @@ async fn next_wait(store: &Store, in_flight: &InFlight, dispatched: usize) -> Du
         return MAX_IDLE;
     };
     let due = Duration::from_secs(u64::try_from(at).unwrap_or(0));
-    let now = unix_now();
+    let now = clock::since_epoch();
     if due <= now {
         // More due work than one scan took: go on at once, unless nothing could be
         // dispatched (then something is wrong with the entry; do not spin).
@@ -189,7 +180,7 @@ async fn next_wait(store: &Store, in_flight: &InFlight, dispatched: usize) -> Du
 async fn mark_attempt(worker: &Worker, item: QueueItem) -> Option<QueueItem> {
     let config = worker.config.current();
     let attempt = item.attempts.saturating_add(1);
-    let next = queue::next_attempt(secs(unix_now()), attempt, &config.outbound.retry_schedule);
+    let next = queue::next_attempt(clock::unix_now(), attempt, &config.outbound.retry_schedule);
     match worker.store.queue_mark_attempt(item.id, next).await {
         Ok(item) => Some(item),
         Err(StoreError::NotFound(_)) => None,
@@ -302,7 +293,7 @@ async fn deliver_message(
         groups.insert(String::new(), item.recipients.clone());
     } else {
         for rcpt in &item.recipients {
-            match resolve::domain_of(rcpt) {
+            match crate::mail::address::domain_of(rcpt) {
                 Some(domain) => groups.entry(domain).or_default().push(rcpt.clone()),
                 None => results.push((
                     rcpt.clone(),
@@ -371,7 +362,7 @@ async fn bounce(
     if item.mail_from.trim().is_empty() {
         return;
     }
-    let now = secs(unix_now());
+    let now = clock::unix_now();
     let b = Bounce {
         hostname: &config.server.hostname,
         queue_id: id,

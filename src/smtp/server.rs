@@ -15,11 +15,9 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::{
-    reply::Reply,
-    session::{Action, Envelope, Mode, Session},
-};
+use super::session::{Action, Mode, Session};
 use crate::{
+    mail::{envelope::Envelope, reply::Reply},
     auth::Authenticator,
     config::Config,
     ingest::{Ingest, Origin},

@@ -12,8 +12,13 @@ use smtp_proto::{
     MAIL_SMTPUTF8, Request,
 };
 
-use super::reply::Reply;
+use crate::auth;
 use crate::config::Config;
+use crate::mail::{
+    envelope::{Envelope, Recipient},
+    header::{header_section_len, starts_with_header_field},
+    reply::Reply,
+};
 
 /// Which port the session serves: the MX (only inbox recipients, no AUTH) or agents'
 /// submission (AUTH required, any recipient, sender must be one of the agent's inboxes).
@@ -21,24 +26,6 @@ use crate::config::Config;
 pub enum Mode {
     Inbound,
     Submission,
-}
-
-/// A recipient accepted at RCPT: the address as given and the inbox it maps to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recipient {
-    pub address: String,
-    /// The inbox of a team address; `None` for outside addresses (submission only).
-    pub inbox: Option<String>,
-    /// `+tag` of the address, e.g. `c123` for `support+c123@…`.
-    pub tag: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Envelope {
-    /// Reverse-path; "" for the null sender `<>`.
-    pub mail_from: String,
-    pub rcpts: Vec<Recipient>,
-    pub smtputf8: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -479,7 +466,7 @@ impl Session {
             let Some(agent) = &self.agent else {
                 return Action::Reply(Reply::new(530, (5, 7, 0), "Authentication required"));
             };
-            if let Err(reason) = sender_allowed(&self.config, agent, &from.address) {
+            if let Err(reason) = auth::sender_allowed(&self.config, agent, &from.address) {
                 return Action::Reply(Reply::new(550, (5, 7, 1), reason));
             }
         }
@@ -594,48 +581,6 @@ impl Session {
             return Err(Reply::new(500, (5, 5, 6), "Header line too long"));
         }
         Ok(())
-    }
-}
-
-/// Length of the header section including the blank line that ends it (the whole message
-/// when there is no body).
-pub fn header_section_len(raw: &[u8]) -> usize {
-    let mut line_start = 0;
-    while line_start < raw.len() {
-        let line_end = match raw[line_start..].iter().position(|b| *b == b'\n') {
-            Some(i) => line_start + i + 1,
-            None => raw.len(),
-        };
-        let line = &raw[line_start..line_end];
-        if line == b"\r\n" || line == b"\n" {
-            return line_end;
-        }
-        line_start = line_end;
-    }
-    raw.len()
-}
-
-/// True when the first line is a header field (RFC 5322 §2.2: printable name, colon).
-fn starts_with_header_field(raw: &[u8]) -> bool {
-    let name_len = raw
-        .iter()
-        .take_while(|b| matches!(b, b'!'..=b'9' | b';'..=b'~'))
-        .count();
-    name_len > 0 && raw.get(name_len) == Some(&b':')
-}
-
-/// The envelope sender on the submission port must be an address of an inbox the agent
-/// is a member of (SPEC §6); admins who are not members are refused the same way.
-pub fn sender_allowed(config: &Config, agent: &str, address: &str) -> Result<(), String> {
-    match config.inbox_for_address(address) {
-        Some((inbox, _)) if inbox.members.iter().any(|m| m == agent) => Ok(()),
-        Some((inbox, _)) => Err(format!(
-            "{agent} is not a member of inbox {} and cannot send as {address}",
-            inbox.name
-        )),
-        None => Err(format!(
-            "{address} is not a team address; send as one of your inboxes"
-        )),
     }
 }
 

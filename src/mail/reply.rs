@@ -1,4 +1,5 @@
-//! SMTP replies with enhanced status codes (RFC 3463), written through smtp-proto.
+//! SMTP replies with enhanced status codes (RFC 3463), written through smtp-proto: what
+//! the MX, submission, intake and the filters answer a peer.
 
 use std::fmt;
 
@@ -123,10 +124,6 @@ mod tests {
             (Reply::message_too_big(10), "too_big"),
             (Reply::new(530, (5, 7, 0), "auth"), "auth_required"),
             (Reply::local_error(), "local_error"),
-            (
-                crate::filter::FilterError::SpamdDown("x".into()).reply(),
-                "filter_unavailable",
-            ),
             (Reply::line_too_long(), "line_too_long"),
             (Reply::timeout(), "timeout"),
             (Reply::shutting_down(), "shutdown"),
