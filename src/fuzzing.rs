@@ -122,7 +122,7 @@ pub fn subject_normalize(data: &[u8]) {
     let _ = subject::subject_prefixes(&subject);
     let _ = subject::subject_tag(&subject);
     let n = u64::from(data.first().copied().unwrap_or(0)) + 1;
-    let tagged = compose::tag_subject(&subject, n);
+    let tagged = subject::tag_subject(&subject, n);
     let _ = subject::subject_tag(&tagged);
     let _ = subject::normalize_subject(&tagged);
 }

@@ -233,6 +233,76 @@ pub fn normalize_subject(s: &str) -> String {
         .to_lowercase()
 }
 
+/// Byte ranges of our `[#n]` tags in `subject` (each candidate is checked on its own
+/// short slice, so the work stays linear).
+fn own_tags(subject: &str) -> Vec<(usize, usize)> {
+    subject
+        .match_indices("[#")
+        .filter_map(|(i, _)| {
+            let tail = subject.get(i..)?;
+            let close = tail.char_indices().take(24).find(|(_, c)| *c == ']')?.0;
+            let candidate = tail.get(..=close)?;
+            let n = subject_tag(candidate)?;
+            (candidate == format!("[#{n}]")).then_some((i, i + candidate.len()))
+        })
+        .collect()
+}
+
+/// The subject with exactly one `[#n]`, right after the reply/forward prefixes.
+pub fn tag_subject(subject: &str, n: u64) -> String {
+    let tags = own_tags(subject);
+    let tag = format!("[#{n}]");
+    if tags.len() == 1 && subject_tag(subject) == Some(n) {
+        return subject.to_string();
+    }
+    // Remove every own tag (and one blank after it).
+    let mut s = String::with_capacity(subject.len() + tag.len() + 1);
+    let mut cursor = 0;
+    for (a, b) in tags {
+        if a < cursor {
+            continue;
+        }
+        s.push_str(subject.get(cursor..a).unwrap_or_default());
+        cursor = b;
+        if subject.get(cursor..).is_some_and(|r| r.starts_with(' ')) {
+            cursor += 1;
+        }
+    }
+    s.push_str(subject.get(cursor..).unwrap_or_default());
+    // Skip reply/forward prefixes, as threading classifies them.
+    let mut pos = 0;
+    for _ in 0..32 {
+        let rest = s.get(pos..).unwrap_or_default();
+        let Some((c, colon)) = rest
+            .char_indices()
+            .take(40)
+            .find(|(_, ch)| *ch == ':' || *ch == '：')
+        else {
+            break;
+        };
+        let piece = rest.get(..c + colon.len_utf8()).unwrap_or_default();
+        let p = subject_prefixes(piece);
+        if !(p.reply || p.forward) || piece.trim().is_empty() {
+            break;
+        }
+        pos += piece.len();
+    }
+    let (head, tail) = (
+        s.get(..pos).unwrap_or_default().trim_end(),
+        s.get(pos..).unwrap_or_default().trim(),
+    );
+    let mut out = String::new();
+    if !head.is_empty() {
+        out.push_str(head);
+        out.push(' ');
+    }
+    out.push_str(&tag);
+    if !tail.is_empty() {
+        out.push(' ');
+        out.push_str(tail);
+    }
+    out
+}
 
 #[cfg(test)]
 mod tests {
@@ -303,5 +373,22 @@ mod tests {
             Some(7)
         );
         assert_eq!(subject_tag("x [#12"), None);
+    }
+
+    #[test]
+    fn subject_tagging() {
+        for (s, want) in [
+            ("Re: Printer", "Re: [#12] Printer"),
+            ("Printer", "[#12] Printer"),
+            ("RE: AW: Fwd: Printer", "RE: AW: Fwd: [#12] Printer"),
+            ("Re: [#12] Printer", "Re: [#12] Printer"),
+            ("Printer [#12]", "Printer [#12]"),
+            ("Re: [#5] Printer", "Re: [#12] Printer"),
+            ("Invoice: 42", "[#12] Invoice: 42"),
+            ("", "[#12]"),
+            ("Re:", "Re: [#12]"),
+        ] {
+            assert_eq!(tag_subject(s, 12), want, "{s}");
+        }
     }
 }
