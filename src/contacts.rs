@@ -88,7 +88,6 @@ pub fn inbound_touches(f: &MessageFacts, customer: Option<&Address>) -> Vec<Cont
 mod tests {
     use super::*;
 
-
     fn touches(raw: &str, env: &str) -> Vec<ContactTouch> {
         let f = crate::message::analyze(raw.as_bytes(), env).unwrap_or_else(|e| panic!("{e}"));
         inbound_touches(&f, customer_of(&f))
@@ -161,5 +160,4 @@ mod tests {
             1
         );
     }
-
 }

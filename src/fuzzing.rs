@@ -37,13 +37,13 @@ use crate::{
     forward,
     imap::session::{After, Answer, ImapContext, Session},
     ingest::{Accepted, Ingest, Origin},
-    message,
-    reload::Reloadable,
-    replying::Replying,
     mail::{
         envelope::{Envelope, Recipient},
         subject,
     },
+    message,
+    reload::Reloadable,
+    replying::Replying,
     smtp::session::{Action, Mode, Session as SmtpSession},
     store::{
         ConversationAction, DeliveryOutcome, Direction, Status as ConvStatus, Store, StoreOptions,

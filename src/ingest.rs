@@ -9,13 +9,13 @@ use crate::{
     config::Config,
     contacts,
     filter::{FilterError, FilterInput, Filters, Verdict, strip_parts},
-    message::{self, MessageFacts},
-    metrics::Metrics,
-    reload::Reloadable,
     mail::{
         envelope::{Envelope, Recipient},
         reply::Reply,
     },
+    message::{self, MessageFacts},
+    metrics::Metrics,
+    reload::Reloadable,
     store::{
         ConversationAction, Delivery, DeliveryOutcome, Direction, IncomingMessage, IngestOutcome,
         JunkId, MessageKey, NewJunk, QuarantineHit, QuarantinedOriginal, Status, Store, StoreError,

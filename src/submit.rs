@@ -14,10 +14,10 @@ use crate::{
     config::Config,
     contacts,
     ingest::Ingest,
+    mail::{envelope::Envelope, reply::Reply},
     message::{self, MessageFacts},
     reload::Reloadable,
     replying::Replying,
-    mail::{envelope::Envelope, reply::Reply},
     store::{
         ContactTouch, ConversationAction, ConversationId, Delivery, DeliveryOutcome, Direction,
         FlagOp, Flags, IncomingMessage, MessageKey, OutboundMessage, Status, Store, ThreadDecision,
@@ -758,7 +758,9 @@ fn outbound_touches(facts: &MessageFacts, direction: Direction) -> Vec<ContactTo
     }
     let mut out: Vec<ContactTouch> = Vec::new();
     for a in facts.to.iter().chain(&facts.cc) {
-        if crate::mail::address::is_system_sender(&a.email) || out.iter().any(|t| t.email == a.email) {
+        if crate::mail::address::is_system_sender(&a.email)
+            || out.iter().any(|t| t.email == a.email)
+        {
             continue;
         }
         let mut events = vec![(TimelineKind::Outbound, facts.subject.clone())];

@@ -25,7 +25,9 @@ pub fn eml_files() -> Vec<PathBuf> {
     while let Some(d) = dirs.pop() {
         let entries = std::fs::read_dir(&d).unwrap_or_else(|e| panic!("{}: {e}", d.display()));
         for entry in entries {
-            let path = entry.unwrap_or_else(|e| panic!("{}: {e}", d.display())).path();
+            let path = entry
+                .unwrap_or_else(|e| panic!("{}: {e}", d.display()))
+                .path();
             if path.is_dir() {
                 dirs.push(path);
             } else if path.extension().is_some_and(|x| x == "eml") {

@@ -230,7 +230,6 @@ mod tests {
     use crate::message::{MessageFacts, analyze};
     use crate::store::model::Status;
 
-
     /// In-memory index with the store's semantics.
     #[derive(Default)]
     struct MemIndex {

@@ -462,7 +462,6 @@ async fn a_thousand_connections_are_refused_politely_past_the_limit() {
 // The real binary under faults: a spawned `teamgate serve` that can be killed with -9.
 // ---------------------------------------------------------------------------------------
 
-
 /// An argon2id hash with the smallest parameters: a debug build verifies the default ones
 /// in about a second, which would leave the clients of a short run mostly logging in.
 fn cheap_hash(password: &str) -> String {

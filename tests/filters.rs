@@ -45,7 +45,6 @@ fn is_root() -> bool {
         .is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
-
 /// A daemon started by a test; stopped with SIGTERM (so spamd takes its children along),
 /// then SIGKILL, when the test is done or asks for it.
 struct Service {
@@ -136,9 +135,7 @@ impl Service {
 
     async fn wait_tcp(&mut self, addr: SocketAddr) {
         self.wait_until(&format!("listening on {addr}"), async || {
-            tokio::net::TcpStream::connect(addr)
-                .await
-                .is_ok()
+            tokio::net::TcpStream::connect(addr).await.is_ok()
         })
         .await;
     }

@@ -1,11 +1,7 @@
 //! One harness for every integration test: a real daemon on ephemeral loopback ports with
 //! a temp data dir, and a raw SMTP client that asserts reply codes (Stalwart `cmd` style).
 
-use std::{
-    net::SocketAddr,
-    path::PathBuf,
-    time::Duration,
-};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use teamgate::{
     config::Config,

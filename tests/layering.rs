@@ -26,9 +26,15 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("networking", &["net"]),
     ("storage", &["store"]),
     ("observability", &["metrics", "reload"]),
-    ("pure domain", &["message", "contacts", "threading", "forward", "compose"]),
+    (
+        "pure domain",
+        &["message", "contacts", "threading", "forward", "compose"],
+    ),
     ("policy", &["auth", "filter", "replying"]),
-    ("domain pipelines", &["ingest", "submit", "admin", "outbound"]),
+    (
+        "domain pipelines",
+        &["ingest", "submit", "admin", "outbound"],
+    ),
     ("protocols", &["smtp", "imap", "control"]),
     ("wiring", &["daemon"]),
     ("entry", &["cli", "fuzzing"]),
@@ -44,15 +50,28 @@ const SLED_OWNER: &str = "store";
 fn src_has_no_cycles_and_no_upward_imports() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let files = read_tree(&root);
-    assert!(files.len() > 20, "read only {} files under {}", files.len(), root.display());
+    assert!(
+        files.len() > 20,
+        "read only {} files under {}",
+        files.len(),
+        root.display()
+    );
     let problems = check(&files);
-    assert!(problems.is_empty(), "layering problems in src/:\n{}", problems.join("\n"));
+    assert!(
+        problems.is_empty(),
+        "layering problems in src/:\n{}",
+        problems.join("\n")
+    );
 }
 
 #[test]
 fn a_back_edge_is_reported_with_its_use_line() {
     let mut tree = small_tree();
-    assert_eq!(check(&tree), Vec::<String>::new(), "the clean tree must pass");
+    assert_eq!(
+        check(&tree),
+        Vec::<String>::new(),
+        "the clean tree must pass"
+    );
     tree.insert(
         "mail/mod.rs".into(),
         "//! Bottom.\npub struct Id;\nuse crate::store::Store;\n".into(),
@@ -78,7 +97,10 @@ fn a_cycle_between_siblings_is_reported() {
     );
     let problems = check(&tree).join("\n");
     assert!(problems.contains("import cycle"), "{problems}");
-    assert!(problems.contains("store/a.rs:1: `use super::b::B;`"), "{problems}");
+    assert!(
+        problems.contains("store/a.rs:1: `use super::b::B;`"),
+        "{problems}"
+    );
     assert!(problems.contains("store/b.rs:2:"), "{problems}");
 }
 
@@ -90,8 +112,14 @@ fn protocols_and_sled_rules_are_enforced() {
         "use crate::smtp::Envelope;\nfn f() -> sled::Result<()> { Ok(()) }\n".into(),
     );
     let problems = check(&tree).join("\n");
-    assert!(problems.contains("imap/mod.rs:1: `use crate::smtp::Envelope;`"), "{problems}");
-    assert!(problems.contains("imap/mod.rs:2:") && problems.contains("sled"), "{problems}");
+    assert!(
+        problems.contains("imap/mod.rs:1: `use crate::smtp::Envelope;`"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("imap/mod.rs:2:") && problems.contains("sled"),
+        "{problems}"
+    );
 }
 
 #[test]
@@ -124,10 +152,19 @@ fn test_code_strings_and_relative_child_paths_are_understood() {
 /// A minimal valid tree for the self-tests.
 fn small_tree() -> BTreeMap<String, String> {
     let mut t = BTreeMap::new();
-    t.insert("lib.rs".into(), "pub mod mail;\npub mod store;\npub mod smtp;\npub mod imap;\n".into());
+    t.insert(
+        "lib.rs".into(),
+        "pub mod mail;\npub mod store;\npub mod smtp;\npub mod imap;\n".into(),
+    );
     t.insert("mail/mod.rs".into(), "pub struct Id;\n".into());
-    t.insert("store/mod.rs".into(), "use crate::mail::Id;\npub struct Store;\n".into());
-    t.insert("smtp/mod.rs".into(), "use crate::store::Store;\npub struct Envelope;\n".into());
+    t.insert(
+        "store/mod.rs".into(),
+        "use crate::mail::Id;\npub struct Store;\n".into(),
+    );
+    t.insert(
+        "smtp/mod.rs".into(),
+        "use crate::store::Store;\npub struct Envelope;\n".into(),
+    );
     t.insert("imap/mod.rs".into(), "use crate::store::Store;\n".into());
     t
 }
@@ -187,7 +224,10 @@ fn code_only(src: &str) -> String {
     while i < b.len() {
         match b[i] {
             b'/' if b.get(i + 1) == Some(&b'/') => {
-                let end = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p);
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |p| i + p);
                 blank(&mut out, i, end);
                 i = end;
             }
@@ -311,14 +351,19 @@ fn strip_test_items(code: &mut String) -> Vec<String> {
         }
         let item = &code[at..end];
         if !item.contains('{') {
-            let words: Vec<&str> = item.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
+            let words: Vec<&str> = item
+                .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .collect();
             if let Some(pos) = words.iter().position(|w| *w == "mod")
                 && let Some(name) = words[pos + 1..].iter().find(|w| !w.is_empty())
             {
                 test_mods.push((*name).to_owned());
             }
         }
-        let blanked: String = item.chars().map(|c| if c == '\n' { '\n' } else { ' ' }).collect();
+        let blanked: String = item
+            .chars()
+            .map(|c| if c == '\n' { '\n' } else { ' ' })
+            .collect();
         code.replace_range(at..end, &blanked);
         from = at + blanked.len();
     }
@@ -368,14 +413,22 @@ fn paths_in(code: &str) -> Vec<RawPath> {
         let Some(end) = find(b, b";", at) else { break };
         let before = code[..at].trim_end();
         let public = before.rsplit_once("pub").is_some_and(|(_, rest)| {
-            rest.is_empty() || (rest.starts_with('(') && rest.ends_with(')') && !rest.contains('\n'))
+            rest.is_empty()
+                || (rest.starts_with('(') && rest.ends_with(')') && !rest.contains('\n'))
         });
         let tree = &code[at + 3..end];
         let mut expanded = Vec::new();
         expand_tree(tree, &mut Vec::new(), &mut expanded);
         for (segments, alias) in expanded {
-            let reexport_as = public.then(|| alias.or_else(|| segments.last().cloned())).flatten();
-            out.push(RawPath { segments, offset: at, tree_end: Some(end), reexport_as });
+            let reexport_as = public
+                .then(|| alias.or_else(|| segments.last().cloned()))
+                .flatten();
+            out.push(RawPath {
+                segments,
+                offset: at,
+                tree_end: Some(end),
+                reexport_as,
+            });
         }
         use_spans.push((at, end));
         i = end;
@@ -399,7 +452,12 @@ fn paths_in(code: &str) -> Vec<RawPath> {
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
                 .collect();
-            out.push(RawPath { segments, offset: at, tree_end: None, reexport_as: None });
+            out.push(RawPath {
+                segments,
+                offset: at,
+                tree_end: None,
+                reexport_as: None,
+            });
         }
     }
     out
@@ -472,7 +530,9 @@ fn parse(files: &BTreeMap<String, String>) -> Tree {
     let mut test_only: BTreeSet<Vec<String>> = BTreeSet::new();
     for (file, text) in files {
         let mut c = code_only(text);
-        let Some(module) = module_of(file) else { continue };
+        let Some(module) = module_of(file) else {
+            continue;
+        };
         for name in strip_test_items(&mut c) {
             let mut m = module.clone();
             m.push(name);
@@ -488,7 +548,9 @@ fn parse(files: &BTreeMap<String, String>) -> Tree {
         originals: BTreeMap::new(),
     };
     for (file, c) in code {
-        let Some(module) = module_of(&file) else { continue };
+        let Some(module) = module_of(&file) else {
+            continue;
+        };
         // Test-only files (and everything below them) are test code.
         if (1..=module.len()).any(|n| test_only.contains(&module[..n])) {
             continue;
@@ -496,7 +558,10 @@ fn parse(files: &BTreeMap<String, String>) -> Tree {
         tree.file_of.insert(module.clone(), file.clone());
         tree.module.insert(file.clone(), module);
         tree.paths.insert(file.clone(), paths_in(&c));
-        tree.originals.insert(file.clone(), files[&file].lines().map(str::to_owned).collect());
+        tree.originals.insert(
+            file.clone(),
+            files[&file].lines().map(str::to_owned).collect(),
+        );
         tree.code.insert(file, c);
     }
     tree
@@ -539,12 +604,21 @@ impl Tree {
     /// The file defining an absolute path: the deepest module on it, then through that
     /// module's re-export of the next name, if it has one (bounded: re-export chains are
     /// short, and a loop must not hang the test).
-    fn file_for(&self, path: &[String], reexports: &HashMap<(String, String), Vec<String>>) -> Option<String> {
+    fn file_for(
+        &self,
+        path: &[String],
+        reexports: &HashMap<(String, String), Vec<String>>,
+    ) -> Option<String> {
         let mut path = path.to_vec();
         for _ in 0..8 {
-            let depth = (0..=path.len()).rev().find(|n| self.file_of.contains_key(&path[..*n]))?;
+            let depth = (0..=path.len())
+                .rev()
+                .find(|n| self.file_of.contains_key(&path[..*n]))?;
             let file = self.file_of[&path[..depth]].clone();
-            match path.get(depth).and_then(|name| reexports.get(&(file.clone(), name.clone()))) {
+            match path
+                .get(depth)
+                .and_then(|name| reexports.get(&(file.clone(), name.clone())))
+            {
                 Some(target) if *target != path => {
                     let mut next = target.clone();
                     next.extend(path[depth + 1..].iter().cloned());
@@ -575,18 +649,29 @@ fn resolve_all(files: &BTreeMap<String, String>) -> BTreeMap<String, Vec<Edge>> 
         let code = &tree.code[file];
         let mut edges = Vec::new();
         for p in paths {
-            let Some(abs) = tree.absolute(from, &p.segments) else { continue };
-            let Some(target) = tree.file_for(&abs, &reexports) else { continue };
+            let Some(abs) = tree.absolute(from, &p.segments) else {
+                continue;
+            };
+            let Some(target) = tree.file_for(&abs, &reexports) else {
+                continue;
+            };
             let shown_at = p
                 .tree_end
                 .zip(p.segments.last())
                 .and_then(|(end, last)| word_at(code, last, p.offset, end))
                 .unwrap_or(p.offset);
             let line = code[..shown_at].matches('\n').count() + 1;
-            if target == *file || edges.iter().any(|e: &Edge| e.target == target && e.line == line) {
+            if target == *file
+                || edges
+                    .iter()
+                    .any(|e: &Edge| e.target == target && e.line == line)
+            {
                 continue;
             }
-            let text = tree.originals[file].get(line - 1).map_or("", |l| l.trim()).to_owned();
+            let text = tree.originals[file]
+                .get(line - 1)
+                .map_or("", |l| l.trim())
+                .to_owned();
             edges.push(Edge { target, line, text });
         }
         out.insert(file.clone(), edges);
@@ -624,13 +709,19 @@ fn check(files: &BTreeMap<String, String>) -> Vec<String> {
     let tree = parse(files);
     let mut problems = Vec::new();
     for (file, edges) in &graph {
-        let Some(from_top) = top_of(file) else { continue };
+        let Some(from_top) = top_of(file) else {
+            continue;
+        };
         if layer_of(&from_top).is_none() {
-            problems.push(format!("{file}: top-level module `{from_top}` has no layer in LAYERS"));
+            problems.push(format!(
+                "{file}: top-level module `{from_top}` has no layer in LAYERS"
+            ));
             continue;
         }
         for e in edges {
-            let Some(to_top) = top_of(&e.target) else { continue };
+            let Some(to_top) = top_of(&e.target) else {
+                continue;
+            };
             if to_top == from_top {
                 continue;
             }
@@ -668,7 +759,10 @@ fn check(files: &BTreeMap<String, String>) -> Vec<String> {
             });
             if named {
                 let text = tree.originals[file].get(n).map_or("", |l| l.trim());
-                problems.push(format!("{file}:{}: `{text}`: only {SLED_OWNER} names sled", n + 1));
+                problems.push(format!(
+                    "{file}:{}: `{text}`: only {SLED_OWNER} names sled",
+                    n + 1
+                ));
             }
         }
     }
@@ -680,11 +774,17 @@ fn check(files: &BTreeMap<String, String>) -> Vec<String> {
 /// each reported with one `use` line per edge on the cycle.
 fn cycles(graph: &BTreeMap<String, Vec<Edge>>, tree: &Tree) -> Vec<String> {
     let is_ancestor = |from: &str, to: &str| {
-        let (Some(f), Some(t)) = (tree.module.get(from), tree.module.get(to)) else { return false };
+        let (Some(f), Some(t)) = (tree.module.get(from), tree.module.get(to)) else {
+            return false;
+        };
         t.len() < f.len() && f.starts_with(t)
     };
     let nodes: Vec<&String> = graph.keys().collect();
-    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
     let adj: Vec<Vec<usize>> = nodes
         .iter()
         .map(|n| {
@@ -704,13 +804,22 @@ fn cycles(graph: &BTreeMap<String, Vec<Edge>>, tree: &Tree) -> Vec<String> {
         let members: BTreeSet<usize> = scc.iter().copied().collect();
         let mut msg = format!(
             "import cycle between {}:",
-            scc.iter().map(|i| nodes[*i].as_str()).collect::<Vec<_>>().join(", ")
+            scc.iter()
+                .map(|i| nodes[*i].as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         );
         for &i in &scc {
             for e in &graph[nodes[i]] {
-                let in_cycle = index.get(e.target.as_str()).is_some_and(|t| members.contains(t));
+                let in_cycle = index
+                    .get(e.target.as_str())
+                    .is_some_and(|t| members.contains(t));
                 if in_cycle && !is_ancestor(nodes[i], &e.target) {
-                    let _ = write!(msg, "\n    {}:{}: `{}` → {}", nodes[i], e.line, e.text, e.target);
+                    let _ = write!(
+                        msg,
+                        "\n    {}:{}: `{}` → {}",
+                        nodes[i], e.line, e.text, e.target
+                    );
                 }
             }
         }

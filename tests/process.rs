@@ -11,7 +11,6 @@ use std::{
 
 use crate::harness::{require_program, reserved_addr, teamgate};
 
-
 struct Instance {
     dir: tempfile::TempDir,
     config: PathBuf,

@@ -60,7 +60,9 @@ pub(super) fn plan_edits(
     // Thread-Index.
     if let Some(key) = plan.thread_index.filter(|k| k.len() >= THREAD_KEY_LEN) {
         let key = &key[..THREAD_KEY_LEN];
-        let client = msg.header_raw("Thread-Index").and_then(thread_index::decode);
+        let client = msg
+            .header_raw("Thread-Index")
+            .and_then(thread_index::decode);
         if client.as_deref().and_then(|c| c.get(..THREAD_KEY_LEN)) != Some(key) {
             let now = msg
                 .date()

@@ -85,7 +85,6 @@ use mime_edit::{
 };
 use placeholders::{Budget, expand_inner};
 
-
 /// Biggest message accepted, in bytes.
 const MAX_MESSAGE_BYTES: usize = 64 << 20;
 

@@ -146,7 +146,6 @@ pub fn is_system_sender(email: &str) -> bool {
     PREFIXES.iter().any(|p| base.starts_with(p)) || SUFFIXES.iter().any(|s| base.ends_with(s))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

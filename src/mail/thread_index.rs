@@ -131,18 +131,12 @@ mod tests {
         let two = b64(&extend(Some(&one), 1_700_000_000 + 7200));
         assert_eq!((two.len(), &two[..27]), (32, &one[..]));
         // Years later: delta code 1.
-        let far = b64(&extend(
-            Some(&start),
-            1_700_000_000 + 5 * 365 * 86400,
-        ));
+        let far = b64(&extend(Some(&start), 1_700_000_000 + 5 * 365 * 86400));
         assert_eq!(far[22] >> 7, 1);
         // Garbage: short → new; ragged tail dropped.
         assert_eq!(b64(&extend(Some(&[1, 2, 3]), 0)).len(), 22);
         let ragged = [&two[..], &[9, 9]].concat();
-        assert_eq!(
-            b64(&extend(Some(&ragged), 1_700_000_000)).len(),
-            37
-        );
+        assert_eq!(b64(&extend(Some(&ragged), 1_700_000_000)).len(), 37);
         // Capped.
         let big = [&start[..], &[0u8; 5 * MAX_THREAD_CHILDREN + 3][..]].concat();
         assert_eq!(

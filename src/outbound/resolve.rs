@@ -233,7 +233,6 @@ mod tests {
         }
     }
 
-
     #[test]
     fn mx_hosts_keep_preference_order_and_refuse_null_mx() {
         let hosts = mx_hosts(

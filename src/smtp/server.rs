@@ -17,10 +17,10 @@ use tracing::{debug, info, warn};
 
 use super::session::{Action, Mode, Session};
 use crate::{
-    mail::{envelope::Envelope, reply::Reply},
     auth::Authenticator,
     config::Config,
     ingest::{Ingest, Origin},
+    mail::{envelope::Envelope, reply::Reply},
     metrics::{Metrics, Port},
     net::tls::Tls,
     reload::Reloadable,

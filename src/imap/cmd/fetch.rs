@@ -1,0 +1,171 @@
+//! FETCH: message data items rendered from the stored bytes (`render.rs`); a non-PEEK
+//! body fetch in a writable mailbox sets `\Seen`.
+
+use imap_codec::imap_types::{
+    ToStatic,
+    core::Vec1,
+    fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName},
+    response::Data,
+    sequence::SequenceSet,
+};
+
+use super::select::shown_flag;
+use crate::{
+    imap::{
+        render::{Rendered, partial},
+        session::{Outcome, Refusal, Session, State, done},
+        wire::{flag_list, header_section, internal_date, nstring, nz, seq_of, text_section},
+    },
+    store::{FlagOp, Flags, MessageKey},
+};
+
+impl Session {
+    pub(in crate::imap) async fn handle_fetch(
+        &mut self,
+        set: &SequenceSet,
+        items: &MacroOrMessageDataItemNames<'_>,
+        uid: bool,
+    ) -> Outcome {
+        let State::Selected(agent, sel) = &mut self.state else {
+            return Err(Refusal::Bad("select a mailbox first".into()));
+        };
+        let mut names: Vec<MessageDataItemName<'_>> = match items {
+            MacroOrMessageDataItemNames::Macro(m) => m.expand(),
+            MacroOrMessageDataItemNames::MessageDataItemNames(n) => n.clone(),
+        };
+        if uid && !names.contains(&MessageDataItemName::Uid) {
+            names.insert(0, MessageDataItemName::Uid);
+        }
+        let needs_body = names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::Body
+                    | MessageDataItemName::BodyExt { .. }
+                    | MessageDataItemName::BodyStructure
+                    | MessageDataItemName::Envelope
+                    | MessageDataItemName::Rfc822
+                    | MessageDataItemName::Rfc822Header
+                    | MessageDataItemName::Rfc822Text
+            )
+        });
+        let marks_seen = sel.writable
+            && names.iter().any(|n| {
+                matches!(
+                    n,
+                    MessageDataItemName::BodyExt { peek: false, .. }
+                        | MessageDataItemName::Rfc822
+                        | MessageDataItemName::Rfc822Text
+                )
+            });
+        let indices = Self::resolve(sel, set, uid);
+        if marks_seen {
+            let unseen: Vec<MessageKey> = indices
+                .iter()
+                .filter(|i| !sel.flags[**i].seen)
+                .map(|i| sel.entries[*i].1.message)
+                .collect();
+            if !unseen.is_empty() {
+                let seen = Flags {
+                    seen: true,
+                    ..Flags::default()
+                };
+                self.ctx
+                    .store
+                    .store_flags(&agent.login, unseen, FlagOp::Add, seen)
+                    .await?;
+            }
+        }
+        let mut untagged = Vec::with_capacity(indices.len());
+        for index in indices {
+            let (uid_value, entry) = sel.entries[index];
+            let meta = self.ctx.store.message_meta(entry.message)?;
+            let raw = if needs_body {
+                self.ctx.store.read_message(entry.message)?
+            } else {
+                Vec::new()
+            };
+            let rendered = needs_body.then(|| Rendered::new(&raw));
+            let mut out = Vec::with_capacity(names.len());
+            let mut flags_sent = false;
+            for name in &names {
+                let item = match name {
+                    MessageDataItemName::Uid => MessageDataItem::Uid(nz(uid_value)),
+                    MessageDataItemName::Flags => {
+                        flags_sent = true;
+                        let flags = shown_flag(&self.ctx, &agent.login, (uid_value, entry))?;
+                        sel.flags[index] = flags.clone();
+                        MessageDataItem::Flags(flag_list(&flags))
+                    }
+                    MessageDataItemName::InternalDate => MessageDataItem::InternalDate(
+                        internal_date(meta.as_ref().map(|m| m.received_at).unwrap_or(0)),
+                    ),
+                    MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(
+                        u32::try_from(meta.as_ref().map(|m| m.size).unwrap_or(0))
+                            .unwrap_or(u32::MAX),
+                    ),
+                    MessageDataItemName::Envelope => match &rendered {
+                        Some(r) => MessageDataItem::Envelope(r.envelope()),
+                        None => continue,
+                    },
+                    MessageDataItemName::BodyStructure => match &rendered {
+                        Some(r) => MessageDataItem::BodyStructure(r.body_structure(true)),
+                        None => continue,
+                    },
+                    MessageDataItemName::Body => match &rendered {
+                        Some(r) => MessageDataItem::Body(r.body_structure(false)),
+                        None => continue,
+                    },
+                    MessageDataItemName::BodyExt {
+                        section,
+                        partial: part,
+                        ..
+                    } => {
+                        let Some(r) = &rendered else { continue };
+                        let bytes = r.section(section.as_ref());
+                        let (origin, data) = match part {
+                            Some((origin, length)) => (
+                                Some(*origin),
+                                partial(&bytes, *origin, length.get()).to_vec(),
+                            ),
+                            None => (None, bytes),
+                        };
+                        MessageDataItem::BodyExt {
+                            section: section.as_ref().map(ToStatic::to_static),
+                            origin,
+                            data: nstring(data),
+                        }
+                    }
+                    MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(nstring(raw.clone())),
+                    MessageDataItemName::Rfc822Header => match &rendered {
+                        Some(r) => MessageDataItem::Rfc822Header(nstring(
+                            r.section(Some(&header_section())),
+                        )),
+                        None => continue,
+                    },
+                    MessageDataItemName::Rfc822Text => match &rendered {
+                        Some(r) => {
+                            MessageDataItem::Rfc822Text(nstring(r.section(Some(&text_section()))))
+                        }
+                        None => continue,
+                    },
+                    _ => return Err(Refusal::Bad("unsupported FETCH item".into())),
+                };
+                out.push(item);
+            }
+            if marks_seen && !flags_sent {
+                let flags = shown_flag(&self.ctx, &agent.login, (uid_value, entry))?;
+                if flags != sel.flags[index] {
+                    sel.flags[index] = flags.clone();
+                    out.push(MessageDataItem::Flags(flag_list(&flags)));
+                }
+            }
+            if let Ok(items) = Vec1::try_from(out) {
+                untagged.push(Data::Fetch {
+                    seq: seq_of(index),
+                    items,
+                });
+            }
+        }
+        Ok(done(untagged, "FETCH completed"))
+    }
+}

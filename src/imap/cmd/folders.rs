@@ -1,0 +1,235 @@
+//! The agent's mailbox list (`mailboxes`, `lookup`) and the commands on it: LIST/LSUB,
+//! CREATE/DELETE/RENAME (private folders only: team mailboxes are fixed), SUBSCRIBE and
+//! NAMESPACE.
+
+use imap_codec::imap_types::{
+    core::{IString, QuotedChar},
+    extensions::namespace::Namespace,
+    flag::FlagNameAttribute,
+    mailbox::{ListMailbox, Mailbox},
+    response::Data,
+};
+
+use crate::{
+    imap::{
+        mailbox::{self, MailboxInfo},
+        session::{Outcome, Refusal, Session, State, done, no},
+        wire::{attribute, bad, mailbox_name, wildcard},
+    },
+    store::{FolderId, StoreError},
+};
+
+impl Session {
+    /// Every mailbox of the agent, with its private folders and `Closed/<year>` folders.
+    pub(super) fn mailboxes(&self) -> Result<Vec<MailboxInfo>, Refusal> {
+        let agent = self.agent()?;
+        let folders = self.ctx.store.folder_list(&agent.login)?;
+        let personal: Vec<String> = folders
+            .iter()
+            .filter_map(|f| f.strip_prefix("Personal/").map(str::to_string))
+            .collect();
+        let years: Vec<i32> = folders
+            .iter()
+            .filter_map(|f| f.strip_prefix("Closed/").and_then(mailbox::closed_year))
+            .collect();
+        Ok(agent.boxes.list(&personal, &years))
+    }
+
+    pub(super) fn lookup(&self, name: &str) -> Result<MailboxInfo, Refusal> {
+        let name = mailbox::canonical(name);
+        self.mailboxes()?
+            .into_iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| no(Some("NONEXISTENT"), format!("no mailbox {name}")))
+    }
+
+    pub(in crate::imap) fn handle_subscribe(&self, mailbox: &Mailbox<'_>) -> Outcome {
+        let name = mailbox_name(mailbox);
+        self.lookup(&name)?;
+        Ok(done(Vec::new(), "completed (every mailbox is subscribed)"))
+    }
+
+    pub(in crate::imap) fn handle_namespace(&self) -> Outcome {
+        self.agent()?;
+        let personal = vec![Namespace {
+            prefix: IString::try_from("").map_err(bad)?,
+            delimiter: QuotedChar::try_from(mailbox::DELIMITER).ok(),
+            extensions: Vec::new(),
+        }];
+        Ok(done(
+            vec![Data::Namespace {
+                personal,
+                other: Vec::new(),
+                shared: Vec::new(),
+            }],
+            "NAMESPACE completed",
+        ))
+    }
+
+    pub(in crate::imap) fn handle_list(
+        &self,
+        reference: &Mailbox<'_>,
+        pattern: &ListMailbox<'_>,
+        lsub: bool,
+    ) -> Outcome {
+        let (reference, pattern) = (&mailbox_name(reference), &wildcard(pattern));
+        let delimiter = QuotedChar::try_from(mailbox::DELIMITER).ok();
+        if pattern.is_empty() {
+            // RFC 3501 §6.3.8: the hierarchy delimiter and root.
+            let data = Data::List {
+                items: vec![FlagNameAttribute::Noselect],
+                delimiter,
+                mailbox: Mailbox::try_from("").map_err(bad)?,
+            };
+            return Ok(done(vec![data], "LIST completed"));
+        }
+        let full = format!("{reference}{pattern}");
+        let boxes = self.mailboxes()?;
+        let mut untagged = Vec::new();
+        for b in &boxes {
+            if !mailbox::wildcard_match(&full, &b.name) {
+                continue;
+            }
+            let prefix = format!("{}{}", b.name, mailbox::DELIMITER);
+            let children = boxes.iter().any(|o| o.name.starts_with(&prefix));
+            let mut items = Vec::new();
+            if b.no_select {
+                items.push(FlagNameAttribute::Noselect);
+            }
+            items.push(attribute(if children {
+                "HasChildren"
+            } else {
+                "HasNoChildren"
+            }));
+            if let Some(special) = b.special_use {
+                items.push(attribute(special.attribute()));
+            }
+            let mailbox = Mailbox::try_from(b.name.clone()).map_err(bad)?;
+            untagged.push(if lsub {
+                Data::Lsub {
+                    items,
+                    delimiter,
+                    mailbox,
+                }
+            } else {
+                Data::List {
+                    items,
+                    delimiter,
+                    mailbox,
+                }
+            });
+        }
+        Ok(done(
+            untagged,
+            if lsub {
+                "LSUB completed"
+            } else {
+                "LIST completed"
+            },
+        ))
+    }
+
+    pub(in crate::imap) async fn handle_create(&mut self, mailbox: &Mailbox<'_>) -> Outcome {
+        let name = &mailbox_name(mailbox);
+        let login = self.agent()?.login.clone();
+        let name = mailbox::canonical(name);
+        let folder = if mailbox::personal_name(&name).is_some() {
+            FolderId {
+                owner: login,
+                name: name.clone(),
+            }
+        } else if name
+            .strip_prefix("Closed/")
+            .and_then(mailbox::closed_year)
+            .is_some()
+        {
+            // Thunderbird's yearly archive folders: a marker; the mailbox is a view.
+            FolderId {
+                owner: login,
+                name: name.clone(),
+            }
+        } else {
+            return Err(no(
+                Some("CANNOT"),
+                format!(
+                    "{name}: team mailboxes are fixed; create private folders below Personal/ (or Closed/<year>)"
+                ),
+            ));
+        };
+        match self.ctx.store.folder_create(&folder).await {
+            Ok(()) => Ok(done(Vec::new(), "CREATE completed")),
+            Err(StoreError::AlreadyExists(_)) => {
+                Err(no(Some("ALREADYEXISTS"), format!("{name} exists")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(in crate::imap) async fn handle_delete(&mut self, mailbox: &Mailbox<'_>) -> Outcome {
+        let name = &mailbox_name(mailbox);
+        let login = self.agent()?.login.clone();
+        let name = mailbox::canonical(name);
+        let deletable = mailbox::personal_name(&name).is_some()
+            || name
+                .strip_prefix("Closed/")
+                .and_then(mailbox::closed_year)
+                .is_some();
+        if !deletable {
+            return Err(no(Some("CANNOT"), format!("{name} cannot be deleted")));
+        }
+        if let State::Selected(_, sel) = &self.state
+            && sel.name == name
+        {
+            self.unselect();
+        }
+        match self
+            .ctx
+            .store
+            .folder_delete(&FolderId {
+                owner: login,
+                name: name.clone(),
+            })
+            .await
+        {
+            Ok(()) => Ok(done(Vec::new(), "DELETE completed")),
+            Err(StoreError::NotFound(_)) => {
+                Err(no(Some("NONEXISTENT"), format!("no mailbox {name}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub(in crate::imap) async fn handle_rename(
+        &mut self,
+        from: &Mailbox<'_>,
+        to: &Mailbox<'_>,
+    ) -> Outcome {
+        let (from, to) = (&mailbox_name(from), &mailbox_name(to));
+        let login = self.agent()?.login.clone();
+        let (from, to) = (mailbox::canonical(from), mailbox::canonical(to));
+        if mailbox::personal_name(&from).is_none() || mailbox::personal_name(&to).is_none() {
+            return Err(no(
+                Some("CANNOT"),
+                "only folders below Personal/ can be renamed, within Personal/",
+            ));
+        }
+        let source = FolderId {
+            owner: login.clone(),
+            name: from.clone(),
+        };
+        let target = FolderId {
+            owner: login,
+            name: to.clone(),
+        };
+        match self.ctx.store.folder_rename(&source, &target).await {
+            Ok(()) => Ok(done(Vec::new(), "RENAME completed")),
+            Err(StoreError::NotFound(_)) => {
+                Err(no(Some("NONEXISTENT"), format!("no mailbox {from}")))
+            }
+            Err(StoreError::AlreadyExists(_)) => {
+                Err(no(Some("ALREADYEXISTS"), format!("{to} exists")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! IMAP command handlers, one file per command family: each adds an `impl Session` block
+//! over the state in `session.rs`, whose `dispatch` routes commands to the `handle_*` here.
+
+mod append;
+mod copy_move;
+mod fetch;
+mod folders;
+mod idle;
+mod search;
+mod select;
+mod store;

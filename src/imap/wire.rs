@@ -1,0 +1,282 @@
+//! Wire helpers: pure conversions between our types (flags, answers, refusals) and
+//! imap-codec's (statuses, mailbox names, sequence sets, FETCH values, response codes).
+
+use std::{borrow::Cow, num::NonZeroU32};
+
+use imap_codec::imap_types::{
+    core::{Atom, IString, Literal, NString, Quoted, Tag, Vec1},
+    datetime::DateTime,
+    extensions::uidplus::{UidElement, UidSet},
+    flag::{Flag, FlagFetch, FlagNameAttribute},
+    mailbox::{ListMailbox, Mailbox},
+    response::{Code, CodeOther, Greeting, Status},
+    sequence::{SeqOrUid, Sequence, SequenceSet},
+};
+
+use super::session::{After, Answer, Outcome, Refusal};
+use crate::store::Flags;
+
+/// Status text may quote client input (a mailbox name sent as a literal can hold CR/LF),
+/// which IMAP text must not contain.
+fn status_text(text: String) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.trim().is_empty() {
+        "failed".to_string()
+    } else {
+        clean
+    }
+}
+
+/// Puts the tag on the final status, or turns a refusal into a tagged NO/BAD.
+pub(super) fn respond(tag: Tag<'static>, outcome: Outcome) -> Answer {
+    match outcome {
+        Ok(mut answer) => {
+            if let Status::Tagged(t) = &mut answer.status {
+                t.tag = tag;
+            } else if let Ok(s) = retag(answer.status.clone(), tag) {
+                answer.status = s;
+            }
+            answer
+        }
+        Err(refusal) => {
+            let status = match refusal {
+                Refusal::No(code, text) => Status::no(
+                    Some(tag.clone()),
+                    code.map(|c| Code::Other(CodeOther::unvalidated(c.as_bytes()))),
+                    status_text(text),
+                ),
+                Refusal::Bad(text) => Status::bad(Some(tag.clone()), None, status_text(text)),
+                Refusal::Store(e) => {
+                    tracing::warn!(error = %e, "store error in IMAP command");
+                    let code = Some(Code::Other(CodeOther::unvalidated(b"SERVERBUG".as_slice())));
+                    Status::no(
+                        Some(tag.clone()),
+                        code,
+                        "internal error, try again later".to_string(),
+                    )
+                }
+            };
+            // A refusal must stay a tagged refusal whatever its text.
+            let status = status
+                .or_else(|_| Status::bad(Some(tag), None, "error"))
+                .unwrap_or_else(|_| fallback_ok());
+            Answer {
+                untagged: Vec::new(),
+                untagged_status: Vec::new(),
+                status,
+                after: After::Continue,
+            }
+        }
+    }
+}
+
+/// `Status::ok(None, ..)` is untagged; give it the command's tag.
+fn retag(status: Status<'static>, tag: Tag<'static>) -> Result<Status<'static>, ()> {
+    match status {
+        Status::Untagged(u) => Status::ok(Some(tag), u.code, u.text.to_string()).map_err(|_| ()),
+        other => Ok(other),
+    }
+}
+
+pub(super) fn ok_code(code: Code<'static>) -> Status<'static> {
+    Status::ok(None, Some(code), "ok").unwrap_or_else(|_| fallback_ok())
+}
+
+pub(super) fn fallback_ok() -> Status<'static> {
+    // Unwrap: a constant ASCII text always validates.
+    Status::ok(None, None, "OK").expect("constant status text")
+}
+
+pub(super) fn fallback_greeting() -> Greeting<'static> {
+    // Unwrap: a constant ASCII text always validates.
+    Greeting::ok(None, "teamgate IMAP ready").expect("constant greeting text")
+}
+
+pub(super) fn bad<E: std::fmt::Display>(e: E) -> Refusal {
+    Refusal::Bad(e.to_string())
+}
+
+pub(super) fn mailbox_name(m: &Mailbox<'_>) -> String {
+    match m {
+        Mailbox::Inbox => "INBOX".to_string(),
+        Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+    }
+}
+
+pub(super) fn wildcard(m: &ListMailbox<'_>) -> String {
+    match m {
+        ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
+        ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
+    }
+}
+
+pub(super) fn attribute(name: &'static str) -> FlagNameAttribute<'static> {
+    match Atom::try_from(name) {
+        Ok(atom) => FlagNameAttribute::from(atom),
+        Err(_) => FlagNameAttribute::Marked,
+    }
+}
+
+pub(super) fn keyword(name: &str) -> Flag<'static> {
+    match Atom::try_from(name.to_string()) {
+        Ok(atom) => Flag::Keyword(atom),
+        Err(_) => Flag::Flagged,
+    }
+}
+
+pub(super) fn nz(n: u32) -> NonZeroU32 {
+    NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
+}
+
+pub(super) fn seq_of(index: usize) -> NonZeroU32 {
+    nz(u32::try_from(index + 1).unwrap_or(u32::MAX))
+}
+
+pub(super) fn nstring(mut bytes: Vec<u8>) -> NString<'static> {
+    // IMAP4rev1 literals cannot carry NUL (CRATES.md §2.7): the rare message with one is
+    // served with NUL as a space.
+    for b in &mut bytes {
+        if *b == 0 {
+            *b = b' ';
+        }
+    }
+    match Literal::try_from(bytes) {
+        Ok(lit) => NString(Some(IString::Literal(lit))),
+        Err(_) => NString(Some(IString::Quoted(Quoted::unvalidated(Cow::Borrowed(
+            "",
+        ))))),
+    }
+}
+
+pub(super) fn internal_date(unix: i64) -> DateTime {
+    let dt = chrono::DateTime::from_timestamp(unix, 0)
+        .unwrap_or_default()
+        .fixed_offset();
+    DateTime::try_from(dt)
+        .unwrap_or_else(|_| DateTime::unvalidated(chrono::DateTime::UNIX_EPOCH.fixed_offset()))
+}
+
+pub(super) fn header_section() -> imap_codec::imap_types::fetch::Section<'static> {
+    imap_codec::imap_types::fetch::Section::Header(None)
+}
+
+pub(super) fn text_section() -> imap_codec::imap_types::fetch::Section<'static> {
+    imap_codec::imap_types::fetch::Section::Text(None)
+}
+
+/// Whether `value` is named by the set (`*` = `largest`), without expanding ranges:
+/// `1:4294967295` costs the same as `1`.
+pub(super) fn set_contains(set: &SequenceSet, value: u32, largest: u32) -> bool {
+    let expand = |s: &SeqOrUid| match s {
+        SeqOrUid::Value(v) => v.get(),
+        SeqOrUid::Asterisk => largest,
+    };
+    set.0.as_ref().iter().any(|seq| match seq {
+        Sequence::Single(s) => expand(s) == value,
+        Sequence::Range(a, b) => {
+            let (a, b) = (expand(a), expand(b));
+            (a.min(b)..=a.max(b)).contains(&value)
+        }
+    })
+}
+
+pub(super) fn flags_of(flags: &[Flag<'_>]) -> Flags {
+    let mut out = Flags::default();
+    for f in flags {
+        match f {
+            Flag::Seen => out.seen = true,
+            Flag::Answered => out.answered = true,
+            Flag::Flagged => out.flagged = true,
+            Flag::Deleted => out.deleted = true,
+            Flag::Draft => out.draft = true,
+            Flag::Keyword(k) => {
+                out.keywords.insert(k.as_ref().to_string());
+            }
+            Flag::Extension(_) => {}
+        }
+    }
+    out
+}
+
+pub(super) fn flag_list_plain(flags: &Flags) -> Vec<Flag<'static>> {
+    let mut out = Vec::new();
+    if flags.seen {
+        out.push(Flag::Seen);
+    }
+    if flags.answered {
+        out.push(Flag::Answered);
+    }
+    if flags.flagged {
+        out.push(Flag::Flagged);
+    }
+    if flags.deleted {
+        out.push(Flag::Deleted);
+    }
+    if flags.draft {
+        out.push(Flag::Draft);
+    }
+    out.extend(flags.keywords.iter().map(|k| keyword(k)));
+    out
+}
+
+pub(super) fn flag_list(flags: &Flags) -> Vec<FlagFetch<'static>> {
+    flag_list_plain(flags)
+        .into_iter()
+        .map(FlagFetch::Flag)
+        .collect()
+}
+
+/// COPYUID for the (source uid, destination uid) pairs, compressed into single values.
+pub(super) fn copy_uid_code(uid_validity: u32, pairs: &[(u32, u32)]) -> Option<Code<'static>> {
+    let uid_validity = NonZeroU32::new(uid_validity)?;
+    let source: Vec<UidElement> = pairs
+        .iter()
+        .filter_map(|(s, _)| NonZeroU32::new(*s))
+        .map(UidElement::Single)
+        .collect();
+    let destination: Vec<UidElement> = pairs
+        .iter()
+        .filter_map(|(_, d)| NonZeroU32::new(*d))
+        .map(UidElement::Single)
+        .collect();
+    if source.len() != pairs.len() || destination.len() != pairs.len() {
+        return None;
+    }
+    Some(Code::CopyUid {
+        uid_validity,
+        source: UidSet(Vec1::try_from(source).ok()?),
+        destination: UidSet(Vec1::try_from(destination).ok()?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sets_are_checked_without_expansion() {
+        let set = SequenceSet::try_from("1:4294967295").unwrap();
+        assert!(set_contains(&set, 7, 10));
+        let set = SequenceSet::try_from("3,5:*").unwrap();
+        assert!(!set_contains(&set, 4, 10));
+        assert!(set_contains(&set, 10, 10));
+        assert!(set_contains(&set, 5, 10));
+        let set = SequenceSet::try_from("*:8").unwrap();
+        assert!(set_contains(&set, 9, 10) && !set_contains(&set, 7, 10));
+    }
+
+    #[test]
+    fn flags_round_trip() {
+        let f = flags_of(&[
+            Flag::Seen,
+            Flag::Deleted,
+            keyword("$Comment"),
+            keyword("todo"),
+        ]);
+        assert!(f.seen && f.deleted && !f.answered);
+        assert_eq!(flags_of(&flag_list_plain(&f)), f);
+    }
+}
