@@ -1,5 +1,6 @@
 //! Agent authentication: argon2id verification off the async threads, bounded in
-//! concurrency, with failed attempts throttled per peer address and per login.
+//! concurrency, with failed attempts throttled per peer address and per login. Also owns
+//! password hashing (`teamgate hash-password`) and verification.
 
 use std::{
     collections::HashMap,
@@ -8,10 +9,12 @@ use std::{
     time::{Duration, Instant},
 };
 
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use password_hash::{PasswordHash, SaltString, rand_core::OsRng};
 use tokio::sync::{Notify, Semaphore};
 
 use crate::{
-    config::{self, Config},
+    config::Config,
     metrics::{AuthFailure, Metrics},
 };
 
@@ -101,11 +104,9 @@ impl Authenticator {
             .unwrap_or_else(|| DUMMY_HASH.to_string());
         let password = password.to_string();
         let ok = match self.checks.acquire().await {
-            Ok(_permit) => {
-                tokio::task::spawn_blocking(move || config::verify_password(&hash, &password))
-                    .await
-                    .unwrap_or(false)
-            }
+            Ok(_permit) => tokio::task::spawn_blocking(move || verify_password(&hash, &password))
+                .await
+                .unwrap_or(false),
             Err(_) => false,
         };
         let verified = agent.filter(|_| ok).map(|a| a.login.clone());
@@ -251,11 +252,29 @@ pub fn sender_allowed(config: &Config, agent: &str, address: &str) -> Result<(),
     }
 }
 
+/// argon2id (default parameters) PHC string with a random salt.
+pub fn hash_password(password: &str) -> Result<String, password_hash::Error> {
+    let salt = SaltString::generate(&mut OsRng);
+    Ok(Argon2::default()
+        .hash_password(password.as_bytes(), &salt)?
+        .to_string())
+}
+
+/// True when `password` matches the PHC `hash`; a malformed hash never matches.
+pub fn verify_password(hash: &str, password: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::config;
 
     #[test]
     fn sasl_plain() {
@@ -299,7 +318,7 @@ mod tests {
         );
         // The dummy hash is a real argon2id hash, so unknown logins cost the same.
         assert!(password_hash::PasswordHash::new(DUMMY_HASH).is_ok());
-        assert!(!config::verify_password(DUMMY_HASH, "x"));
+        assert!(!verify_password(DUMMY_HASH, "x"));
     }
 
     #[tokio::test]
@@ -348,5 +367,40 @@ mod tests {
             assert_eq!(l.await.unwrap(), Ok("alice".into()));
         }
         assert!(auth.lock().is_empty(), "nothing left in flight or failed");
+    }
+
+    #[test]
+    fn hash_and_verify_round_trip() {
+        let hash = hash_password("correct horse").expect("hash");
+        assert!(hash.starts_with("$argon2id$"), "{hash}");
+        assert!(config::check_password_hash(&hash).is_ok());
+        assert!(verify_password(&hash, "correct horse"));
+        assert!(!verify_password(&hash, "correct horse!"));
+        assert!(!verify_password("not a hash", "correct horse"));
+        assert_ne!(
+            hash,
+            hash_password("correct horse").expect("hash"),
+            "salts are random"
+        );
+    }
+
+    /// The hashes that ship (the example config's demo agent, `Config::for_tests`' alice)
+    /// are of the passwords they are documented with.
+    #[test]
+    fn shipped_hashes_verify() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/teamgate.toml"));
+        let c = match config::load_with_env(path, std::iter::empty::<(&str, &str)>()) {
+            Ok(c) => c,
+            Err(e) => panic!("config/teamgate.toml:\n{e}"),
+        };
+        let demo = c.agent("demo").expect("demo agent");
+        assert!(
+            verify_password(&demo.password_hash, "demo-password"),
+            "the password in the comment"
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Config::for_tests(dir.path());
+        let alice = c.agent("alice").expect("alice");
+        assert!(verify_password(&alice.password_hash, "alice-password"));
     }
 }

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::{
     admin::{self, AdminContext, AdminRequest, StatusReport},
+    auth,
     config::{self, Config, LogFormat},
     control,
     ingest::Ingest,
@@ -182,7 +183,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             println!(
                 "{}",
-                config::hash_password(password).map_err(|e| anyhow!("{e}"))?
+                auth::hash_password(password).map_err(|e| anyhow!("{e}"))?
             );
             Ok(0)
         }

@@ -323,7 +323,7 @@ async fn an_exhausted_schedule_bounces_with_4_4_7() {
 /// A config file for the CLI, naming the test daemon's data directory.
 fn cli_config(dir: &Path, data_dir: &Path) -> String {
     let path = dir.join("teamgate.toml");
-    let hash = teamgate::config::hash_password("pw").expect("hash");
+    let hash = teamgate::auth::hash_password("pw").expect("hash");
     std::fs::write(
         &path,
         format!(

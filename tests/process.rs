@@ -22,7 +22,7 @@ impl Instance {
         let dir = tempfile::tempdir().unwrap();
         let smtp = reserved_addr();
         let config = dir.path().join("teamgate.toml");
-        let hash = teamgate::config::hash_password("secret-pw").unwrap();
+        let hash = teamgate::auth::hash_password("secret-pw").unwrap();
         std::fs::write(
             &config,
             format!(
@@ -224,8 +224,8 @@ fn hash_password_prints_an_argon2id_hash() {
     let hash = String::from_utf8(out.stdout).unwrap();
     let hash = hash.trim();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
-    assert!(teamgate::config::verify_password(hash, "correct horse"));
-    assert!(!teamgate::config::verify_password(hash, "correct horse\n"));
+    assert!(teamgate::auth::verify_password(hash, "correct horse"));
+    assert!(!teamgate::auth::verify_password(hash, "correct horse\n"));
 }
 
 #[test]

@@ -1359,7 +1359,7 @@ fn start_daemon(opts: &Options, dir: &Path, sink: SocketAddr) -> Result<Daemon, 
     let (l1, smtp) = free_addr()?;
     let (l2, submission) = free_addr()?;
     let (l3, imap) = free_addr()?;
-    let hash = teamgate::config::hash_password(PASSWORD).map_err(|e| format!("hash: {e}"))?;
+    let hash = teamgate::auth::hash_password(PASSWORD).map_err(|e| format!("hash: {e}"))?;
     let logins: Vec<String> = (0..opts.agents)
         .map(agent_login)
         .chain((0..opts.submitters).map(submitter_login))
