@@ -37,7 +37,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("protocols", &["smtp", "imap", "control"]),
     ("wiring", &["daemon"]),
-    ("entry", &["cli", "fuzzing"]),
+    ("entry and test support", &["cli", "fuzzing", "test_corpus"]),
 ];
 
 /// Pairs of top-level modules that must not import each other in either direction.

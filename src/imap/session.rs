@@ -9,13 +9,13 @@ use imap_codec::imap_types::{
     auth::AuthMechanism,
     command::{Command, CommandBody},
     core::{AString, Atom, IString, NString, Tag, Vec1},
-    response::{Capability, Code, Data, Greeting, Status},
+    response::{Capability, Code, CodeOther, Data, Greeting, Status},
     secret::Secret,
 };
 
 use super::{
     mailbox::{Mailboxes, Target},
-    wire::{bad, fallback_greeting, fallback_ok, respond},
+    wire::{fallback_greeting, fallback_ok},
 };
 use crate::{
     auth::{self, AuthError, Authenticator},
@@ -508,4 +508,73 @@ pub(super) fn done(untagged: Vec<Data<'static>>, text: impl Into<String>) -> Ans
         status: Status::ok(None, None, text).unwrap_or_else(|_| fallback_ok()),
         after: After::Continue,
     }
+}
+
+/// Status text may quote client input (a mailbox name sent as a literal can hold CR/LF),
+/// which IMAP text must not contain.
+fn status_text(text: String) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.trim().is_empty() {
+        "failed".to_string()
+    } else {
+        clean
+    }
+}
+
+/// Puts the tag on the final status, or turns a refusal into a tagged NO/BAD.
+pub(super) fn respond(tag: Tag<'static>, outcome: Outcome) -> Answer {
+    match outcome {
+        Ok(mut answer) => {
+            if let Status::Tagged(t) = &mut answer.status {
+                t.tag = tag;
+            } else if let Ok(s) = retag(answer.status.clone(), tag) {
+                answer.status = s;
+            }
+            answer
+        }
+        Err(refusal) => {
+            let status = match refusal {
+                Refusal::No(code, text) => Status::no(
+                    Some(tag.clone()),
+                    code.map(|c| Code::Other(CodeOther::unvalidated(c.as_bytes()))),
+                    status_text(text),
+                ),
+                Refusal::Bad(text) => Status::bad(Some(tag.clone()), None, status_text(text)),
+                Refusal::Store(e) => {
+                    tracing::warn!(error = %e, "store error in IMAP command");
+                    let code = Some(Code::Other(CodeOther::unvalidated(b"SERVERBUG".as_slice())));
+                    Status::no(
+                        Some(tag.clone()),
+                        code,
+                        "internal error, try again later".to_string(),
+                    )
+                }
+            };
+            // A refusal must stay a tagged refusal whatever its text.
+            let status = status
+                .or_else(|_| Status::bad(Some(tag), None, "error"))
+                .unwrap_or_else(|_| fallback_ok());
+            Answer {
+                untagged: Vec::new(),
+                untagged_status: Vec::new(),
+                status,
+                after: After::Continue,
+            }
+        }
+    }
+}
+
+/// `Status::ok(None, ..)` is untagged; give it the command's tag.
+fn retag(status: Status<'static>, tag: Tag<'static>) -> Result<Status<'static>, ()> {
+    match status {
+        Status::Untagged(u) => Status::ok(Some(tag), u.code, u.text.to_string()).map_err(|_| ()),
+        other => Ok(other),
+    }
+}
+
+pub(super) fn bad<E: std::fmt::Display>(e: E) -> Refusal {
+    Refusal::Bad(e.to_string())
 }

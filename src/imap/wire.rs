@@ -1,85 +1,19 @@
-//! Wire helpers: pure conversions between our types (flags, answers, refusals) and
+//! Wire helpers: pure conversions between our types (flags, sets, dates) and
 //! imap-codec's (statuses, mailbox names, sequence sets, FETCH values, response codes).
 
 use std::{borrow::Cow, num::NonZeroU32};
 
 use imap_codec::imap_types::{
-    core::{Atom, IString, Literal, NString, Quoted, Tag, Vec1},
+    core::{Atom, IString, Literal, NString, Quoted, Vec1},
     datetime::DateTime,
     extensions::uidplus::{UidElement, UidSet},
     flag::{Flag, FlagFetch, FlagNameAttribute},
     mailbox::{ListMailbox, Mailbox},
-    response::{Code, CodeOther, Greeting, Status},
+    response::{Code, Greeting, Status},
     sequence::{SeqOrUid, Sequence, SequenceSet},
 };
 
-use super::session::{After, Answer, Outcome, Refusal};
 use crate::store::Flags;
-
-/// Status text may quote client input (a mailbox name sent as a literal can hold CR/LF),
-/// which IMAP text must not contain.
-fn status_text(text: String) -> String {
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
-    if clean.trim().is_empty() {
-        "failed".to_string()
-    } else {
-        clean
-    }
-}
-
-/// Puts the tag on the final status, or turns a refusal into a tagged NO/BAD.
-pub(super) fn respond(tag: Tag<'static>, outcome: Outcome) -> Answer {
-    match outcome {
-        Ok(mut answer) => {
-            if let Status::Tagged(t) = &mut answer.status {
-                t.tag = tag;
-            } else if let Ok(s) = retag(answer.status.clone(), tag) {
-                answer.status = s;
-            }
-            answer
-        }
-        Err(refusal) => {
-            let status = match refusal {
-                Refusal::No(code, text) => Status::no(
-                    Some(tag.clone()),
-                    code.map(|c| Code::Other(CodeOther::unvalidated(c.as_bytes()))),
-                    status_text(text),
-                ),
-                Refusal::Bad(text) => Status::bad(Some(tag.clone()), None, status_text(text)),
-                Refusal::Store(e) => {
-                    tracing::warn!(error = %e, "store error in IMAP command");
-                    let code = Some(Code::Other(CodeOther::unvalidated(b"SERVERBUG".as_slice())));
-                    Status::no(
-                        Some(tag.clone()),
-                        code,
-                        "internal error, try again later".to_string(),
-                    )
-                }
-            };
-            // A refusal must stay a tagged refusal whatever its text.
-            let status = status
-                .or_else(|_| Status::bad(Some(tag), None, "error"))
-                .unwrap_or_else(|_| fallback_ok());
-            Answer {
-                untagged: Vec::new(),
-                untagged_status: Vec::new(),
-                status,
-                after: After::Continue,
-            }
-        }
-    }
-}
-
-/// `Status::ok(None, ..)` is untagged; give it the command's tag.
-fn retag(status: Status<'static>, tag: Tag<'static>) -> Result<Status<'static>, ()> {
-    match status {
-        Status::Untagged(u) => Status::ok(Some(tag), u.code, u.text.to_string()).map_err(|_| ()),
-        other => Ok(other),
-    }
-}
 
 pub(super) fn ok_code(code: Code<'static>) -> Status<'static> {
     Status::ok(None, Some(code), "ok").unwrap_or_else(|_| fallback_ok())
@@ -93,10 +27,6 @@ pub(super) fn fallback_ok() -> Status<'static> {
 pub(super) fn fallback_greeting() -> Greeting<'static> {
     // Unwrap: a constant ASCII text always validates.
     Greeting::ok(None, "teamgate IMAP ready").expect("constant greeting text")
-}
-
-pub(super) fn bad<E: std::fmt::Display>(e: E) -> Refusal {
-    Refusal::Bad(e.to_string())
 }
 
 pub(super) fn mailbox_name(m: &Mailbox<'_>) -> String {

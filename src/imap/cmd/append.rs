@@ -14,8 +14,8 @@ use imap_codec::imap_types::{
 use crate::{
     imap::{
         mailbox::{Gesture, Target},
-        session::{Outcome, Refusal, Session, done, no},
-        wire::{bad, flags_of, mailbox_name},
+        session::{Outcome, Refusal, Session, bad, done, no},
+        wire::{flags_of, mailbox_name},
     },
     mail::envelope::{Envelope, Recipient},
     store::{MessageKey, TeamView},

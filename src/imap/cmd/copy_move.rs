@@ -12,8 +12,8 @@ use imap_codec::imap_types::{
 use crate::{
     imap::{
         mailbox::{Gesture, Target},
-        session::{Outcome, Refusal, Session, State, done, no},
-        wire::{bad, copy_uid_code, mailbox_name, ok_code},
+        session::{Outcome, Refusal, Session, State, bad, done, no},
+        wire::{copy_uid_code, mailbox_name, ok_code},
     },
     store::{
         ConversationAction, ConversationId, Entry, FlagOp, Flags, FolderId, MessageKey,

@@ -13,8 +13,8 @@ use imap_codec::imap_types::{
 use crate::{
     imap::{
         mailbox::{self, MailboxInfo},
-        session::{Outcome, Refusal, Session, State, done, no},
-        wire::{attribute, bad, mailbox_name, wildcard},
+        session::{Outcome, Refusal, Session, State, bad, done, no},
+        wire::{attribute, mailbox_name, wildcard},
     },
     store::{FolderId, StoreError},
 };

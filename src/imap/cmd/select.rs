@@ -19,9 +19,9 @@ use crate::{
     imap::{
         mailbox::Target,
         session::{
-            After, Answer, ImapContext, Outcome, Refusal, Selected, Session, State, done, no,
+            After, Answer, ImapContext, Outcome, Refusal, Selected, Session, State, bad, done, no,
         },
-        wire::{bad, flag_list, keyword, mailbox_name, nz, ok_code, seq_of, set_contains},
+        wire::{flag_list, keyword, mailbox_name, nz, ok_code, seq_of, set_contains},
     },
     store::{Entry, Flags, MailboxSnapshot, MessageKey, StoreError},
 };
