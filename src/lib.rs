@@ -1,12 +1,34 @@
 //! teamgate: a shared-inbox mail gateway daemon.
 //!
-//! # Layout (arrows only point down; see ../shared/GUIDE.md §3.3)
-//! - `cli` → `daemon` → drivers (`smtp::server`, `control`) → domain (`ingest`, `message`,
-//!   `threading`, `contacts`, `forward`) → bottom (`store`, `config`).
-//! - `store` is the only module that touches sled or the message segment files.
-//! - `metrics` owns every metric family; drivers and domain owners report events to it,
-//!   `metrics::http` serves them at `[metrics] listen`, `teamgate status` shows them.
-//! - `message`, `threading`, `contacts`, `forward` and `smtp::session` are pure: no I/O, no clock.
+//! # Layout
+//! Arrows only point down; `tests/layering.rs` checks them (no import cycle between
+//! files, no import of a higher layer, `smtp` and `imap` apart, sled only in `store`).
+//!
+//! - **Bottom.** `mail`: the vocabulary every layer shares, one copy each: the SMTP
+//!   envelope and reply, address and domain rules, Message-ID forms, subject prefixes and
+//!   our `[#n]` tag, Outlook's Thread-Index, the raw header section, the clock.
+//!   `config`: raw TOML/env → validated, typed `Config` (every problem at once).
+//!   `net`: TLS with reloadable certificates, the accept loop with its connection limit.
+//! - **Storage.** `store`: the only owner of persistence (sled metadata, append-only
+//!   message segments, group commit); domain types in and out.
+//! - **Observability.** `metrics`: every metric family, `/metrics`, `teamgate status`.
+//!   `reload`: a value SIGHUP may swap.
+//! - **Pure domain** (no I/O, no clock). `message`: facts of one raw message.
+//!   `forward`: who wrote a forwarded original. `threading`: which conversation a message
+//!   joins. `contacts`: contact touches. `compose`: a reply's email commands,
+//!   placeholders, MIME edits and header plan.
+//! - **Policy.** `auth`: credentials, argon2id, throttling, who may send as what.
+//!   `filter`: SPF/DKIM/DMARC, spamd, clamd, attachment policy. `replying`: `$Replying`
+//!   presence.
+//! - **Pipelines.** `ingest`: an accepted message → filters → threads → one store write.
+//!   `submit`: an agent's reply → conversation, collision guard, queue. `admin`: the
+//!   admin answers shared by the control socket and the offline CLI. `outbound`: the
+//!   delivery worker (retry schedule, DKIM, MX lookup, DSNs).
+//! - **Protocols.** `smtp`: the pure session and its I/O driver (MX and submission).
+//!   `imap`: the session, one file per command family, views of conversations as
+//!   mailboxes. `control`: the admin socket.
+//! - **Wiring and entry.** `daemon`: binds, spawns, reloads, shuts down. `cli`: the
+//!   command line. `fuzzing`, `test_corpus`: entry points for fuzz targets and tests.
 #![forbid(unsafe_code)]
 
 pub mod admin;
