@@ -25,8 +25,19 @@ use crate::{
     },
 };
 
-/// Refused Message-IDs of the collision guard are forgotten after this many entries.
+/// Replies refused by the collision guard are forgotten after this many entries.
 const MAX_REMEMBERED_COLLISIONS: usize = 10_000;
+
+/// What recognises a "send again" after the collision guard refused a reply: the agent,
+/// the conversation and the message being answered. Not the Message-ID: Thunderbird makes
+/// a new one on every attempt from the same compose window.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct RefusedReply {
+    agent: String,
+    conversation: ConversationId,
+    /// The In-Reply-To, in index form.
+    parent: String,
+}
 
 #[derive(Clone)]
 pub struct Submit {
@@ -34,8 +45,8 @@ pub struct Submit {
     config: Arc<Reloadable<Config>>,
     ingest: Ingest,
     replying: Replying,
-    /// Message-ID → when it was refused by the collision guard (unix seconds).
-    refused: Arc<Mutex<HashMap<String, i64>>>,
+    /// Replies refused by the collision guard → when (unix seconds).
+    refused: Arc<Mutex<HashMap<RefusedReply, i64>>>,
 }
 
 impl std::fmt::Debug for Submit {
@@ -556,7 +567,8 @@ impl Submit {
     }
 
     /// SPEC §6: a teammate's reply went out after the message being answered → refuse
-    /// once with 450; the same message again within the window goes through.
+    /// once with 450; the same agent answering the same message of the same conversation
+    /// again within the window goes through.
     fn collision_guard(
         &self,
         agent: &str,
@@ -565,19 +577,23 @@ impl Submit {
         now: i64,
         window: i64,
     ) -> Result<(), Reply> {
-        let message_id = facts.message_id.clone().unwrap_or_default();
-        if !message_id.is_empty() {
-            let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(at) = refused.get(&message_id)
-                && now - at <= window
-            {
-                refused.remove(&message_id);
-                return Ok(());
-            }
-        }
         let Some(parent) = facts.in_reply_to.first() else {
             return Ok(());
         };
+        let attempt = RefusedReply {
+            agent: agent.to_owned(),
+            conversation: conv,
+            parent: crate::mail::message_id::index_form(parent),
+        };
+        {
+            let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(at) = refused.get(&attempt)
+                && now - at <= window
+            {
+                refused.remove(&attempt);
+                return Ok(());
+            }
+        }
         let keys = self
             .store
             .message_keys(conv)
@@ -597,13 +613,11 @@ impl Submit {
             m.direction == Direction::Out && m.author.as_deref().is_some_and(|a| a != agent)
         });
         if let Some(reply) = newer {
-            if !message_id.is_empty() {
-                let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
-                if refused.len() >= MAX_REMEMBERED_COLLISIONS {
-                    refused.retain(|_, at| now - *at <= window);
-                }
-                refused.insert(message_id, now);
+            let mut refused = self.refused.lock().unwrap_or_else(|p| p.into_inner());
+            if refused.len() >= MAX_REMEMBERED_COLLISIONS {
+                refused.retain(|_, at| now - *at <= window);
             }
+            refused.insert(attempt, now);
             let who = reply.author.clone().unwrap_or_default();
             let when = time::OffsetDateTime::from_unix_timestamp(reply.received_at)
                 .ok()

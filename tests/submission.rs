@@ -258,6 +258,78 @@ async fn collision_guard_refuses_once_then_lets_it_through() {
     d.stop().await;
 }
 
+/// Thunderbird's "send again" from the same compose window: a new Message-ID on every
+/// attempt, the same In-Reply-To and References (../shared/clients/thunderbird-153). The
+/// override belongs to that agent, conversation and parent only.
+#[tokio::test]
+async fn collision_override_is_keyed_on_agent_conversation_and_parent_not_message_id() {
+    let d = TestDaemon::start_with(|c| {
+        team(c);
+        c.inboxes[0].members.push("carol".into());
+    })
+    .await;
+    customer_writes(&d, "col2@customer.example").await;
+    let mut bob = d.submission_as("bob", "alice-password").await;
+    let first = reply(
+        "support@example.test",
+        "jane@customer.example",
+        "col2@customer.example",
+        "bob2@example.test",
+        "Bob here.",
+    );
+    let sent = bob
+        .send_mail("support@example.test", &["jane@customer.example"], &first)
+        .await;
+    assert_eq!(sent.0, 250, "{sent:?}");
+    let mut alice = d.submission_as("alice", "alice-password").await;
+    let attempt = |message_id: &str| {
+        reply(
+            "support@example.test",
+            "jane@customer.example",
+            "col2@customer.example",
+            message_id,
+            "Alice here.",
+        )
+    };
+    let (code, text) = alice
+        .send_mail(
+            "support@example.test",
+            &["jane@customer.example"],
+            &attempt("tb-1@example.test"),
+        )
+        .await;
+    assert_eq!(code, 450, "{text:?}");
+    // Another agent answering the same message is not let through by Alice's warning.
+    let mut carol = d.submission_as("carol", "alice-password").await;
+    let (code, text) = carol
+        .send_mail(
+            "support@example.test",
+            &["jane@customer.example"],
+            &attempt("tb-c@example.test"),
+        )
+        .await;
+    assert_eq!(code, 450, "{text:?}");
+    // Alice sends again: Thunderbird's new Message-ID, same parent. It goes through once.
+    let (code, text) = alice
+        .send_mail(
+            "support@example.test",
+            &["jane@customer.example"],
+            &attempt("tb-2@example.test"),
+        )
+        .await;
+    assert_eq!(code, 250, "{text:?}");
+    let messages = d.handle.store().list_conversations().unwrap();
+    let conv = messages
+        .iter()
+        .find(|c| c.message_ids.iter().any(|m| m == "tb-2@example.test"))
+        .unwrap_or_else(|| panic!("the retried reply is filed: {messages:?}"));
+    assert!(
+        !conv.message_ids.iter().any(|m| m == "tb-1@example.test"),
+        "{conv:?}"
+    );
+    d.stop().await;
+}
+
 #[test]
 fn python_smtplib_submits_with_login() {
     let python = require_program("python3");
