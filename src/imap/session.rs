@@ -510,12 +510,18 @@ pub(super) fn done(untagged: Vec<Data<'static>>, text: impl Into<String>) -> Ans
     }
 }
 
-/// Status text may quote client input (a mailbox name sent as a literal can hold CR/LF),
-/// which IMAP text must not contain.
+/// Status text may quote client input (a mailbox name sent as a literal can hold CR/LF
+/// or UTF-8), and IMAP text is ASCII without CR/LF (RFC 3501 `text`; imap-codec refuses
+/// anything else, which used to leave a bare `BAD error`). Controls become blanks, other
+/// non-ASCII characters `?`.
 fn status_text(text: String) -> String {
     let clean: String = text
         .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+        .map(|c| match c {
+            c if c.is_ascii_control() || c.is_control() => ' ',
+            c if c.is_ascii() => c,
+            _ => '?',
+        })
         .collect();
     if clean.trim().is_empty() {
         "failed".to_string()
@@ -577,4 +583,40 @@ fn retag(status: Status<'static>, tag: Tag<'static>) -> Result<Status<'static>, 
 
 pub(super) fn bad<E: std::fmt::Display>(e: E) -> Refusal {
     Refusal::Bad(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every refusal stays a tagged NO/BAD that says why, whatever its text holds.
+    #[test]
+    fn refusal_texts_are_valid_imap_text() {
+        let tag = || Tag::try_from("a1").expect("tag");
+        for text in ["Inboxes/…, not Trash", "Ü\r\n* 1 EXPUNGE", "", "日本語"] {
+            for refusal in [no(Some("CANNOT"), text), Refusal::Bad(text.into())] {
+                let answer = respond(tag(), Err(refusal));
+                let Status::Tagged(tagged) = &answer.status else {
+                    panic!("untagged: {:?}", answer.status);
+                };
+                let shown = tagged.body.text.inner();
+                assert!(
+                    shown.is_ascii() && !shown.contains(['\r', '\n']),
+                    "{shown:?}"
+                );
+                assert_ne!(shown, "error", "{text:?}");
+            }
+        }
+        let answer = respond(tag(), Err(no(None, "private messages: Inboxes/…")));
+        let Status::Tagged(tagged) = &answer.status else {
+            panic!()
+        };
+        assert!(
+            tagged
+                .body
+                .text
+                .inner()
+                .starts_with("private messages: Inboxes/")
+        );
+    }
 }

@@ -222,7 +222,7 @@ impl Session {
                     return Err(no(
                         Some("CANNOT"),
                         format!(
-                            "private messages can only go to INBOX or Inboxes/…, not {}",
+                            "private messages can only go to INBOX or Inboxes/..., not {}",
                             target.name
                         ),
                     ));
