@@ -49,7 +49,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blobs;
 use super::keys::{self, TreeId};
-use super::writer::Writer;
+use super::writer_state::WriterState;
 use super::{RecoveryReport, Store, StoreError, StoreOptions};
 
 /// `format` of every manifest.
@@ -271,7 +271,7 @@ fn export_meta(db: &sled::Db, path: &Path) -> Result<MetaExport, StoreError> {
     })
 }
 
-impl Writer {
+impl WriterState {
     /// Runs on the writer thread between two batches (see `Writer::run`): makes anything
     /// pending durable, records every segment's length and exports sled into `export`.
     pub(super) fn backup_snapshot(
@@ -323,7 +323,7 @@ impl Store {
 /// The writer's part of `Request::Backup`: prepares `dir`, then snapshots; on failure
 /// removes what it wrote.
 pub(super) fn snapshot_into(
-    w: &mut Writer,
+    w: &mut WriterState,
     dir: &Path,
     segments_dir: &Path,
 ) -> Result<BackupSnapshot, StoreError> {

@@ -20,8 +20,10 @@ use super::model::{
 use super::ops::now;
 use super::quarantine::bare_message_id;
 use super::records::{self, JunkRecord, MessageRecord};
+use super::tx::{Tx, TxResult, tx_error};
 use super::views::{self, rfc3339};
-use super::writer::{Op, OpOutput, Tx, TxResult, Writer, tx_error};
+use super::writer::{Op, OpOutput};
+use super::writer_state::WriterState;
 use super::{Store, StoreError, Trees, unexpected};
 
 fn read_record(trees: &Trees, id: JunkId) -> Result<Option<JunkRecord>, StoreError> {
@@ -188,7 +190,7 @@ impl Store {
     }
 }
 
-impl Writer {
+impl WriterState {
     /// The junk record already kept for this inbox and Message-ID, if any.
     pub(super) fn junk_known(
         &self,

@@ -30,6 +30,7 @@
 mod backup;
 mod blobs;
 mod flags;
+mod ingest_tx;
 mod junk;
 pub mod keys;
 mod lookup;
@@ -40,8 +41,11 @@ mod quarantine;
 mod queue;
 mod records;
 mod recovery;
+mod thread_lookup;
+mod tx;
 mod views;
 mod writer;
+mod writer_state;
 
 use std::collections::HashSet;
 use std::io;

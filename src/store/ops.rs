@@ -28,8 +28,10 @@ use super::model::{
     MessageKey, MessageSummary, Status, TeamView,
 };
 use super::records::{self, ConversationRecord, MessageRecord, UidSpaceRecord};
+use super::tx::{Tx, TxResult, tx_error};
 use super::views;
-use super::writer::{CachedView, Op, OpOutput, Tx, TxResult, Writer, tx_error};
+use super::writer::{Op, OpOutput};
+use super::writer_state::{CachedView, WriterState};
 use super::{Trees, records::SharedFlagsRecord};
 
 pub(super) fn now() -> i64 {
@@ -236,7 +238,7 @@ impl FlagWrite {
     }
 }
 
-impl Writer {
+impl WriterState {
     /// Phase 1 of a batch for an APPEND: the body goes to the segment (after checking
     /// the folder exists, so a refused APPEND leaves no bytes behind).
     /// For junk, the bytes go to the segment unless the message is junk already.

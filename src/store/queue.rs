@@ -21,8 +21,10 @@ use super::model::{
     ConversationId, OutboundMessage, QueueId, QueueItem, QueueRecorded, QueueView, RecipientOutcome,
 };
 use super::records;
+use super::tx::{Tx, TxResult, tx_error};
 use super::views::rfc3339;
-use super::writer::{Request, Tx, TxResult, Writer, tx_error};
+use super::writer::Request;
+use super::writer_state::WriterState;
 use super::{Store, StoreError, Trees};
 
 /// `queue` value: one outgoing message and where each recipient stands.
@@ -326,7 +328,7 @@ fn put(tx: &Tx<'_>, old_due: Option<[u8; 16]>, rec: &[u8], new: &QueueRecord) ->
     Ok(())
 }
 
-impl Writer {
+impl WriterState {
     /// Phase 1 of a batch for `enqueue`: the body goes to the segment.
     pub(super) fn append_queue_body(
         &mut self,
