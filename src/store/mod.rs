@@ -22,12 +22,14 @@
 //! the `Junk` view) and quarantine records ([`quarantine`]: originals kept whole, released
 //! as a new revision of the conversation's message) point at ordinary message records.
 //!
-//! Backups (`backup.rs`): [`Store::backup_snapshot`] exports sled on the writer between two
-//! batches and records the segments' lengths; [`finish_backup`] copies the segments up to
-//! those lengths and writes the manifest; [`restore`] rebuilds a stopped, empty data
-//! directory from a verified backup.
+//! Backups (`backup.rs`, layout in `backup_format.rs`): [`Store::backup_snapshot`] exports
+//! sled on the writer between two batches and records the segments' lengths;
+//! [`finish_backup`] copies the segments up to those lengths and writes the manifest;
+//! [`restore`] (`restore.rs`) rebuilds a stopped, empty data directory from a verified
+//! backup.
 
 mod backup;
+mod backup_format;
 mod blobs;
 mod flags;
 mod ingest_tx;
@@ -41,6 +43,7 @@ mod quarantine;
 mod queue;
 mod records;
 mod recovery;
+mod restore;
 mod thread_lookup;
 mod tx;
 mod views;
@@ -56,11 +59,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-pub use backup::{
-    BackupManifest, BackupSegment, BackupSnapshot, MetaExport, RestoreReport, SegmentLen,
-    finish_backup, restore, verify_backup,
-};
+pub use backup::finish_backup;
+pub use backup_format::{BackupManifest, BackupSegment, BackupSnapshot, MetaExport, SegmentLen};
 pub use model::*;
+pub use restore::{RestoreReport, restore, verify_backup};
 
 use keys::TreeId;
 use records::MessageRecord;
@@ -808,6 +810,8 @@ fn unexpected(out: OpOutput) -> StoreError {
     ))
 }
 
+#[cfg(test)]
+mod backup_tests;
 #[cfg(test)]
 mod mailbox_tests;
 #[cfg(test)]

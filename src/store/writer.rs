@@ -29,7 +29,8 @@ use std::sync::atomic::Ordering;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::backup::{self, BackupSnapshot};
+use super::backup;
+use super::backup_format::BackupSnapshot;
 use super::blobs::{BlobLoc, SegmentWriter};
 use super::ingest_tx::IngestLocs;
 use super::model::{
