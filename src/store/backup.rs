@@ -9,15 +9,16 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::path::Path;
 
-use super::Store;
-use super::StoreError;
 use super::backup_format::{
     BackupManifest, BackupSegment, BackupSnapshot, COPY_BUF, EXPORT_MAGIC, FORMAT, FORMAT_VERSION,
     MANIFEST, MANIFEST_TMP, META_EXPORT, MetaExport, SEGMENTS, SegmentLen, TAG_END, TAG_ENTRY,
     TAG_TREE,
 };
 use super::blobs;
+use super::error::StoreError;
+use super::handle::Store;
 use super::keys::{self, TreeId};
+use super::request::Request;
 use super::writer_state::WriterState;
 
 pub(super) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
@@ -191,7 +192,7 @@ impl Store {
     pub async fn backup_snapshot(&self, dir: &Path) -> Result<BackupSnapshot, StoreError> {
         let dir = dir.to_path_buf();
         let segments_dir = self.inner.segments_dir.clone();
-        self.request(|reply| super::writer::Request::Backup {
+        self.request(|reply| Request::Backup {
             dir,
             segments_dir,
             reply,

@@ -2,10 +2,11 @@
 //! agent and message), `\Answered`, `\Deleted`, `\Draft` and every keyword shared by
 //! everyone seeing the message (`shared_flags` tree, one JSON record per message).
 
+use super::db::Trees;
+use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::model::{FlagOp, Flags, MessageKey};
 use super::records::{self, SharedFlagsRecord};
-use super::{StoreError, Trees};
 
 /// The per-agent byte of `flags`.
 pub fn agent_bits(f: &Flags) -> u8 {

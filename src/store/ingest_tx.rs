@@ -11,8 +11,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use sled::Transactional;
 
-use super::StoreError;
 use super::blobs::BlobLoc;
+use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::model::{
     ContactTouch, ConversationId, Delivery, DeliveryOutcome, Direction, IncomingMessage,

@@ -8,23 +8,25 @@
 //! entries carry no conversation, and [`Store::junk_of_message`] maps one back to its
 //! record. Every junk change bumps the view generation, so views resync.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use sled::Transactional;
 
 use super::blobs::BlobLoc;
+use super::db::Trees;
+use super::error::StoreError;
+use super::handle::Store;
 use super::keys::{self, TreeId};
 use super::model::{
-    ConversationId, Direction, Entry, JunkId, JunkItem, JunkView, MessageKey, NewJunk, Status,
+    ConversationId, Direction, JunkId, JunkItem, JunkView, MessageKey, NewJunk, Status,
 };
 use super::ops::now;
 use super::quarantine::bare_message_id;
 use super::records::{self, JunkRecord, MessageRecord};
+use super::request::{Op, OpOutput, unexpected};
 use super::tx::{Tx, TxResult, tx_error};
 use super::views::{self, rfc3339};
-use super::writer::{Op, OpOutput};
 use super::writer_state::WriterState;
-use super::{Store, StoreError, Trees, unexpected};
 
 fn read_record(trees: &Trees, id: JunkId) -> Result<Option<JunkRecord>, StoreError> {
     let k = keys::junk(id);
@@ -76,25 +78,6 @@ impl JunkRecord {
             at: rfc3339(self.at),
         }
     }
-}
-
-/// The entries of a `Junk` view over `inboxes`: each junk message once, in arrival order.
-pub(super) fn entries(trees: &Trees, inboxes: &[String]) -> Result<Vec<Entry>, StoreError> {
-    let mut messages = BTreeSet::new();
-    for kv in trees.get(TreeId::Junk).iter() {
-        let (k, v) = kv?;
-        let rec: JunkRecord = records::decode(TreeId::Junk, &k, &v)?;
-        if inboxes.contains(&rec.inbox) {
-            messages.insert(rec.message);
-        }
-    }
-    Ok(messages
-        .into_iter()
-        .map(|message| Entry {
-            conversation: None,
-            message,
-        })
-        .collect())
 }
 
 /// Writes a record and its `junk_by_message` entry (inside a transaction).

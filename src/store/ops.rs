@@ -12,27 +12,26 @@
 //! a view's first sync after a start, after a change that did not say what it touched,
 //! or when the space was last synced longer ago than the log reaches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sled::Transactional;
 
-use super::StoreError;
 use super::blobs::BlobLoc;
+use super::db::Trees;
+use super::error::StoreError;
 use super::flags;
-use super::junk;
 use super::keys::{self, TreeId};
 use super::membership::{self, Membership};
 use super::model::{
     ConversationAction, ConversationId, Entry, FlagOp, Flags, FolderId, MailboxSnapshot,
     MessageKey, MessageSummary, Status, TeamView,
 };
-use super::records::{self, ConversationRecord, MessageRecord, UidSpaceRecord};
+use super::records::SharedFlagsRecord;
+use super::records::{self, ConversationRecord, JunkRecord, MessageRecord, UidSpaceRecord};
 use super::tx::{Tx, TxResult, tx_error};
 use super::views;
-use super::writer::{Op, OpOutput};
 use super::writer_state::{CachedView, WriterState};
-use super::{Trees, records::SharedFlagsRecord};
 
 pub(super) fn now() -> i64 {
     SystemTime::now()
@@ -63,7 +62,7 @@ fn read_entries(trees: &Trees, space: u64) -> Result<Vec<(u32, Entry)>, StoreErr
         .collect()
 }
 
-fn snapshot(
+pub(super) fn snapshot(
     trees: &Trees,
     rec: &UidSpaceRecord,
     change: u64,
@@ -81,7 +80,7 @@ fn snapshot(
 /// conversations.
 fn desired_entries(trees: &Trees, view: &TeamView) -> Result<Vec<Entry>, StoreError> {
     if let TeamView::Junk { inboxes } = view {
-        return junk::entries(trees, inboxes);
+        return junk_entries(trees, inboxes);
     }
     let mut out = Vec::new();
     for kv in trees.get(TreeId::Conversations).iter() {
@@ -107,6 +106,25 @@ fn desired_entries_of(
     }
     out.sort_by_key(|e| (e.message, e.conversation));
     Ok(out)
+}
+
+/// The entries of a `Junk` view over `inboxes`: each junk message once, in arrival order.
+fn junk_entries(trees: &Trees, inboxes: &[String]) -> Result<Vec<Entry>, StoreError> {
+    let mut messages = BTreeSet::new();
+    for kv in trees.get(TreeId::Junk).iter() {
+        let (k, v) = kv?;
+        let rec: JunkRecord = records::decode(TreeId::Junk, &k, &v)?;
+        if inboxes.contains(&rec.inbox) {
+            messages.insert(rec.message);
+        }
+    }
+    Ok(messages
+        .into_iter()
+        .map(|message| Entry {
+            conversation: None,
+            message,
+        })
+        .collect())
 }
 
 /// Appends the entries of one conversation that `view` holds.
@@ -239,71 +257,6 @@ impl FlagWrite {
 }
 
 impl WriterState {
-    /// Phase 1 of a batch for an APPEND: the body goes to the segment (after checking
-    /// the folder exists, so a refused APPEND leaves no bytes behind).
-    /// For junk, the bytes go to the segment unless the message is junk already.
-    pub(super) fn append_op_body(&mut self, op: &Op) -> Result<Option<BlobLoc>, StoreError> {
-        match op {
-            Op::FolderAppend { folder, raw, .. } => {
-                self.folder_space(folder)?;
-                self.segments
-                    .append(raw)
-                    .map(Some)
-                    .map_err(|e| StoreError::io("appending a message to the segment", e))
-            }
-            Op::Junk(j) => self.append_junk_body(j),
-            _ => Ok(None),
-        }
-    }
-
-    /// Phase 3 for one op.
-    pub(super) fn run_op(&mut self, op: &Op, loc: Option<BlobLoc>) -> Result<OpOutput, StoreError> {
-        match op {
-            Op::SyncView(view) => self.sync_view(view).map(OpOutput::Snapshot),
-            Op::SyncFolder(folder) => {
-                let (_, rec) = self.folder_space(folder)?;
-                snapshot(&self.trees, &rec, self.change).map(OpOutput::Snapshot)
-            }
-            Op::StoreFlags {
-                agent,
-                keys,
-                op,
-                flags,
-            } => self
-                .store_flags(agent, keys, *op, flags)
-                .map(OpOutput::Flags),
-            Op::Action { id, action } => self
-                .conversation_action(*id, action)
-                .map(|()| OpOutput::Done),
-            Op::FolderCreate(folder) => self.folder_create(folder).map(|()| OpOutput::Done),
-            Op::FolderDelete(folder) => self.folder_delete(folder).map(|()| OpOutput::Done),
-            Op::FolderRename { from, to } => self.folder_rename(from, to).map(|()| OpOutput::Done),
-            Op::FolderAppend {
-                folder,
-                summary,
-                flags,
-                internal_date,
-                ..
-            } => {
-                let loc = loc.ok_or_else(|| {
-                    StoreError::Internal("message body was not appended; retry".into())
-                })?;
-                self.folder_append(folder, summary, flags, *internal_date, loc)
-                    .map(|(v, u)| OpOutput::Appended(v, u))
-            }
-            Op::FolderCopy { folder, keys } => self
-                .folder_copy(folder, keys)
-                .map(|(v, u)| OpOutput::Copied(v, u)),
-            Op::FolderExpunge { folder, uids } => {
-                self.folder_expunge(folder, uids).map(|()| OpOutput::Done)
-            }
-            Op::Junk(j) => self.junk_add(j, loc).map(OpOutput::Junk),
-            Op::JunkRemove(id) => self.junk_remove(*id).map(|()| OpOutput::Done),
-            Op::MarkJunk { conv, reason } => self.mark_junk(*conv, reason).map(OpOutput::JunkIds),
-            Op::QuarantineRelease(id) => self.quarantine_release(*id).map(OpOutput::Released),
-        }
-    }
-
     fn space_record(&self, name: &[u8]) -> Result<Option<UidSpaceRecord>, StoreError> {
         self.trees
             .get(TreeId::UidSpaces)
@@ -313,7 +266,10 @@ impl WriterState {
     }
 
     /// The key and record of an existing folder.
-    fn folder_space(&self, folder: &FolderId) -> Result<(Vec<u8>, UidSpaceRecord), StoreError> {
+    pub(super) fn folder_space(
+        &self,
+        folder: &FolderId,
+    ) -> Result<(Vec<u8>, UidSpaceRecord), StoreError> {
         let name = keys::folder_space(folder);
         match self.space_record(&name)? {
             Some(rec) => Ok((name, rec)),
@@ -364,7 +320,7 @@ impl WriterState {
         ))
     }
 
-    fn sync_view(&mut self, view: &TeamView) -> Result<MailboxSnapshot, StoreError> {
+    pub(super) fn sync_view(&mut self, view: &TeamView) -> Result<MailboxSnapshot, StoreError> {
         let name = keys::view_space(view);
         let existing = self.space_record(&name)?;
         let cached = |rec: &UidSpaceRecord, cache: &HashMap<Vec<u8>, CachedView>| {
@@ -474,7 +430,7 @@ impl WriterState {
             .ok_or_else(|| StoreError::NotFound(format!("message {}", key.0)))
     }
 
-    fn store_flags(
+    pub(super) fn store_flags(
         &mut self,
         agent: &str,
         keys: &[MessageKey],
@@ -526,7 +482,7 @@ impl WriterState {
         Ok(results)
     }
 
-    fn conversation_action(
+    pub(super) fn conversation_action(
         &mut self,
         id: ConversationId,
         action: &ConversationAction,
@@ -641,7 +597,7 @@ impl WriterState {
         Ok(rk)
     }
 
-    fn folder_create(&mut self, folder: &FolderId) -> Result<(), StoreError> {
+    pub(super) fn folder_create(&mut self, folder: &FolderId) -> Result<(), StoreError> {
         let name = keys::folder_space(folder);
         if self.space_record(&name)?.is_some() {
             return Err(StoreError::AlreadyExists(format!(
@@ -665,7 +621,7 @@ impl WriterState {
         Ok(())
     }
 
-    fn folder_delete(&mut self, folder: &FolderId) -> Result<(), StoreError> {
+    pub(super) fn folder_delete(&mut self, folder: &FolderId) -> Result<(), StoreError> {
         let (name, rec) = self.folder_space(folder)?;
         let uids: Vec<u32> = read_entries(&self.trees, rec.space)?
             .into_iter()
@@ -687,7 +643,11 @@ impl WriterState {
         Ok(())
     }
 
-    fn folder_rename(&mut self, from: &FolderId, to: &FolderId) -> Result<(), StoreError> {
+    pub(super) fn folder_rename(
+        &mut self,
+        from: &FolderId,
+        to: &FolderId,
+    ) -> Result<(), StoreError> {
         let (old, rec) = self.folder_space(from)?;
         let new = keys::folder_space(to);
         if self.space_record(&new)?.is_some() {
@@ -766,7 +726,7 @@ impl WriterState {
         Ok((rec.uid_validity, rows.iter().map(|r| r.0).collect()))
     }
 
-    fn folder_append(
+    pub(super) fn folder_append(
         &mut self,
         folder: &FolderId,
         summary: &MessageSummary,
@@ -791,7 +751,7 @@ impl WriterState {
 
     /// New message records sharing the source bodies (no bytes copied), with the
     /// source's shared flags and the owner's per-agent flags.
-    fn folder_copy(
+    pub(super) fn folder_copy(
         &mut self,
         folder: &FolderId,
         keys: &[MessageKey],
@@ -805,7 +765,11 @@ impl WriterState {
         self.folder_add(folder, new)
     }
 
-    fn folder_expunge(&mut self, folder: &FolderId, uids: &[u32]) -> Result<(), StoreError> {
+    pub(super) fn folder_expunge(
+        &mut self,
+        folder: &FolderId,
+        uids: &[u32],
+    ) -> Result<(), StoreError> {
         let (_, rec) = self.folder_space(folder)?;
         let map = self.trees.get(TreeId::UidMap);
         let mut gone = Vec::new();

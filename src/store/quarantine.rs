@@ -15,15 +15,17 @@ use std::iter;
 
 use sled::Transactional;
 
+use super::db::Trees;
+use super::error::StoreError;
+use super::handle::Store;
 use super::keys::{self, TreeId};
 use super::model::{ConversationId, MessageKey, QuarantineId, QuarantineItem, QuarantineView};
 use super::ops::now;
 use super::records::{self, MessageRecord, QuarantineRecord};
+use super::request::{Op, OpOutput, unexpected};
 use super::tx::{Tx, TxResult, abort, tx_error};
 use super::views::{self, rfc3339};
-use super::writer::{Op, OpOutput};
 use super::writer_state::WriterState;
-use super::{Store, StoreError, Trees, unexpected};
 
 /// The last quarantine id handed out (0 = none yet).
 pub(super) fn last_id(trees: &Trees) -> Result<u64, StoreError> {

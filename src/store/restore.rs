@@ -23,8 +23,12 @@ use super::backup_format::{
     SEGMENTS, TAG_END, TAG_ENTRY, TAG_TREE,
 };
 use super::blobs;
+use super::db::open_sled;
+use super::error::StoreError;
+use super::handle::Store;
 use super::keys;
-use super::{RecoveryReport, Store, StoreError, StoreOptions};
+use super::options::StoreOptions;
+use super::recovery::RecoveryReport;
 
 /// What [`restore`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -42,6 +46,7 @@ pub struct RestoreReport {
     /// restore would have failed).
     pub recovery: RecoveryReport,
 }
+
 /// crc32 of a whole file, which must be `len` bytes long.
 fn file_crc(path: &Path, len: u64) -> Result<u32, StoreError> {
     let name = path.display().to_string();
@@ -203,7 +208,7 @@ fn import_meta(backup: &Path, meta_dir: &Path, m: &BackupManifest) -> Result<u64
     if r.bytes::<8>()? != *EXPORT_MAGIC {
         return Err(bad_backup(META_EXPORT, "not a teamgate metadata export"));
     }
-    let db = super::open_sled(meta_dir, StoreOptions::default().cache_capacity_bytes)?;
+    let db = open_sled(meta_dir, StoreOptions::default().cache_capacity_bytes)?;
     let (mut trees, mut entries) = (0u64, 0u64);
     let mut tree: Option<sled::Tree> = None;
     let (end_trees, end_entries, end_sum) = loop {

@@ -3,11 +3,12 @@
 
 use std::cell::RefCell;
 
+use super::db::Trees;
+use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::model::{ConversationId, ConversationInfo, ThreadLookup};
 use super::records;
 use super::views;
-use super::{StoreError, Trees};
 
 /// [`ThreadLookup`] over the committed indexes. Runs on the writer, so it sees every
 /// earlier request (including those of the current batch). Read errors cannot go

@@ -6,7 +6,7 @@
 
 use sled::transaction::{ConflictableTransactionError, TransactionError, TransactionalTree};
 
-use super::StoreError;
+use super::error::StoreError;
 use super::keys::TreeId;
 
 pub type TxResult<T> = Result<T, ConflictableTransactionError<StoreError>>;

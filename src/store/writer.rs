@@ -23,109 +23,21 @@
 //! the outbound queue and the backup snapshot.
 
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 
 use super::backup;
-use super::backup_format::BackupSnapshot;
 use super::blobs::{BlobLoc, SegmentWriter};
+use super::counters::Counters;
+use super::db::Trees;
+use super::error::StoreError;
 use super::ingest_tx::IngestLocs;
-use super::model::{
-    ConversationAction, ConversationId, FlagOp, Flags, FolderId, IncomingMessage, IngestOutcome,
-    JunkId, MailboxSnapshot, MessageKey, MessageSummary, NewJunk, QuarantineId, TeamView,
-};
-use super::queue::{QueueOp, QueueOutput};
+use super::model::{IncomingMessage, IngestOutcome};
+use super::ops;
+use super::request::{Op, OpOutput, QueueOp, QueueOutput, Reply, Request};
 use super::writer_state::WriterState;
-use super::{Counters, StoreError, Trees};
-
-type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
-
-/// What handles send to the writer.
-pub enum Request {
-    Ingest {
-        msg: Box<IncomingMessage>,
-        reply: Reply<IngestOutcome>,
-    },
-    /// Every other mutation (and mailbox syncs, which may assign UIDs).
-    Op { op: Box<Op>, reply: Reply<OpOutput> },
-    /// An outbound queue change (see `queue.rs`).
-    Queue {
-        op: Box<QueueOp>,
-        reply: Reply<QueueOutput>,
-    },
-    /// Answer everything queued, flush, stop.
-    Close { reply: Reply<()> },
-    /// Run the batch received so far (with its barrier), then, before any later request,
-    /// snapshot the store into the backup directory `dir` (see `backup.rs`).
-    Backup {
-        dir: PathBuf,
-        segments_dir: PathBuf,
-        reply: Reply<BackupSnapshot>,
-    },
-}
-
-/// A request other than ingest; see the `Store` methods of the same names.
-pub enum Op {
-    SyncView(TeamView),
-    SyncFolder(FolderId),
-    StoreFlags {
-        agent: String,
-        keys: Vec<MessageKey>,
-        op: FlagOp,
-        flags: Flags,
-    },
-    Action {
-        id: ConversationId,
-        action: ConversationAction,
-    },
-    FolderCreate(FolderId),
-    FolderDelete(FolderId),
-    FolderRename {
-        from: FolderId,
-        to: FolderId,
-    },
-    FolderAppend {
-        folder: FolderId,
-        raw: Vec<u8>,
-        summary: Box<MessageSummary>,
-        flags: Flags,
-        internal_date: i64,
-    },
-    FolderCopy {
-        folder: FolderId,
-        keys: Vec<MessageKey>,
-    },
-    FolderExpunge {
-        folder: FolderId,
-        uids: Vec<u32>,
-    },
-    Junk(Box<NewJunk>),
-    JunkRemove(JunkId),
-    MarkJunk {
-        conv: ConversationId,
-        reason: String,
-    },
-    QuarantineRelease(QuarantineId),
-}
-
-/// The answer to an [`Op`]; each `Store` method expects one variant.
-#[derive(Debug)]
-pub enum OpOutput {
-    Done,
-    Snapshot(MailboxSnapshot),
-    Flags(Vec<Flags>),
-    /// UIDVALIDITY, uid.
-    Appended(u32, u32),
-    /// UIDVALIDITY, uids in order.
-    Copied(u32, Vec<u32>),
-    Junk(JunkId),
-    JunkIds(Vec<JunkId>),
-    /// The new revision of a released message.
-    Released(MessageKey),
-}
 
 /// A request inside a batch, with its answer once known.
 enum Job {
@@ -393,5 +305,73 @@ impl Writer {
             *v = change;
             modified
         });
+    }
+}
+
+/// The request dispatch: which feature module runs each [`Op`] (phases 1 and 3).
+impl WriterState {
+    /// Phase 1 of a batch for an APPEND: the body goes to the segment (after checking
+    /// the folder exists, so a refused APPEND leaves no bytes behind).
+    /// For junk, the bytes go to the segment unless the message is junk already.
+    fn append_op_body(&mut self, op: &Op) -> Result<Option<BlobLoc>, StoreError> {
+        match op {
+            Op::FolderAppend { folder, raw, .. } => {
+                self.folder_space(folder)?;
+                self.segments
+                    .append(raw)
+                    .map(Some)
+                    .map_err(|e| StoreError::io("appending a message to the segment", e))
+            }
+            Op::Junk(j) => self.append_junk_body(j),
+            _ => Ok(None),
+        }
+    }
+
+    /// Phase 3 for one op.
+    fn run_op(&mut self, op: &Op, loc: Option<BlobLoc>) -> Result<OpOutput, StoreError> {
+        match op {
+            Op::SyncView(view) => self.sync_view(view).map(OpOutput::Snapshot),
+            Op::SyncFolder(folder) => {
+                let (_, rec) = self.folder_space(folder)?;
+                ops::snapshot(&self.trees, &rec, self.change).map(OpOutput::Snapshot)
+            }
+            Op::StoreFlags {
+                agent,
+                keys,
+                op,
+                flags,
+            } => self
+                .store_flags(agent, keys, *op, flags)
+                .map(OpOutput::Flags),
+            Op::Action { id, action } => self
+                .conversation_action(*id, action)
+                .map(|()| OpOutput::Done),
+            Op::FolderCreate(folder) => self.folder_create(folder).map(|()| OpOutput::Done),
+            Op::FolderDelete(folder) => self.folder_delete(folder).map(|()| OpOutput::Done),
+            Op::FolderRename { from, to } => self.folder_rename(from, to).map(|()| OpOutput::Done),
+            Op::FolderAppend {
+                folder,
+                summary,
+                flags,
+                internal_date,
+                ..
+            } => {
+                let loc = loc.ok_or_else(|| {
+                    StoreError::Internal("message body was not appended; retry".into())
+                })?;
+                self.folder_append(folder, summary, flags, *internal_date, loc)
+                    .map(|(v, u)| OpOutput::Appended(v, u))
+            }
+            Op::FolderCopy { folder, keys } => self
+                .folder_copy(folder, keys)
+                .map(|(v, u)| OpOutput::Copied(v, u)),
+            Op::FolderExpunge { folder, uids } => {
+                self.folder_expunge(folder, uids).map(|()| OpOutput::Done)
+            }
+            Op::Junk(j) => self.junk_add(j, loc).map(OpOutput::Junk),
+            Op::JunkRemove(id) => self.junk_remove(*id).map(|()| OpOutput::Done),
+            Op::MarkJunk { conv, reason } => self.mark_junk(*conv, reason).map(OpOutput::JunkIds),
+            Op::QuarantineRelease(id) => self.quarantine_release(*id).map(OpOutput::Released),
+        }
     }
 }

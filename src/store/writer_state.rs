@@ -9,11 +9,13 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use super::blobs::SegmentWriter;
+use super::counters::{Counters, FlagLog};
+use super::db::Trees;
+use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::model::{ConversationId, Entry, MessageKey};
 use super::records::{self, UidSpaceRecord};
 use super::tx::{Tx, TxResult};
-use super::{Counters, FlagLog, StoreError, Trees};
 
 /// What every change on the writer thread runs against (see the module docs). The
 /// group-commit loop (`writer.rs`) owns it; feature modules add their changes as methods.
