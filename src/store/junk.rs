@@ -4,9 +4,10 @@
 //! "Move to Junk" on a conversation makes junk records of its inbound messages (same
 //! message keys, no bytes copied) and puts the conversation in the trash.
 //!
-//! The `Junk` team view ([`TeamView::Junk`]) lists the junk records of its inboxes; its
-//! entries carry no conversation, and [`Store::junk_of_message`] maps one back to its
-//! record. Every junk change bumps the view generation, so views resync.
+//! The `Junk` team view ([`TeamView::Junk`]) lists the junk records of its inboxes (its
+//! entries are computed with the other views', in `uid_space.rs`); they carry no
+//! conversation, and [`Store::junk_of_message`] maps one back to its record. Every junk
+//! change bumps the view generation, so views resync.
 
 use std::collections::HashSet;
 
@@ -20,11 +21,11 @@ use super::keys::{self, TreeId};
 use super::model::{
     ConversationId, Direction, JunkId, JunkItem, JunkView, MessageKey, NewJunk, Status,
 };
-use super::ops::now;
 use super::quarantine::bare_message_id;
 use super::records::{self, JunkRecord, MessageRecord};
 use super::request::{Op, OpOutput, unexpected};
 use super::tx::{Tx, TxResult, tx_error};
+use super::uid_space::now;
 use super::views::{self, rfc3339};
 use super::writer_state::WriterState;
 

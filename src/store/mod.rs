@@ -14,7 +14,7 @@
 //! IMAP mailboxes (GUIDE §0b, SPEC §5): every team view ([`TeamView`]) and private folder
 //! ([`FolderId`]) has a persistent UID space. Views are predicates over conversations
 //! ([`membership`]); their spaces are brought up to date by [`Store::sync_view`] on the
-//! writer ([`ops`]). Flags are one shared record plus a per-agent byte ([`flags`]).
+//! writer ([`uid_space`]). Flags are one shared record plus a per-agent byte ([`flags`]).
 //! Every durable change bumps a store-wide counter, published after its barrier
 //! ([`Store::subscribe`]) for IDLE.
 //!
@@ -27,10 +27,25 @@
 //! [`finish_backup`] copies the segments up to those lengths and writes the manifest;
 //! [`restore`] (`restore.rs`) rebuilds a stopped, empty data directory from a verified
 //! backup.
+//!
+//! Files, bottom up; each imports only files above it in this list, none imports this
+//! facade:
+//! - base types: `model.rs`, `keys.rs`, `error.rs`, `options.rs`, `blobs.rs`,
+//!   `records.rs`, `db.rs` (sled and its trees), `counters.rs`, `backup_format.rs`;
+//! - reads and pure decisions: `views.rs`, `membership.rs`, `thread_lookup.rs`,
+//!   `recovery.rs`;
+//! - the writer's base: `tx.rs` (sled transaction plumbing), `writer_state.rs` (what
+//!   every change runs against), and the writer protocol, `request.rs`;
+//! - `handle.rs`: [`Store`] and its request channel to the writer;
+//! - features, each with its changes (methods of the writer state) and its `Store`
+//!   methods: `flags.rs`, `uid_space.rs`, `conversation_action.rs`, `quarantine.rs`,
+//!   `junk.rs`, `ingest_tx.rs`, `queue.rs`, `lookup.rs`, `backup.rs`, `restore.rs`;
+//! - `writer.rs`: the commit loop and the request dispatch.
 
 mod backup;
 mod backup_format;
 mod blobs;
+mod conversation_action;
 mod counters;
 mod db;
 mod error;
@@ -42,7 +57,6 @@ pub mod keys;
 mod lookup;
 mod membership;
 pub mod model;
-mod ops;
 mod options;
 mod quarantine;
 mod queue;
@@ -52,6 +66,7 @@ mod request;
 mod restore;
 mod thread_lookup;
 mod tx;
+mod uid_space;
 mod views;
 mod writer;
 mod writer_state;
@@ -222,7 +237,7 @@ impl Store {
     /// messages of a matching conversation are in the view, except for `Sent` (only
     /// outgoing ones); `Junk` holds the junk records of its inboxes instead (entries
     /// without a conversation). Cheap when nothing that can change views happened since the
-    /// space's last sync; otherwise O(conversations) (see `ops`).
+    /// space's last sync; otherwise O(conversations) (see `uid_space`).
     pub async fn sync_view(&self, view: &TeamView) -> Result<MailboxSnapshot, StoreError> {
         self.op_snapshot(Op::SyncView(view.clone())).await
     }

@@ -20,10 +20,10 @@ use super::error::StoreError;
 use super::handle::Store;
 use super::keys::{self, TreeId};
 use super::model::{ConversationId, MessageKey, QuarantineId, QuarantineItem, QuarantineView};
-use super::ops::now;
 use super::records::{self, MessageRecord, QuarantineRecord};
 use super::request::{Op, OpOutput, unexpected};
 use super::tx::{Tx, TxResult, abort, tx_error};
+use super::uid_space::now;
 use super::views::{self, rfc3339};
 use super::writer_state::WriterState;
 

@@ -19,8 +19,9 @@
 //!
 //! This file is the loop: batching, the barriers, and which module runs each request.
 //! The changes themselves are methods of [`WriterState`] (`writer_state.rs`) in their
-//! feature modules: ingest (`ingest_tx.rs`), mailboxes (`ops.rs`), junk, quarantine,
-//! the outbound queue and the backup snapshot.
+//! feature modules: ingest (`ingest_tx.rs`), UID spaces (`uid_space.rs`), flags,
+//! conversation actions (`conversation_action.rs`), junk, quarantine, the outbound queue
+//! and the backup snapshot.
 
 use std::io;
 use std::sync::Arc;
@@ -35,8 +36,8 @@ use super::db::Trees;
 use super::error::StoreError;
 use super::ingest_tx::IngestLocs;
 use super::model::{IncomingMessage, IngestOutcome};
-use super::ops;
 use super::request::{Op, OpOutput, QueueOp, QueueOutput, Reply, Request};
+use super::uid_space;
 use super::writer_state::WriterState;
 
 /// A request inside a batch, with its answer once known.
@@ -333,7 +334,7 @@ impl WriterState {
             Op::SyncView(view) => self.sync_view(view).map(OpOutput::Snapshot),
             Op::SyncFolder(folder) => {
                 let (_, rec) = self.folder_space(folder)?;
-                ops::snapshot(&self.trees, &rec, self.change).map(OpOutput::Snapshot)
+                uid_space::snapshot(&self.trees, &rec, self.change).map(OpOutput::Snapshot)
             }
             Op::StoreFlags {
                 agent,

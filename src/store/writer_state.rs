@@ -14,8 +14,9 @@ use super::db::Trees;
 use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::model::{ConversationId, Entry, MessageKey};
-use super::records::{self, UidSpaceRecord};
+use super::records::{self, MessageRecord, UidSpaceRecord};
 use super::tx::{Tx, TxResult};
+use super::views;
 
 /// What every change on the writer thread runs against (see the module docs). The
 /// group-commit loop (`writer.rs`) owns it; feature modules add their changes as methods.
@@ -170,6 +171,12 @@ impl WriterState {
             expected += 1;
         }
         (expected == self.view_gen + 1).then_some(touched)
+    }
+
+    /// The record of a message that must exist (`NotFound` otherwise).
+    pub(super) fn check_message(&self, key: MessageKey) -> Result<MessageRecord, StoreError> {
+        views::message_record(&self.trees, key)?
+            .ok_or_else(|| StoreError::NotFound(format!("message {}", key.0)))
     }
 
     /// Keeps a view's entries as of its space's last sync.

@@ -1,16 +1,19 @@
-//! The writer's side of IMAP mailboxes (GUIDE §0b): UID spaces of team views and private
-//! folders, flag stores and conversation actions. Runs only on the writer thread, so
-//! reading the indexes and then committing one transaction never interleaves with
-//! another request. Transaction closures are pure (everything is computed before).
+//! UID spaces, the writer's side of IMAP mailboxes (GUIDE §0b): every team view and
+//! private folder has one (its uid → entry map, UIDVALIDITY and UIDNEXT); a view's is
+//! synced against what the view should hold ([`desired_entries`], by [`membership`]),
+//! a folder's takes APPEND, COPY, EXPUNGE, create, rename and delete. Runs only on the
+//! writer thread, so reading the indexes and then committing one transaction never
+//! interleaves with another request. Transaction closures are pure (everything is
+//! computed before).
 //!
 //! Team views are synced lazily: a view's UID space is brought up to date on the first
 //! SELECT/STATUS/IDLE wake-up after a change (GUIDE §0b allows it), so ingest costs the
 //! same whatever the number of views or members. The writer logs which conversations
-//! each view generation touched ([`ViewChange`]) and keeps each view's last entries in
-//! memory, so a sync recomputes only the touched conversations and answers the other
-//! sessions of the same view from memory. A full scan of every conversation happens on
-//! a view's first sync after a start, after a change that did not say what it touched,
-//! or when the space was last synced longer ago than the log reaches.
+//! each view generation touched (`ViewChange`, in `writer_state.rs`) and keeps each
+//! view's last entries in memory, so a sync recomputes only the touched conversations and
+//! answers the other sessions of the same view from memory. A full scan of every
+//! conversation happens on a view's first sync after a start, after a change that did not
+//! say what it touched, or when the space was last synced longer ago than the log reaches.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -20,14 +23,12 @@ use sled::Transactional;
 use super::blobs::BlobLoc;
 use super::db::Trees;
 use super::error::StoreError;
-use super::flags;
+use super::flags::{self, FlagWrite};
 use super::keys::{self, TreeId};
 use super::membership::{self, Membership};
 use super::model::{
-    ConversationAction, ConversationId, Entry, FlagOp, Flags, FolderId, MailboxSnapshot,
-    MessageKey, MessageSummary, Status, TeamView,
+    ConversationId, Entry, Flags, FolderId, MailboxSnapshot, MessageKey, MessageSummary, TeamView,
 };
-use super::records::SharedFlagsRecord;
 use super::records::{self, ConversationRecord, JunkRecord, MessageRecord, UidSpaceRecord};
 use super::tx::{Tx, TxResult, tx_error};
 use super::views;
@@ -176,82 +177,6 @@ impl SpaceAlloc {
             keys::meta::LAST_UID_VALIDITY,
             &self.uid_validity.to_be_bytes()[..],
         )?;
-        Ok(())
-    }
-}
-
-/// Removals then insertions, computed before a transaction.
-#[derive(Default)]
-struct Rekey {
-    removes: Vec<(TreeId, Vec<u8>)>,
-    inserts: Vec<(TreeId, Vec<u8>, Vec<u8>)>,
-}
-
-impl Rekey {
-    fn apply(&self, tx: &Tx<'_>) -> TxResult<()> {
-        for (t, k) in &self.removes {
-            tx.t(*t).remove(k.as_slice())?;
-        }
-        for (t, k, v) in &self.inserts {
-            tx.t(*t).insert(k.as_slice(), v.as_slice())?;
-        }
-        Ok(())
-    }
-}
-
-/// Encoded flag writes for one message: the agent byte (None = remove) and the shared
-/// record (None = remove).
-struct FlagWrite {
-    agent: Option<(Vec<u8>, Option<u8>)>,
-    shared: Option<([u8; 8], Option<Vec<u8>>)>,
-}
-
-impl FlagWrite {
-    /// The writes that take `key` from `before` to `after` for `agent` (None: shared only).
-    fn new(
-        agent: Option<&str>,
-        key: MessageKey,
-        before: &Flags,
-        after: &Flags,
-    ) -> Result<Self, StoreError> {
-        let agent = match agent {
-            Some(a) if flags::agent_bits(before) != flags::agent_bits(after) => {
-                let bits = flags::agent_bits(after);
-                Some((keys::agent_flags(a, key), (bits != 0).then_some(bits)))
-            }
-            _ => None,
-        };
-        let (sb, sa) = (flags::shared_part(before), flags::shared_part(after));
-        let shared = if sb == sa {
-            None
-        } else if sa == SharedFlagsRecord::default() {
-            Some((keys::shared_flags(key), None))
-        } else {
-            Some((
-                keys::shared_flags(key),
-                Some(records::encode(TreeId::SharedFlags, &sa)?),
-            ))
-        };
-        Ok(FlagWrite { agent, shared })
-    }
-
-    fn is_empty(&self) -> bool {
-        self.agent.is_none() && self.shared.is_none()
-    }
-
-    fn apply(&self, tx: &Tx<'_>) -> TxResult<()> {
-        if let Some((k, v)) = &self.agent {
-            match v {
-                Some(b) => tx.t(TreeId::Flags).insert(k.as_slice(), &[*b][..])?,
-                None => tx.t(TreeId::Flags).remove(k.as_slice())?,
-            };
-        }
-        if let Some((k, v)) = &self.shared {
-            match v {
-                Some(b) => tx.t(TreeId::SharedFlags).insert(&k[..], b.as_slice())?,
-                None => tx.t(TreeId::SharedFlags).remove(&k[..])?,
-            };
-        }
         Ok(())
     }
 }
@@ -424,179 +349,6 @@ impl WriterState {
             highest_change: self.change,
         })
     }
-
-    fn check_message(&self, key: MessageKey) -> Result<MessageRecord, StoreError> {
-        views::message_record(&self.trees, key)?
-            .ok_or_else(|| StoreError::NotFound(format!("message {}", key.0)))
-    }
-
-    pub(super) fn store_flags(
-        &mut self,
-        agent: &str,
-        keys: &[MessageKey],
-        op: FlagOp,
-        given: &Flags,
-    ) -> Result<Vec<Flags>, StoreError> {
-        // (flags before this STORE, flags now) per distinct key.
-        let mut state: HashMap<MessageKey, (Flags, Flags)> = HashMap::new();
-        let mut results = Vec::with_capacity(keys.len());
-        for &key in keys {
-            let current = match state.get(&key) {
-                Some((_, now)) => now.clone(),
-                None => {
-                    self.check_message(key)?;
-                    flags::read(&self.trees, agent, key)?
-                }
-            };
-            let new = flags::combine(op, &current, given);
-            state
-                .entry(key)
-                .or_insert_with(|| (current, Flags::default()))
-                .1 = new.clone();
-            results.push(new);
-        }
-        let mut writes = Vec::new();
-        let mut written = Vec::new();
-        for (key, (before, after)) in &state {
-            let w = FlagWrite::new(Some(agent), *key, before, after)?;
-            if !w.is_empty() {
-                writes.push(w);
-                written.push(*key);
-            }
-        }
-        if writes.is_empty() {
-            return Ok(results);
-        }
-        let bump = self.bump(false);
-        self.trees.all[..]
-            .transaction(|t| {
-                let tx = Tx(t);
-                for w in &writes {
-                    w.apply(&tx)?;
-                }
-                bump.write(&tx)
-            })
-            .map_err(tx_error)?;
-        self.bumped(bump);
-        self.flags_touched_only(written);
-        Ok(results)
-    }
-
-    pub(super) fn conversation_action(
-        &mut self,
-        id: ConversationId,
-        action: &ConversationAction,
-    ) -> Result<(), StoreError> {
-        let old = views::conversation_record(&self.trees, id)?
-            .ok_or_else(|| StoreError::NotFound(format!("conversation {}", id.0)))?;
-        let mut rec = old.clone();
-        let mut rekey = Rekey::default();
-        match action {
-            ConversationAction::SetStatus(Status::Closed) => {
-                if rec.status != Status::Closed || rec.closed_at.is_none() {
-                    rec.closed_at = Some(now());
-                }
-                rec.status = Status::Closed;
-            }
-            ConversationAction::SetStatus(status) => {
-                rec.status = *status;
-                rec.closed_at = None;
-            }
-            ConversationAction::Assign(assignee) => rec.assignee = assignee.clone(),
-            ConversationAction::Transfer { inbox } => {
-                if *inbox != rec.inbox {
-                    rekey = self.transfer_rekey(&rec, inbox)?;
-                    rec.former_inboxes.insert(rec.inbox.clone());
-                    rec.former_inboxes.remove(inbox);
-                    rec.inbox = inbox.clone();
-                }
-            }
-        }
-        if rec == old {
-            return Ok(());
-        }
-        let k = keys::conversation(id);
-        let value = records::encode(TreeId::Conversations, &rec)?;
-        let bump = self.bump(true);
-        self.trees.all[..]
-            .transaction(|t| {
-                let tx = Tx(t);
-                rekey.apply(&tx)?;
-                tx.t(TreeId::Conversations)
-                    .insert(&k[..], value.as_slice())?;
-                bump.write(&tx)
-            })
-            .map_err(tx_error)?;
-        self.bumped(bump);
-        self.flags_touched_only(Vec::new());
-        self.touched_only(vec![id]);
-        Ok(())
-    }
-
-    /// Copies a conversation's threading index entries from its inbox to `to`, so
-    /// replies arriving in the new inbox find it; the old inbox's entries stay, so mail
-    /// still sent to the old address follows it too (`former_inboxes`). An entry the new inbox already
-    /// has for another conversation is kept (the same message delivered to both inboxes
-    /// stays threaded there), except a by-subject entry older than ours.
-    fn transfer_rekey(&self, rec: &ConversationRecord, to: &str) -> Result<Rekey, StoreError> {
-        let (id, from) = (rec.id, rec.inbox.as_str());
-        let mut rk = Rekey::default();
-        let by_mid = self.trees.get(TreeId::ByMessageId);
-        for msg in views::message_keys(&self.trees, id)? {
-            let m = self.check_message(msg)?;
-            let mid = keys::normalize_message_id(&m.summary.message_id);
-            if !mid.is_empty() {
-                let new = keys::by_message_id(to, &mid);
-                if !by_mid.contains_key(&new)? {
-                    rk.inserts.push((
-                        TreeId::ByMessageId,
-                        new,
-                        keys::msgid_value(id, msg).to_vec(),
-                    ));
-                }
-            }
-            for r in &m.summary.references {
-                let r = keys::normalize_message_id(r);
-                if r.is_empty() || r == mid {
-                    continue;
-                }
-                rk.inserts.push((
-                    TreeId::ReferencedBy,
-                    keys::referenced_by(to, &r, id),
-                    Vec::new(),
-                ));
-            }
-        }
-        let (old_prefix, new_prefix) = (keys::inbox_prefix(from), keys::inbox_prefix(to));
-        for tree in [TreeId::ByThreadIndex, TreeId::BySubject] {
-            let t = self.trees.get(tree);
-            for kv in t.scan_prefix(&old_prefix) {
-                let (k, v) = kv?;
-                if records::u64_at(tree, &k, &v, 0)? != id.0 {
-                    continue;
-                }
-                let mut new = new_prefix.clone();
-                new.extend_from_slice(&k[old_prefix.len()..]);
-                let replace = match t.get(&new)? {
-                    None => true,
-                    Some(existing) if tree == TreeId::BySubject => {
-                        let recency = |b: &[u8]| {
-                            keys::subject_entry(b)
-                                .map(|e| e.recency())
-                                .ok_or_else(|| records::corrupt(tree, &k, "short value"))
-                        };
-                        recency(&existing)? < recency(&v)?
-                    }
-                    Some(_) => false,
-                };
-                if replace {
-                    rk.inserts.push((tree, new, v.to_vec()));
-                }
-            }
-        }
-        Ok(rk)
-    }
-
     pub(super) fn folder_create(&mut self, folder: &FolderId) -> Result<(), StoreError> {
         let name = keys::folder_space(folder);
         if self.space_record(&name)?.is_some() {
