@@ -2,7 +2,7 @@
 //! (`Store::enqueue` and friends); this module delivers it. [`spawn`] starts the worker
 //! ([`worker`]), which DKIM-signs ([`dkim`]), finds hosts ([`resolve`]: the relay or the
 //! recipients' MX), talks SMTP ([`client`]), retries per `[outbound]
-//! retry_schedule_secs` ([`queue`]) and files a bounce ([`dsn`]) into the conversation
+//! retry_schedule_secs` ([`retry`]) and files a bounce ([`dsn`]) into the conversation
 //! when a recipient fails for good.
 //!
 //! Submission never calls delivery code directly: it enqueues, then calls
@@ -11,8 +11,8 @@
 pub mod client;
 pub mod dkim;
 pub mod dsn;
-pub mod queue;
 pub mod resolve;
+pub mod retry;
 pub mod worker;
 
 use std::sync::Arc;

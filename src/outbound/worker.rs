@@ -20,8 +20,8 @@ use tracing::{debug, info, warn};
 use super::client::{self, Envelope, SessionResult, Timeouts};
 use super::dkim;
 use super::dsn::{self, Bounce};
-use super::queue;
 use super::resolve::{self, Resolve, ResolveError, Target};
+use super::retry;
 use crate::config::Config;
 use crate::mail::clock;
 use crate::message;
@@ -180,7 +180,7 @@ async fn next_wait(store: &Store, in_flight: &InFlight, dispatched: usize) -> Du
 async fn mark_attempt(worker: &Worker, item: QueueItem) -> Option<QueueItem> {
     let config = worker.config.current();
     let attempt = item.attempts.saturating_add(1);
-    let next = queue::next_attempt(clock::unix_now(), attempt, &config.outbound.retry_schedule);
+    let next = retry::next_attempt(clock::unix_now(), attempt, &config.outbound.retry_schedule);
     match worker.store.queue_mark_attempt(item.id, next).await {
         Ok(item) => Some(item),
         Err(StoreError::NotFound(_)) => None,
@@ -194,7 +194,7 @@ async fn mark_attempt(worker: &Worker, item: QueueItem) -> Option<QueueItem> {
 /// One attempt for one entry (already counted by [`mark_attempt`]).
 pub async fn deliver_item(worker: &Worker, item: QueueItem) {
     let config = worker.config.current();
-    let last = queue::is_last_attempt(item.attempts, &config.outbound.retry_schedule);
+    let last = retry::is_last_attempt(item.attempts, &config.outbound.retry_schedule);
     let store = worker.store.clone();
     let id = item.id;
     let raw = tokio::task::spawn_blocking(move || store.queue_message(id))
@@ -221,7 +221,7 @@ pub async fn deliver_item(worker: &Worker, item: QueueItem) {
             )
         }
     };
-    let results = queue::finalize(results, last);
+    let results = retry::finalize(results, last);
     let failed: Vec<(String, String)> = results
         .iter()
         .filter_map(|(r, o)| match o {

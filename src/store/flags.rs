@@ -1,11 +1,20 @@
 //! IMAP flags (SPEC §5): `\Seen` and `\Flagged` per agent (`flags` tree, one byte per
 //! agent and message), `\Answered`, `\Deleted`, `\Draft` and every keyword shared by
 //! everyone seeing the message (`shared_flags` tree, one JSON record per message).
+//! Reading and combining them, and writing them on the writer: [`FlagWrite`] (a STORE,
+//! and the flags an APPEND or COPY gives a folder's new message) and `store_flags`.
+
+use super::db::Trees;
+use super::error::StoreError;
+use std::collections::HashMap;
+
+use sled::Transactional;
 
 use super::keys::{self, TreeId};
 use super::model::{FlagOp, Flags, MessageKey};
 use super::records::{self, SharedFlagsRecord};
-use super::{StoreError, Trees};
+use super::tx::{Tx, TxResult, tx_error};
+use super::writer_state::WriterState;
 
 /// The per-agent byte of `flags`.
 pub fn agent_bits(f: &Flags) -> u8 {
@@ -97,6 +106,117 @@ pub fn read(trees: &Trees, agent: &str, key: MessageKey) -> Result<Flags, StoreE
         read_agent_bits(trees, agent, key)?,
         read_shared(trees, key)?,
     ))
+}
+
+/// Encoded flag writes for one message: the agent byte (None = remove) and the shared
+/// record (None = remove).
+pub(super) struct FlagWrite {
+    agent: Option<(Vec<u8>, Option<u8>)>,
+    shared: Option<([u8; 8], Option<Vec<u8>>)>,
+}
+
+impl FlagWrite {
+    /// The writes that take `key` from `before` to `after` for `agent` (None: shared only).
+    pub(super) fn new(
+        agent: Option<&str>,
+        key: MessageKey,
+        before: &Flags,
+        after: &Flags,
+    ) -> Result<Self, StoreError> {
+        let agent = match agent {
+            Some(a) if agent_bits(before) != agent_bits(after) => {
+                let bits = agent_bits(after);
+                Some((keys::agent_flags(a, key), (bits != 0).then_some(bits)))
+            }
+            _ => None,
+        };
+        let (sb, sa) = (shared_part(before), shared_part(after));
+        let shared = if sb == sa {
+            None
+        } else if sa == SharedFlagsRecord::default() {
+            Some((keys::shared_flags(key), None))
+        } else {
+            Some((
+                keys::shared_flags(key),
+                Some(records::encode(TreeId::SharedFlags, &sa)?),
+            ))
+        };
+        Ok(FlagWrite { agent, shared })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.agent.is_none() && self.shared.is_none()
+    }
+
+    pub(super) fn apply(&self, tx: &Tx<'_>) -> TxResult<()> {
+        if let Some((k, v)) = &self.agent {
+            match v {
+                Some(b) => tx.t(TreeId::Flags).insert(k.as_slice(), &[*b][..])?,
+                None => tx.t(TreeId::Flags).remove(k.as_slice())?,
+            };
+        }
+        if let Some((k, v)) = &self.shared {
+            match v {
+                Some(b) => tx.t(TreeId::SharedFlags).insert(&k[..], b.as_slice())?,
+                None => tx.t(TreeId::SharedFlags).remove(&k[..])?,
+            };
+        }
+        Ok(())
+    }
+}
+
+impl WriterState {
+    pub(super) fn store_flags(
+        &mut self,
+        agent: &str,
+        keys: &[MessageKey],
+        op: FlagOp,
+        given: &Flags,
+    ) -> Result<Vec<Flags>, StoreError> {
+        // (flags before this STORE, flags now) per distinct key.
+        let mut state: HashMap<MessageKey, (Flags, Flags)> = HashMap::new();
+        let mut results = Vec::with_capacity(keys.len());
+        for &key in keys {
+            let current = match state.get(&key) {
+                Some((_, now)) => now.clone(),
+                None => {
+                    self.check_message(key)?;
+                    read(&self.trees, agent, key)?
+                }
+            };
+            let new = combine(op, &current, given);
+            state
+                .entry(key)
+                .or_insert_with(|| (current, Flags::default()))
+                .1 = new.clone();
+            results.push(new);
+        }
+        let mut writes = Vec::new();
+        let mut written = Vec::new();
+        for (key, (before, after)) in &state {
+            let w = FlagWrite::new(Some(agent), *key, before, after)?;
+            if !w.is_empty() {
+                writes.push(w);
+                written.push(*key);
+            }
+        }
+        if writes.is_empty() {
+            return Ok(results);
+        }
+        let bump = self.bump(false);
+        self.trees.all[..]
+            .transaction(|t| {
+                let tx = Tx(t);
+                for w in &writes {
+                    w.apply(&tx)?;
+                }
+                bump.write(&tx)
+            })
+            .map_err(tx_error)?;
+        self.bumped(bump);
+        self.flags_touched_only(written);
+        Ok(results)
+    }
 }
 
 #[cfg(test)]

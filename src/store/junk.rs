@@ -4,25 +4,30 @@
 //! "Move to Junk" on a conversation makes junk records of its inbound messages (same
 //! message keys, no bytes copied) and puts the conversation in the trash.
 //!
-//! The `Junk` team view ([`TeamView::Junk`]) lists the junk records of its inboxes; its
-//! entries carry no conversation, and [`Store::junk_of_message`] maps one back to its
-//! record. Every junk change bumps the view generation, so views resync.
+//! The `Junk` team view ([`TeamView::Junk`]) lists the junk records of its inboxes (its
+//! entries are computed with the other views', in `uid_space.rs`); they carry no
+//! conversation, and [`Store::junk_of_message`] maps one back to its record. Every junk
+//! change bumps the view generation, so views resync.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 
 use sled::Transactional;
 
 use super::blobs::BlobLoc;
+use super::db::Trees;
+use super::error::StoreError;
+use super::handle::Store;
 use super::keys::{self, TreeId};
 use super::model::{
-    ConversationId, Direction, Entry, JunkId, JunkItem, JunkView, MessageKey, NewJunk, Status,
+    ConversationId, Direction, JunkId, JunkItem, JunkView, MessageKey, NewJunk, Status,
 };
-use super::ops::now;
 use super::quarantine::bare_message_id;
 use super::records::{self, JunkRecord, MessageRecord};
+use super::request::{Op, OpOutput, unexpected};
+use super::tx::{Tx, TxResult, tx_error};
+use super::uid_space::now;
 use super::views::{self, rfc3339};
-use super::writer::{Op, OpOutput, Tx, TxResult, Writer, tx_error};
-use super::{Store, StoreError, Trees, unexpected};
+use super::writer_state::WriterState;
 
 fn read_record(trees: &Trees, id: JunkId) -> Result<Option<JunkRecord>, StoreError> {
     let k = keys::junk(id);
@@ -74,25 +79,6 @@ impl JunkRecord {
             at: rfc3339(self.at),
         }
     }
-}
-
-/// The entries of a `Junk` view over `inboxes`: each junk message once, in arrival order.
-pub(super) fn entries(trees: &Trees, inboxes: &[String]) -> Result<Vec<Entry>, StoreError> {
-    let mut messages = BTreeSet::new();
-    for kv in trees.get(TreeId::Junk).iter() {
-        let (k, v) = kv?;
-        let rec: JunkRecord = records::decode(TreeId::Junk, &k, &v)?;
-        if inboxes.contains(&rec.inbox) {
-            messages.insert(rec.message);
-        }
-    }
-    Ok(messages
-        .into_iter()
-        .map(|message| Entry {
-            conversation: None,
-            message,
-        })
-        .collect())
 }
 
 /// Writes a record and its `junk_by_message` entry (inside a transaction).
@@ -188,7 +174,7 @@ impl Store {
     }
 }
 
-impl Writer {
+impl WriterState {
     /// The junk record already kept for this inbox and Message-ID, if any.
     pub(super) fn junk_known(
         &self,

@@ -1,7 +1,11 @@
 //! Read-only index lookups for callers outside the writer (submission finds the
 //! conversation a reply belongs to before deciding anything).
 
-use super::{ConversationId, Store, StoreError, TreeId, keys, records};
+use super::error::StoreError;
+use super::handle::Store;
+use super::keys::{self, TreeId};
+use super::model::ConversationId;
+use super::records;
 
 impl Store {
     /// The conversation of `inbox` (or one transferred out of it) holding a message with

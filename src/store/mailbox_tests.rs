@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::counters::FlagLog;
 use super::tests::{
     T0, TestResult, join, message, new_conv, open, raw_for, simple, stored, summary,
 };

@@ -14,7 +14,7 @@
 //! IMAP mailboxes (GUIDE §0b, SPEC §5): every team view ([`TeamView`]) and private folder
 //! ([`FolderId`]) has a persistent UID space. Views are predicates over conversations
 //! ([`membership`]); their spaces are brought up to date by [`Store::sync_view`] on the
-//! writer ([`ops`]). Flags are one shared record plus a per-agent byte ([`flags`]).
+//! writer ([`uid_space`]). Flags are one shared record plus a per-agent byte ([`flags`]).
 //! Every durable change bumps a store-wide counter, published after its barrier
 //! ([`Store::subscribe`]) for IDLE.
 //!
@@ -22,136 +22,77 @@
 //! the `Junk` view) and quarantine records ([`quarantine`]: originals kept whole, released
 //! as a new revision of the conversation's message) point at ordinary message records.
 //!
-//! Backups (`backup.rs`): [`Store::backup_snapshot`] exports sled on the writer between two
-//! batches and records the segments' lengths; [`finish_backup`] copies the segments up to
-//! those lengths and writes the manifest; [`restore`] rebuilds a stopped, empty data
-//! directory from a verified backup.
+//! Backups (`backup.rs`, layout in `backup_format.rs`): [`Store::backup_snapshot`] exports
+//! sled on the writer between two batches and records the segments' lengths;
+//! [`finish_backup`] copies the segments up to those lengths and writes the manifest;
+//! [`restore`] (`restore.rs`) rebuilds a stopped, empty data directory from a verified
+//! backup.
+//!
+//! Files, bottom up; each imports only files above it in this list, none imports this
+//! facade:
+//! - base types: `model.rs`, `keys.rs`, `error.rs`, `options.rs`, `blobs.rs`,
+//!   `records.rs`, `db.rs` (sled and its trees), `counters.rs`, `backup_format.rs`;
+//! - reads and pure decisions: `views.rs`, `membership.rs`, `thread_lookup.rs`,
+//!   `recovery.rs`;
+//! - the writer's base: `tx.rs` (sled transaction plumbing), `writer_state.rs` (what
+//!   every change runs against), and the writer protocol, `request.rs`;
+//! - `handle.rs`: [`Store`] and its request channel to the writer;
+//! - features, each with its changes (methods of the writer state) and its `Store`
+//!   methods: `flags.rs`, `uid_space.rs`, `conversation_action.rs`, `quarantine.rs`,
+//!   `junk.rs`, `ingest_tx.rs`, `queue.rs`, `lookup.rs`, `backup.rs`, `restore.rs`;
+//! - `writer.rs`: the commit loop and the request dispatch.
 
 mod backup;
+mod backup_format;
 mod blobs;
+mod conversation_action;
+mod counters;
+mod db;
+mod error;
 mod flags;
+mod handle;
+mod ingest_tx;
 mod junk;
 pub mod keys;
 mod lookup;
 mod membership;
 pub mod model;
-mod ops;
+mod options;
 mod quarantine;
 mod queue;
 mod records;
 mod recovery;
+mod request;
+mod restore;
+mod thread_lookup;
+mod tx;
+mod uid_space;
 mod views;
 mod writer;
+mod writer_state;
 
 use std::collections::HashSet;
-use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
-pub use backup::{
-    BackupManifest, BackupSegment, BackupSnapshot, MetaExport, RestoreReport, SegmentLen,
-    finish_backup, restore, verify_backup,
-};
+pub use backup::finish_backup;
+pub use backup_format::{BackupManifest, BackupSegment, BackupSnapshot, MetaExport, SegmentLen};
+pub use error::StoreError;
+pub use handle::Store;
 pub use model::*;
+pub use options::StoreOptions;
+pub use recovery::RecoveryReport;
+pub use restore::{RestoreReport, restore, verify_backup};
 
+use counters::Counters;
+use db::{Trees, open_sled, wait_for_unlock};
+use handle::Inner;
 use keys::TreeId;
 use records::MessageRecord;
-use writer::{Op, OpOutput, Request};
-
-/// Tuning knobs of the store.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// A new segment file is started when an append would grow the current one past
-    /// this. 64 MiB: few files, and a backup can copy whole segments cheaply.
-    pub segment_max_bytes: u64,
-    /// sled page cache. 64 MiB instead of sled's 1 GiB default: sled holds only small
-    /// metadata records here, the bodies live in segments.
-    pub cache_capacity_bytes: u64,
-    /// Most requests answered by one durability barrier. 256 covers every SMTP session
-    /// a busy gateway has in DATA at once; the bound keeps a batch's latency finite.
-    pub max_batch: usize,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        StoreOptions {
-            segment_max_bytes: 64 << 20,
-            cache_capacity_bytes: 64 << 20,
-            max_batch: 256,
-        }
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The sled directory is locked by another process: a teamgate daemon is running.
-    #[error("data directory is in use (is teamgate already running?): {0}")]
-    Locked(String),
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("database: {0}")]
-    Db(#[from] sled::Error),
-    /// A stored value or body that cannot be decoded or fails its checksum.
-    #[error("corrupt data in {tree} at {key}: {detail}")]
-    Corrupt {
-        tree: &'static str,
-        key: String,
-        detail: String,
-    },
-    #[error("cannot encode a record for {tree}: {detail}")]
-    Encode { tree: &'static str, detail: String },
-    #[error(
-        "data directory has schema version {found}, this teamgate supports up to {supported}: \
-         upgrade teamgate (or restore a backup made by this version)"
-    )]
-    SchemaTooNew { found: u32, supported: u32 },
-    #[error("not found: {0}")]
-    NotFound(String),
-    /// A folder to create or rename to exists already.
-    #[error("already exists: {0}")]
-    AlreadyExists(String),
-    /// The writer thread is gone (store closed, or it stopped after a bug).
-    #[error("store is closed")]
-    Closed,
-    /// A bug caught at the store's boundary (for example a panicking threading decision).
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-impl StoreError {
-    fn io(context: impl Into<String>, source: io::Error) -> Self {
-        StoreError::Io {
-            context: context.into(),
-            source,
-        }
-    }
-}
-
-/// What [`Store::open`] found while checking the data directory. Problems are reported
-/// here (and logged by the caller), never turned into a panic.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct RecoveryReport {
-    /// Message records whose body location was checked.
-    pub messages_checked: u64,
-    /// Junk records checked (each must name a message with intact bytes).
-    pub junk_checked: u64,
-    /// Quarantine records checked (original, stripped copy and released revision must
-    /// name messages with intact bytes).
-    pub quarantine_checked: u64,
-    /// One line per message record that does not point at an intact record, and per junk
-    /// or quarantine record naming a message that is missing or damaged.
-    pub bad_records: Vec<String>,
-    /// Bytes cut off the end of the last segment (a torn or garbage tail).
-    pub truncated_tail_bytes: u64,
-}
+use request::{Op, OpOutput, Request, unexpected};
 
 /// Counters for the CLI and tests.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -171,135 +112,6 @@ pub struct StoreStats {
     /// Outgoing messages waiting in the queue.
     #[serde(default)]
     pub queued: u64,
-}
-
-/// Counters shared between the writer and the handles.
-#[derive(Debug, Default)]
-struct Counters {
-    barriers: AtomicU64,
-    requests: AtomicU64,
-    /// The store-wide change counter as of the last barrier.
-    change: AtomicU64,
-    /// Whose flags each recent change wrote (the writer appends, sessions read).
-    flag_log: Mutex<FlagLog>,
-}
-
-/// The messages whose flags each recent change (by change counter) may have altered,
-/// oldest first: `None` when the change did not say. Lets an IMAP session re-read only
-/// those flags instead of all of its mailbox's.
-#[derive(Debug, Default)]
-struct FlagLog {
-    changes: std::collections::VecDeque<(u64, Option<Vec<MessageKey>>)>,
-}
-
-impl FlagLog {
-    /// Changes remembered; a session further behind re-reads every flag.
-    const LEN: usize = 4096;
-
-    fn push(&mut self, change: u64, keys: Option<Vec<MessageKey>>) {
-        if self.changes.len() >= Self::LEN {
-            self.changes.pop_front();
-        }
-        self.changes.push_back((change, keys));
-    }
-
-    /// Messages one change may name; a bulk STORE past it stays unnamed (sessions re-read
-    /// every flag once), so the log holds at most `LEN * MAX_KEYS` keys.
-    const MAX_KEYS: usize = 1024;
-
-    /// Narrows the entry of `change` (the latest) to `keys`.
-    fn narrow(&mut self, change: u64, keys: Vec<MessageKey>) {
-        if keys.len() > Self::MAX_KEYS {
-            return;
-        }
-        if let Some((c, k)) = self.changes.back_mut()
-            && *c == change
-        {
-            *k = Some(keys);
-        }
-    }
-
-    /// Every message whose flags a change after `since` altered, when all of those
-    /// changes are remembered and each said which.
-    fn since(&self, since: u64) -> Option<HashSet<MessageKey>> {
-        let start = self.changes.iter().position(|(c, _)| *c == since + 1);
-        let Some(start) = start else {
-            // Nothing after `since` yet, or `since` is older than the log.
-            return self
-                .changes
-                .back()
-                .is_none_or(|(c, _)| *c <= since)
-                .then(HashSet::new);
-        };
-        let mut keys = HashSet::new();
-        for (expected, (c, k)) in (since + 1..).zip(self.changes.iter().skip(start)) {
-            if *c != expected {
-                return None;
-            }
-            keys.extend(k.as_ref()?.iter().copied());
-        }
-        Some(keys)
-    }
-}
-
-/// The trees of [`keys::TreeId`], in that order.
-#[derive(Clone)]
-struct Trees {
-    all: [sled::Tree; TreeId::ALL.len()],
-}
-
-impl Trees {
-    fn open(db: &sled::Db) -> Result<Self, StoreError> {
-        let opened = TreeId::ALL
-            .iter()
-            .map(|t| db.open_tree(t.name()))
-            .collect::<Result<Vec<_>, _>>()?;
-        let all = opened
-            .try_into()
-            .map_err(|_| StoreError::Internal("tree count mismatch".into()))?;
-        Ok(Trees { all })
-    }
-
-    fn get(&self, id: TreeId) -> &sled::Tree {
-        &self.all[id.index()]
-    }
-}
-
-struct Inner {
-    db: sled::Db,
-    trees: Trees,
-    meta_dir: PathBuf,
-    segments_dir: PathBuf,
-    requests: mpsc::Sender<Request>,
-    counters: Arc<Counters>,
-    changes: Arc<watch::Sender<u64>>,
-    /// Poked when the outbound queue gains due work (see `queue.rs`).
-    queue_wake: Arc<Notify>,
-}
-
-/// Handle on an open store. Cheap to clone; `Send + Sync`.
-#[derive(Clone)]
-pub struct Store {
-    inner: Arc<Inner>,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store")
-            .field("segments_dir", &self.inner.segments_dir)
-            .finish_non_exhaustive()
-    }
-}
-
-fn map_open_error(path: &Path, e: sled::Error) -> StoreError {
-    match e {
-        // sled 0.34.7 config.rs `try_lock`: an `Other` io error with this text when the
-        // flock on `<path>/db` is held (by another process or another open handle).
-        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
-            StoreError::Locked(format!("{}: {io}", path.display()))
-        }
-        other => StoreError::Db(other),
-    }
 }
 
 fn check_schema(db: &sled::Db, trees: &Trees) -> Result<(), StoreError> {
@@ -348,49 +160,6 @@ fn build_message_convs(db: &sled::Db, trees: &Trees) -> Result<(), StoreError> {
     meta.insert(keys::meta::MESSAGE_CONVS_BUILT, &[][..])?;
     db.flush()?;
     Ok(())
-}
-
-/// How long a handle dropped in this process may keep sled's lock: sled's background
-/// threads hold the lock file for a moment after the last `Db` handle is dropped
-/// (measured: an immediate reopen failed about once in 300 tries).
-const LOCK_RELEASE_WAIT: Duration = Duration::from_secs(1);
-
-fn open_sled(meta_dir: &Path, cache_capacity: u64) -> Result<sled::Db, StoreError> {
-    let started = Instant::now();
-    loop {
-        let opened = sled::Config::new()
-            .path(meta_dir)
-            .cache_capacity(cache_capacity)
-            .open();
-        match opened.map_err(|e| map_open_error(meta_dir, e)) {
-            Err(StoreError::Locked(_)) if started.elapsed() < LOCK_RELEASE_WAIT => {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            other => return other,
-        }
-    }
-}
-
-/// Waits until sled's lock file in `meta_dir` is free (probing with our own flock,
-/// released at once), at most [`LOCK_RELEASE_WAIT`].
-async fn wait_for_unlock(meta_dir: &Path) {
-    let started = Instant::now();
-    let Ok(file) = std::fs::File::open(meta_dir.join("db")) else {
-        return;
-    };
-    while started.elapsed() < LOCK_RELEASE_WAIT {
-        match file.try_lock() {
-            Ok(()) => {
-                let _ = file.unlock();
-                return;
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err(std::fs::TryLockError::Error(_)) => return,
-        }
-    }
-    tracing::warn!(dir = %meta_dir.display(), "store: sled lock still held after close");
 }
 
 impl Store {
@@ -445,20 +214,6 @@ impl Store {
             report,
         ))
     }
-
-    async fn request<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
-    ) -> Result<T, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.inner
-            .requests
-            .send(make(reply))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
-    }
-
     /// Stores `msg` durably: answers only after the durability barrier that covers it.
     pub async fn ingest(&self, msg: IncomingMessage) -> Result<IngestOutcome, StoreError> {
         self.request(|reply| Request::Ingest {
@@ -473,29 +228,6 @@ impl Store {
         self.conversation_action(id, ConversationAction::SetStatus(status))
             .await
     }
-
-    async fn op(&self, op: Op) -> Result<OpOutput, StoreError> {
-        self.request(|reply| Request::Op {
-            op: Box::new(op),
-            reply,
-        })
-        .await
-    }
-
-    async fn op_done(&self, op: Op) -> Result<(), StoreError> {
-        match self.op(op).await? {
-            OpOutput::Done => Ok(()),
-            other => Err(unexpected(other)),
-        }
-    }
-
-    async fn op_snapshot(&self, op: Op) -> Result<MailboxSnapshot, StoreError> {
-        match self.op(op).await? {
-            OpOutput::Snapshot(s) => Ok(s),
-            other => Err(unexpected(other)),
-        }
-    }
-
     /// Brings the view's UID space up to date and returns it. Runs on the writer (it may
     /// assign UIDs, durably before it returns): entries whose conversation no longer
     /// matches are removed (expunged from this view); entries that now match and have no
@@ -505,7 +237,7 @@ impl Store {
     /// messages of a matching conversation are in the view, except for `Sent` (only
     /// outgoing ones); `Junk` holds the junk records of its inboxes instead (entries
     /// without a conversation). Cheap when nothing that can change views happened since the
-    /// space's last sync; otherwise O(conversations) (see `ops`).
+    /// space's last sync; otherwise O(conversations) (see `uid_space`).
     pub async fn sync_view(&self, view: &TeamView) -> Result<MailboxSnapshot, StoreError> {
         self.op_snapshot(Op::SyncView(view.clone())).await
     }
@@ -798,12 +530,8 @@ impl Store {
     }
 }
 
-fn unexpected(out: OpOutput) -> StoreError {
-    StoreError::Internal(format!(
-        "writer answered with the wrong kind of result: {out:?}"
-    ))
-}
-
+#[cfg(test)]
+mod backup_tests;
 #[cfg(test)]
 mod mailbox_tests;
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! filed in its conversation with those parts replaced (the *stripped copy*, an ordinary
 //! message); its original bytes are kept as a message record of their own, in no
 //! conversation. Ingest writes both, and one `QuarantineRecord` per hit per stored
-//! delivery, in the message's own transaction (`writer.rs`).
+//! delivery, in the message's own transaction (`ingest_tx.rs`).
 //!
 //! A release makes the original a new *revision* in the conversation: a new message key
 //! pointing at the original bytes (nothing is copied) takes the stripped copy's place in
@@ -15,13 +15,17 @@ use std::iter;
 
 use sled::Transactional;
 
+use super::db::Trees;
+use super::error::StoreError;
+use super::handle::Store;
 use super::keys::{self, TreeId};
 use super::model::{ConversationId, MessageKey, QuarantineId, QuarantineItem, QuarantineView};
-use super::ops::now;
 use super::records::{self, MessageRecord, QuarantineRecord};
+use super::request::{Op, OpOutput, unexpected};
+use super::tx::{Tx, TxResult, abort, tx_error};
+use super::uid_space::now;
 use super::views::{self, rfc3339};
-use super::writer::{Op, OpOutput, Tx, TxResult, Writer, abort, tx_error};
-use super::{Store, StoreError, Trees, unexpected};
+use super::writer_state::WriterState;
 
 /// The last quarantine id handed out (0 = none yet).
 pub(super) fn last_id(trees: &Trees) -> Result<u64, StoreError> {
@@ -153,7 +157,7 @@ fn message(
     })
 }
 
-impl Writer {
+impl WriterState {
     pub(super) fn quarantine_release(
         &mut self,
         id: QuarantineId,

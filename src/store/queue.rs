@@ -16,14 +16,18 @@ use sled::Transactional;
 use tokio::sync::Notify;
 
 use super::blobs::{self, BlobLoc};
+use super::db::Trees;
+use super::error::StoreError;
+use super::handle::Store;
 use super::keys::{self, TreeId};
 use super::model::{
     ConversationId, OutboundMessage, QueueId, QueueItem, QueueRecorded, QueueView, RecipientOutcome,
 };
 use super::records;
+use super::request::{QueueOp, QueueOutput, Request};
+use super::tx::{Tx, TxResult, tx_error};
 use super::views::rfc3339;
-use super::writer::{Request, Tx, TxResult, Writer, tx_error};
-use super::{Store, StoreError, Trees};
+use super::writer_state::WriterState;
 
 /// `queue` value: one outgoing message and where each recipient stands.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -98,35 +102,6 @@ impl QueueRecord {
             created: rfc3339(self.created),
         }
     }
-}
-
-/// A queue mutation; see the `Store` methods of the same names.
-pub enum QueueOp {
-    Add {
-        msg: OutboundMessage,
-        now: i64,
-    },
-    Retry {
-        id: QueueId,
-        now: i64,
-    },
-    Attempt {
-        id: QueueId,
-        next_attempt: i64,
-    },
-    Record {
-        id: QueueId,
-        results: Vec<(String, RecipientOutcome)>,
-    },
-}
-
-/// The answer to a [`QueueOp`].
-#[derive(Debug)]
-pub enum QueueOutput {
-    Added(QueueId),
-    Item(QueueItem),
-    Recorded(QueueRecorded),
-    Done,
 }
 
 fn now() -> i64 {
@@ -326,7 +301,7 @@ fn put(tx: &Tx<'_>, old_due: Option<[u8; 16]>, rec: &[u8], new: &QueueRecord) ->
     Ok(())
 }
 
-impl Writer {
+impl WriterState {
     /// Phase 1 of a batch for `enqueue`: the body goes to the segment.
     pub(super) fn append_queue_body(
         &mut self,

@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::StoreError;
 use super::blobs::BlobLoc;
+use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::model::{
     ConversationId, JunkId, MessageKey, MessageSummary, QuarantineId, Status, TimelineKind,

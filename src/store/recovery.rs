@@ -1,18 +1,38 @@
 //! Checks run by `Store::open` before the writer starts: every message record must point
 //! inside an existing segment at a matching record header, and the last segment's tail
-//! must consist of whole, intact records. Problems are reported, never a panic; only the
-//! torn tail is repaired (cut off), since no durable record can point into it. Junk and
-//! quarantine records must name message records that exist and passed that check.
+//! must consist of whole, intact records. Problems are reported ([`RecoveryReport`]),
+//! never a panic; only the torn tail is repaired (cut off), since no durable record can
+//! point into it. Junk and quarantine records must name message records that exist and
+//! passed that check.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::path::Path;
 
 use super::blobs::{self, BlobLoc};
+use super::db::Trees;
+use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::model::MessageKey;
 use super::records::{self, JunkRecord, MessageRecord, QuarantineRecord};
-use super::{RecoveryReport, StoreError, Trees};
+
+/// What [`Store::open`](crate::store::Store::open) found while checking the data directory. Problems are reported
+/// here (and logged by the caller), never turned into a panic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RecoveryReport {
+    /// Message records whose body location was checked.
+    pub messages_checked: u64,
+    /// Junk records checked (each must name a message with intact bytes).
+    pub junk_checked: u64,
+    /// Quarantine records checked (original, stripped copy and released revision must
+    /// name messages with intact bytes).
+    pub quarantine_checked: u64,
+    /// One line per message record that does not point at an intact record, and per junk
+    /// or quarantine record naming a message that is missing or damaged.
+    pub bad_records: Vec<String>,
+    /// Bytes cut off the end of the last segment (a torn or garbage tail).
+    pub truncated_tail_bytes: u64,
+}
 
 /// Returns the report and the last segment with its length after repair (appends go on
 /// from there).

@@ -5,13 +5,14 @@
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::db::Trees;
+use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::model::{
     ContactDetail, ContactView, ConversationDetail, ConversationId, ConversationInfo,
     ConversationView, MessageKey, MessageView, TimelineEntry,
 };
 use super::records::{self, ContactRecord, ConversationRecord, MessageRecord, TimelineRecord};
-use super::{StoreError, Trees};
 
 /// Unix seconds as RFC 3339 UTC; out-of-range values (a silly Date header) clamp to the
 /// epoch rather than failing a whole listing.

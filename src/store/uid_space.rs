@@ -1,36 +1,38 @@
-//! The writer's side of IMAP mailboxes (GUIDE §0b): UID spaces of team views and private
-//! folders, flag stores and conversation actions. Runs only on the writer thread, so
-//! reading the indexes and then committing one transaction never interleaves with
-//! another request. Transaction closures are pure (everything is computed before).
+//! UID spaces, the writer's side of IMAP mailboxes (GUIDE §0b): every team view and
+//! private folder has one (its uid → entry map, UIDVALIDITY and UIDNEXT); a view's is
+//! synced against what the view should hold ([`desired_entries`], by [`membership`]),
+//! a folder's takes APPEND, COPY, EXPUNGE, create, rename and delete. Runs only on the
+//! writer thread, so reading the indexes and then committing one transaction never
+//! interleaves with another request. Transaction closures are pure (everything is
+//! computed before).
 //!
 //! Team views are synced lazily: a view's UID space is brought up to date on the first
 //! SELECT/STATUS/IDLE wake-up after a change (GUIDE §0b allows it), so ingest costs the
 //! same whatever the number of views or members. The writer logs which conversations
-//! each view generation touched ([`ViewChange`]) and keeps each view's last entries in
-//! memory, so a sync recomputes only the touched conversations and answers the other
-//! sessions of the same view from memory. A full scan of every conversation happens on
-//! a view's first sync after a start, after a change that did not say what it touched,
-//! or when the space was last synced longer ago than the log reaches.
+//! each view generation touched (`ViewChange`, in `writer_state.rs`) and keeps each
+//! view's last entries in memory, so a sync recomputes only the touched conversations and
+//! answers the other sessions of the same view from memory. A full scan of every
+//! conversation happens on a view's first sync after a start, after a change that did not
+//! say what it touched, or when the space was last synced longer ago than the log reaches.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sled::Transactional;
 
-use super::StoreError;
 use super::blobs::BlobLoc;
-use super::flags;
-use super::junk;
+use super::db::Trees;
+use super::error::StoreError;
+use super::flags::{self, FlagWrite};
 use super::keys::{self, TreeId};
 use super::membership::{self, Membership};
 use super::model::{
-    ConversationAction, ConversationId, Entry, FlagOp, Flags, FolderId, MailboxSnapshot,
-    MessageKey, MessageSummary, Status, TeamView,
+    ConversationId, Entry, Flags, FolderId, MailboxSnapshot, MessageKey, MessageSummary, TeamView,
 };
-use super::records::{self, ConversationRecord, MessageRecord, UidSpaceRecord};
+use super::records::{self, ConversationRecord, JunkRecord, MessageRecord, UidSpaceRecord};
+use super::tx::{Tx, TxResult, tx_error};
 use super::views;
-use super::writer::{CachedView, Op, OpOutput, Tx, TxResult, Writer, tx_error};
-use super::{Trees, records::SharedFlagsRecord};
+use super::writer_state::{CachedView, WriterState};
 
 pub(super) fn now() -> i64 {
     SystemTime::now()
@@ -61,7 +63,7 @@ fn read_entries(trees: &Trees, space: u64) -> Result<Vec<(u32, Entry)>, StoreErr
         .collect()
 }
 
-fn snapshot(
+pub(super) fn snapshot(
     trees: &Trees,
     rec: &UidSpaceRecord,
     change: u64,
@@ -79,7 +81,7 @@ fn snapshot(
 /// conversations.
 fn desired_entries(trees: &Trees, view: &TeamView) -> Result<Vec<Entry>, StoreError> {
     if let TeamView::Junk { inboxes } = view {
-        return junk::entries(trees, inboxes);
+        return junk_entries(trees, inboxes);
     }
     let mut out = Vec::new();
     for kv in trees.get(TreeId::Conversations).iter() {
@@ -105,6 +107,25 @@ fn desired_entries_of(
     }
     out.sort_by_key(|e| (e.message, e.conversation));
     Ok(out)
+}
+
+/// The entries of a `Junk` view over `inboxes`: each junk message once, in arrival order.
+fn junk_entries(trees: &Trees, inboxes: &[String]) -> Result<Vec<Entry>, StoreError> {
+    let mut messages = BTreeSet::new();
+    for kv in trees.get(TreeId::Junk).iter() {
+        let (k, v) = kv?;
+        let rec: JunkRecord = records::decode(TreeId::Junk, &k, &v)?;
+        if inboxes.contains(&rec.inbox) {
+            messages.insert(rec.message);
+        }
+    }
+    Ok(messages
+        .into_iter()
+        .map(|message| Entry {
+            conversation: None,
+            message,
+        })
+        .collect())
 }
 
 /// Appends the entries of one conversation that `view` holds.
@@ -160,148 +181,7 @@ impl SpaceAlloc {
     }
 }
 
-/// Removals then insertions, computed before a transaction.
-#[derive(Default)]
-struct Rekey {
-    removes: Vec<(TreeId, Vec<u8>)>,
-    inserts: Vec<(TreeId, Vec<u8>, Vec<u8>)>,
-}
-
-impl Rekey {
-    fn apply(&self, tx: &Tx<'_>) -> TxResult<()> {
-        for (t, k) in &self.removes {
-            tx.t(*t).remove(k.as_slice())?;
-        }
-        for (t, k, v) in &self.inserts {
-            tx.t(*t).insert(k.as_slice(), v.as_slice())?;
-        }
-        Ok(())
-    }
-}
-
-/// Encoded flag writes for one message: the agent byte (None = remove) and the shared
-/// record (None = remove).
-struct FlagWrite {
-    agent: Option<(Vec<u8>, Option<u8>)>,
-    shared: Option<([u8; 8], Option<Vec<u8>>)>,
-}
-
-impl FlagWrite {
-    /// The writes that take `key` from `before` to `after` for `agent` (None: shared only).
-    fn new(
-        agent: Option<&str>,
-        key: MessageKey,
-        before: &Flags,
-        after: &Flags,
-    ) -> Result<Self, StoreError> {
-        let agent = match agent {
-            Some(a) if flags::agent_bits(before) != flags::agent_bits(after) => {
-                let bits = flags::agent_bits(after);
-                Some((keys::agent_flags(a, key), (bits != 0).then_some(bits)))
-            }
-            _ => None,
-        };
-        let (sb, sa) = (flags::shared_part(before), flags::shared_part(after));
-        let shared = if sb == sa {
-            None
-        } else if sa == SharedFlagsRecord::default() {
-            Some((keys::shared_flags(key), None))
-        } else {
-            Some((
-                keys::shared_flags(key),
-                Some(records::encode(TreeId::SharedFlags, &sa)?),
-            ))
-        };
-        Ok(FlagWrite { agent, shared })
-    }
-
-    fn is_empty(&self) -> bool {
-        self.agent.is_none() && self.shared.is_none()
-    }
-
-    fn apply(&self, tx: &Tx<'_>) -> TxResult<()> {
-        if let Some((k, v)) = &self.agent {
-            match v {
-                Some(b) => tx.t(TreeId::Flags).insert(k.as_slice(), &[*b][..])?,
-                None => tx.t(TreeId::Flags).remove(k.as_slice())?,
-            };
-        }
-        if let Some((k, v)) = &self.shared {
-            match v {
-                Some(b) => tx.t(TreeId::SharedFlags).insert(&k[..], b.as_slice())?,
-                None => tx.t(TreeId::SharedFlags).remove(&k[..])?,
-            };
-        }
-        Ok(())
-    }
-}
-
-impl Writer {
-    /// Phase 1 of a batch for an APPEND: the body goes to the segment (after checking
-    /// the folder exists, so a refused APPEND leaves no bytes behind).
-    /// For junk, the bytes go to the segment unless the message is junk already.
-    pub(super) fn append_op_body(&mut self, op: &Op) -> Result<Option<BlobLoc>, StoreError> {
-        match op {
-            Op::FolderAppend { folder, raw, .. } => {
-                self.folder_space(folder)?;
-                self.segments
-                    .append(raw)
-                    .map(Some)
-                    .map_err(|e| StoreError::io("appending a message to the segment", e))
-            }
-            Op::Junk(j) => self.append_junk_body(j),
-            _ => Ok(None),
-        }
-    }
-
-    /// Phase 3 for one op.
-    pub(super) fn run_op(&mut self, op: &Op, loc: Option<BlobLoc>) -> Result<OpOutput, StoreError> {
-        match op {
-            Op::SyncView(view) => self.sync_view(view).map(OpOutput::Snapshot),
-            Op::SyncFolder(folder) => {
-                let (_, rec) = self.folder_space(folder)?;
-                snapshot(&self.trees, &rec, self.change).map(OpOutput::Snapshot)
-            }
-            Op::StoreFlags {
-                agent,
-                keys,
-                op,
-                flags,
-            } => self
-                .store_flags(agent, keys, *op, flags)
-                .map(OpOutput::Flags),
-            Op::Action { id, action } => self
-                .conversation_action(*id, action)
-                .map(|()| OpOutput::Done),
-            Op::FolderCreate(folder) => self.folder_create(folder).map(|()| OpOutput::Done),
-            Op::FolderDelete(folder) => self.folder_delete(folder).map(|()| OpOutput::Done),
-            Op::FolderRename { from, to } => self.folder_rename(from, to).map(|()| OpOutput::Done),
-            Op::FolderAppend {
-                folder,
-                summary,
-                flags,
-                internal_date,
-                ..
-            } => {
-                let loc = loc.ok_or_else(|| {
-                    StoreError::Internal("message body was not appended; retry".into())
-                })?;
-                self.folder_append(folder, summary, flags, *internal_date, loc)
-                    .map(|(v, u)| OpOutput::Appended(v, u))
-            }
-            Op::FolderCopy { folder, keys } => self
-                .folder_copy(folder, keys)
-                .map(|(v, u)| OpOutput::Copied(v, u)),
-            Op::FolderExpunge { folder, uids } => {
-                self.folder_expunge(folder, uids).map(|()| OpOutput::Done)
-            }
-            Op::Junk(j) => self.junk_add(j, loc).map(OpOutput::Junk),
-            Op::JunkRemove(id) => self.junk_remove(*id).map(|()| OpOutput::Done),
-            Op::MarkJunk { conv, reason } => self.mark_junk(*conv, reason).map(OpOutput::JunkIds),
-            Op::QuarantineRelease(id) => self.quarantine_release(*id).map(OpOutput::Released),
-        }
-    }
-
+impl WriterState {
     fn space_record(&self, name: &[u8]) -> Result<Option<UidSpaceRecord>, StoreError> {
         self.trees
             .get(TreeId::UidSpaces)
@@ -311,7 +191,10 @@ impl Writer {
     }
 
     /// The key and record of an existing folder.
-    fn folder_space(&self, folder: &FolderId) -> Result<(Vec<u8>, UidSpaceRecord), StoreError> {
+    pub(super) fn folder_space(
+        &self,
+        folder: &FolderId,
+    ) -> Result<(Vec<u8>, UidSpaceRecord), StoreError> {
         let name = keys::folder_space(folder);
         match self.space_record(&name)? {
             Some(rec) => Ok((name, rec)),
@@ -362,7 +245,7 @@ impl Writer {
         ))
     }
 
-    fn sync_view(&mut self, view: &TeamView) -> Result<MailboxSnapshot, StoreError> {
+    pub(super) fn sync_view(&mut self, view: &TeamView) -> Result<MailboxSnapshot, StoreError> {
         let name = keys::view_space(view);
         let existing = self.space_record(&name)?;
         let cached = |rec: &UidSpaceRecord, cache: &HashMap<Vec<u8>, CachedView>| {
@@ -466,180 +349,7 @@ impl Writer {
             highest_change: self.change,
         })
     }
-
-    fn check_message(&self, key: MessageKey) -> Result<MessageRecord, StoreError> {
-        views::message_record(&self.trees, key)?
-            .ok_or_else(|| StoreError::NotFound(format!("message {}", key.0)))
-    }
-
-    fn store_flags(
-        &mut self,
-        agent: &str,
-        keys: &[MessageKey],
-        op: FlagOp,
-        given: &Flags,
-    ) -> Result<Vec<Flags>, StoreError> {
-        // (flags before this STORE, flags now) per distinct key.
-        let mut state: HashMap<MessageKey, (Flags, Flags)> = HashMap::new();
-        let mut results = Vec::with_capacity(keys.len());
-        for &key in keys {
-            let current = match state.get(&key) {
-                Some((_, now)) => now.clone(),
-                None => {
-                    self.check_message(key)?;
-                    flags::read(&self.trees, agent, key)?
-                }
-            };
-            let new = flags::combine(op, &current, given);
-            state
-                .entry(key)
-                .or_insert_with(|| (current, Flags::default()))
-                .1 = new.clone();
-            results.push(new);
-        }
-        let mut writes = Vec::new();
-        let mut written = Vec::new();
-        for (key, (before, after)) in &state {
-            let w = FlagWrite::new(Some(agent), *key, before, after)?;
-            if !w.is_empty() {
-                writes.push(w);
-                written.push(*key);
-            }
-        }
-        if writes.is_empty() {
-            return Ok(results);
-        }
-        let bump = self.bump(false);
-        self.trees.all[..]
-            .transaction(|t| {
-                let tx = Tx(t);
-                for w in &writes {
-                    w.apply(&tx)?;
-                }
-                bump.write(&tx)
-            })
-            .map_err(tx_error)?;
-        self.bumped(bump);
-        self.flags_touched_only(written);
-        Ok(results)
-    }
-
-    fn conversation_action(
-        &mut self,
-        id: ConversationId,
-        action: &ConversationAction,
-    ) -> Result<(), StoreError> {
-        let old = views::conversation_record(&self.trees, id)?
-            .ok_or_else(|| StoreError::NotFound(format!("conversation {}", id.0)))?;
-        let mut rec = old.clone();
-        let mut rekey = Rekey::default();
-        match action {
-            ConversationAction::SetStatus(Status::Closed) => {
-                if rec.status != Status::Closed || rec.closed_at.is_none() {
-                    rec.closed_at = Some(now());
-                }
-                rec.status = Status::Closed;
-            }
-            ConversationAction::SetStatus(status) => {
-                rec.status = *status;
-                rec.closed_at = None;
-            }
-            ConversationAction::Assign(assignee) => rec.assignee = assignee.clone(),
-            ConversationAction::Transfer { inbox } => {
-                if *inbox != rec.inbox {
-                    rekey = self.transfer_rekey(&rec, inbox)?;
-                    rec.former_inboxes.insert(rec.inbox.clone());
-                    rec.former_inboxes.remove(inbox);
-                    rec.inbox = inbox.clone();
-                }
-            }
-        }
-        if rec == old {
-            return Ok(());
-        }
-        let k = keys::conversation(id);
-        let value = records::encode(TreeId::Conversations, &rec)?;
-        let bump = self.bump(true);
-        self.trees.all[..]
-            .transaction(|t| {
-                let tx = Tx(t);
-                rekey.apply(&tx)?;
-                tx.t(TreeId::Conversations)
-                    .insert(&k[..], value.as_slice())?;
-                bump.write(&tx)
-            })
-            .map_err(tx_error)?;
-        self.bumped(bump);
-        self.flags_touched_only(Vec::new());
-        self.touched_only(vec![id]);
-        Ok(())
-    }
-
-    /// Copies a conversation's threading index entries from its inbox to `to`, so
-    /// replies arriving in the new inbox find it; the old inbox's entries stay, so mail
-    /// still sent to the old address follows it too (`former_inboxes`). An entry the new inbox already
-    /// has for another conversation is kept (the same message delivered to both inboxes
-    /// stays threaded there), except a by-subject entry older than ours.
-    fn transfer_rekey(&self, rec: &ConversationRecord, to: &str) -> Result<Rekey, StoreError> {
-        let (id, from) = (rec.id, rec.inbox.as_str());
-        let mut rk = Rekey::default();
-        let by_mid = self.trees.get(TreeId::ByMessageId);
-        for msg in views::message_keys(&self.trees, id)? {
-            let m = self.check_message(msg)?;
-            let mid = keys::normalize_message_id(&m.summary.message_id);
-            if !mid.is_empty() {
-                let new = keys::by_message_id(to, &mid);
-                if !by_mid.contains_key(&new)? {
-                    rk.inserts.push((
-                        TreeId::ByMessageId,
-                        new,
-                        keys::msgid_value(id, msg).to_vec(),
-                    ));
-                }
-            }
-            for r in &m.summary.references {
-                let r = keys::normalize_message_id(r);
-                if r.is_empty() || r == mid {
-                    continue;
-                }
-                rk.inserts.push((
-                    TreeId::ReferencedBy,
-                    keys::referenced_by(to, &r, id),
-                    Vec::new(),
-                ));
-            }
-        }
-        let (old_prefix, new_prefix) = (keys::inbox_prefix(from), keys::inbox_prefix(to));
-        for tree in [TreeId::ByThreadIndex, TreeId::BySubject] {
-            let t = self.trees.get(tree);
-            for kv in t.scan_prefix(&old_prefix) {
-                let (k, v) = kv?;
-                if records::u64_at(tree, &k, &v, 0)? != id.0 {
-                    continue;
-                }
-                let mut new = new_prefix.clone();
-                new.extend_from_slice(&k[old_prefix.len()..]);
-                let replace = match t.get(&new)? {
-                    None => true,
-                    Some(existing) if tree == TreeId::BySubject => {
-                        let recency = |b: &[u8]| {
-                            keys::subject_entry(b)
-                                .map(|e| e.recency())
-                                .ok_or_else(|| records::corrupt(tree, &k, "short value"))
-                        };
-                        recency(&existing)? < recency(&v)?
-                    }
-                    Some(_) => false,
-                };
-                if replace {
-                    rk.inserts.push((tree, new, v.to_vec()));
-                }
-            }
-        }
-        Ok(rk)
-    }
-
-    fn folder_create(&mut self, folder: &FolderId) -> Result<(), StoreError> {
+    pub(super) fn folder_create(&mut self, folder: &FolderId) -> Result<(), StoreError> {
         let name = keys::folder_space(folder);
         if self.space_record(&name)?.is_some() {
             return Err(StoreError::AlreadyExists(format!(
@@ -663,7 +373,7 @@ impl Writer {
         Ok(())
     }
 
-    fn folder_delete(&mut self, folder: &FolderId) -> Result<(), StoreError> {
+    pub(super) fn folder_delete(&mut self, folder: &FolderId) -> Result<(), StoreError> {
         let (name, rec) = self.folder_space(folder)?;
         let uids: Vec<u32> = read_entries(&self.trees, rec.space)?
             .into_iter()
@@ -685,7 +395,11 @@ impl Writer {
         Ok(())
     }
 
-    fn folder_rename(&mut self, from: &FolderId, to: &FolderId) -> Result<(), StoreError> {
+    pub(super) fn folder_rename(
+        &mut self,
+        from: &FolderId,
+        to: &FolderId,
+    ) -> Result<(), StoreError> {
         let (old, rec) = self.folder_space(from)?;
         let new = keys::folder_space(to);
         if self.space_record(&new)?.is_some() {
@@ -764,7 +478,7 @@ impl Writer {
         Ok((rec.uid_validity, rows.iter().map(|r| r.0).collect()))
     }
 
-    fn folder_append(
+    pub(super) fn folder_append(
         &mut self,
         folder: &FolderId,
         summary: &MessageSummary,
@@ -789,7 +503,7 @@ impl Writer {
 
     /// New message records sharing the source bodies (no bytes copied), with the
     /// source's shared flags and the owner's per-agent flags.
-    fn folder_copy(
+    pub(super) fn folder_copy(
         &mut self,
         folder: &FolderId,
         keys: &[MessageKey],
@@ -803,7 +517,11 @@ impl Writer {
         self.folder_add(folder, new)
     }
 
-    fn folder_expunge(&mut self, folder: &FolderId, uids: &[u32]) -> Result<(), StoreError> {
+    pub(super) fn folder_expunge(
+        &mut self,
+        folder: &FolderId,
+        uids: &[u32],
+    ) -> Result<(), StoreError> {
         let (_, rec) = self.folder_space(folder)?;
         let map = self.trees.get(TreeId::UidMap);
         let mut gone = Vec::new();
