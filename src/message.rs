@@ -8,7 +8,9 @@ use thiserror::Error;
 use crate::forward::{self, ForwardInfo};
 use crate::mail::{
     address::{is_system_sender, normalize_email},
+    message_id,
     subject::{normalize_subject, subject_prefixes, subject_tag},
+    thread_index,
 };
 use crate::store::model::{Address, AttachmentInfo, Direction, MessageSummary};
 
@@ -20,8 +22,6 @@ const MAX_ATTACHMENTS: usize = 256;
 const MAX_IDS: usize = 100;
 /// Addresses kept per To/Cc header.
 const MAX_ADDRESSES: usize = 500;
-/// Outlook Thread-Index thread key length.
-const THREAD_KEY_LEN: usize = 22;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum MessageError {
@@ -135,7 +135,7 @@ pub fn analyze(raw: &[u8], envelope_sender: &str) -> Result<MessageFacts, Messag
     collect_attachments(&msg, 0, &mut attachments);
 
     Ok(MessageFacts {
-        message_id: msg.message_id().and_then(clean_id),
+        message_id: msg.message_id().and_then(message_id::parse),
         is_reply: subject_prefixes(&subject).reply || !in_reply_to.is_empty(),
         in_reply_to,
         references,
@@ -210,20 +210,13 @@ pub fn folder_summary(raw: &[u8]) -> MessageSummary {
     }
 }
 
-fn clean_id(id: &str) -> Option<String> {
-    let id = id
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .trim();
-    (!id.is_empty() && !id.contains(char::is_whitespace)).then(|| id.to_string())
-}
-
 /// Message-ids of In-Reply-To/References: one id is `Text`, several are `TextList`.
 fn ids(v: &mail_parser::HeaderValue<'_>) -> Vec<String> {
     let all: Vec<String> = match v {
-        mail_parser::HeaderValue::Text(t) => clean_id(t).into_iter().collect(),
-        mail_parser::HeaderValue::TextList(l) => l.iter().filter_map(|t| clean_id(t)).collect(),
+        mail_parser::HeaderValue::Text(t) => message_id::parse(t).into_iter().collect(),
+        mail_parser::HeaderValue::TextList(l) => {
+            l.iter().filter_map(|t| message_id::parse(t)).collect()
+        }
         _ => Vec::new(),
     };
     let skip = all.len().saturating_sub(MAX_IDS);
@@ -286,13 +279,7 @@ fn auto_reason(
     envelope_sender: &str,
     from: Option<&Address>,
 ) -> Option<AutoReason> {
-    if envelope_sender
-        .trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .trim()
-        .is_empty()
-    {
+    if message_id::bare(envelope_sender).is_empty() {
         return Some(AutoReason::NullSender);
     }
     if let Some(v) = first_token(msg, "Auto-Submitted")
@@ -350,26 +337,16 @@ fn is_auto_subject(subject: &str) -> bool {
             .any(|p| s.get(..p.len()).is_some_and(|h| h.to_lowercase() == *p))
 }
 
-/// Outlook Thread-Index: base64, the first 22 decoded bytes are the thread key.
+/// Outlook Thread-Index: the thread key of its header.
 fn thread_index(msg: &Message<'_>) -> Option<Vec<u8>> {
-    use base64::Engine as _;
-    let v = header_texts(msg, "Thread-Index").into_iter().next()?;
-    let compact: String = v
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .take(4096)
-        .collect();
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(compact.as_bytes())
-        .ok()?;
-    bytes.get(..THREAD_KEY_LEN).map(<[u8]>::to_vec)
+    thread_index::thread_key(&header_texts(msg, "Thread-Index").into_iter().next()?)
 }
 
 /// The Message-ID of the message a bounce/report is about: from its message/rfc822 or
 /// text/rfc822-headers part.
 fn reported_message_id(msg: &Message<'_>) -> Option<String> {
     msg.parts.iter().skip(1).find_map(|p| match &p.body {
-        PartType::Message(inner) => inner.message_id().and_then(clean_id),
+        PartType::Message(inner) => inner.message_id().and_then(message_id::parse),
         _ if p.is_content_type("text", "rfc822-headers")
             || p.is_content_type("message", "rfc822-headers") =>
         {
@@ -380,7 +357,7 @@ fn reported_message_id(msg: &Message<'_>) -> Option<String> {
             MessageParser::default()
                 .parse_headers(&headers)?
                 .message_id()
-                .and_then(clean_id)
+                .and_then(message_id::parse)
         }
         _ => None,
     })

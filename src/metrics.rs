@@ -15,7 +15,7 @@ use std::{
     collections::BTreeMap,
     fmt,
     sync::{Arc, OnceLock},
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::Duration,
 };
 
 use prometheus_client::{
@@ -207,12 +207,7 @@ impl Metrics {
             build_info,
         );
         let start_time = Gauge::<i64>::default();
-        start_time.set(
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-                .unwrap_or(0),
-        );
+        start_time.set(crate::mail::clock::unix_now());
         registry.register(
             "teamgate_start_time_seconds",
             "When the daemon started, in seconds since the Unix epoch",
@@ -878,10 +873,7 @@ mod tests {
         m.smtp_message(Port::Inbound, true, Duration::from_millis(20));
         m.smtp_rejected(Port::Inbound, "unknown_recipient");
         m.junk("SPAMD");
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_secs() as i64;
+        let now = crate::mail::clock::unix_now();
         let lines = m.snapshot().summary(now + 125);
         let get = |topic: &str| {
             lines

@@ -46,6 +46,13 @@ pub fn normalize_email(raw: &str) -> Option<String> {
     Some(format!("{}@{}", local.to_lowercase(), domain))
 }
 
+/// An address as the store keys it (contacts, participants, subject matches): the
+/// normalised form, or the string as given when it is no valid address, so a lookup
+/// finds what was written. Idempotent on normalised addresses.
+pub fn email_key(email: &str) -> String {
+    normalize_email(email).unwrap_or_else(|| email.to_owned())
+}
+
 /// The domain of an address (after the last `@`), lower-cased, without blanks or a
 /// trailing root dot; `None` without one.
 pub fn domain_of(address: &str) -> Option<String> {

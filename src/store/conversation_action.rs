@@ -3,6 +3,7 @@
 //! conversation's threading index entries to the new inbox ([`Rekey`]) in the same
 //! transaction.
 
+use crate::mail::message_id;
 use sled::Transactional;
 
 use super::error::StoreError;
@@ -10,9 +11,9 @@ use super::keys::{self, TreeId};
 use super::model::{ConversationAction, ConversationId, Status};
 use super::records::{self, ConversationRecord};
 use super::tx::{Tx, TxResult, tx_error};
-use super::uid_space::now;
 use super::views;
 use super::writer_state::WriterState;
+use crate::mail::clock::unix_now;
 
 /// Removals then insertions, computed before a transaction.
 #[derive(Default)]
@@ -46,7 +47,7 @@ impl WriterState {
         match action {
             ConversationAction::SetStatus(Status::Closed) => {
                 if rec.status != Status::Closed || rec.closed_at.is_none() {
-                    rec.closed_at = Some(now());
+                    rec.closed_at = Some(unix_now());
                 }
                 rec.status = Status::Closed;
             }
@@ -96,7 +97,7 @@ impl WriterState {
         let by_mid = self.trees.get(TreeId::ByMessageId);
         for msg in views::message_keys(&self.trees, id)? {
             let m = self.check_message(msg)?;
-            let mid = keys::normalize_message_id(&m.summary.message_id);
+            let mid = message_id::index_form(&m.summary.message_id);
             if !mid.is_empty() {
                 let new = keys::by_message_id(to, &mid);
                 if !by_mid.contains_key(&new)? {
@@ -108,7 +109,7 @@ impl WriterState {
                 }
             }
             for r in &m.summary.references {
-                let r = keys::normalize_message_id(r);
+                let r = message_id::index_form(r);
                 if r.is_empty() || r == mid {
                     continue;
                 }

@@ -5,6 +5,8 @@
 //! transaction ([`apply_ingest`]): message record, conversations, threading indexes,
 //! contacts and their timelines, quarantine records.
 
+use crate::mail::address;
+use crate::mail::message_id;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -42,7 +44,7 @@ impl WriterState {
         &mut self,
         msg: &IncomingMessage,
     ) -> Result<Option<IngestLocs>, StoreError> {
-        let mid = keys::normalize_message_id(&msg.summary.message_id);
+        let mid = message_id::index_form(&msg.summary.message_id);
         let mut any_new = false;
         for d in &msg.deliveries {
             let known = !mid.is_empty()
@@ -110,7 +112,7 @@ impl WriterState {
         loc: Option<IngestLocs>,
     ) -> Result<IngestOutcome, StoreError> {
         let s = &msg.summary;
-        let mid = keys::normalize_message_id(&s.message_id);
+        let mid = message_id::index_form(&s.message_id);
         let mut actions = Vec::with_capacity(msg.deliveries.len());
         let mut first_of_inbox: HashMap<&str, usize> = HashMap::new();
         for (i, d) in msg.deliveries.iter().enumerate() {
@@ -185,13 +187,13 @@ impl WriterState {
             .iter()
             .chain(&s.to)
             .chain(&s.cc)
-            .map(|a| keys::normalize_email(&a.email))
+            .map(|a| address::email_key(&a.email))
             .filter(|e| !e.is_empty())
             .collect();
         let references: BTreeSet<String> = s
             .references
             .iter()
-            .map(|r| keys::normalize_message_id(r))
+            .map(|r| message_id::index_form(r))
             .filter(|r| !r.is_empty() && *r != mid)
             .collect();
         let bump = self.bump(true);
@@ -307,7 +309,7 @@ fn apply_ingest(tx: &Tx<'_>, plan: &Plan<'_>) -> TxResult<Vec<(String, DeliveryO
                         })?;
                         let rec = records::QuarantineRecord {
                             id: QuarantineId(*last),
-                            message_id: quarantine::bare_message_id(&plan.msg.summary.message_id),
+                            message_id: message_id::bare(&plan.msg.summary.message_id).to_owned(),
                             inbox: d.inbox.clone(),
                             conversation: Some(*conversation),
                             filename: hit.filename.clone(),
@@ -399,7 +401,7 @@ fn store_delivery(
                     .contacts
                     .iter()
                     .find(|c| c.is_customer)
-                    .map(|c| keys::normalize_email(&c.email))
+                    .map(|c| address::email_key(&c.email))
                     .filter(|e| !e.is_empty()),
                 linked_to: *linked_to,
                 participants: BTreeSet::new(),
@@ -472,7 +474,7 @@ fn touch_contact(
     touch: &ContactTouch,
     conv: ConversationId,
 ) -> TxResult<()> {
-    let email = keys::normalize_email(&touch.email);
+    let email = address::email_key(&touch.email);
     if email.is_empty() {
         return Ok(());
     }

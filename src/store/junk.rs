@@ -9,6 +9,7 @@
 //! conversation, and [`Store::junk_of_message`] maps one back to its record. Every junk
 //! change bumps the view generation, so views resync.
 
+use crate::mail::message_id;
 use std::collections::HashSet;
 
 use sled::Transactional;
@@ -21,13 +22,12 @@ use super::keys::{self, TreeId};
 use super::model::{
     ConversationId, Direction, JunkId, JunkItem, JunkView, MessageKey, NewJunk, Status,
 };
-use super::quarantine::bare_message_id;
 use super::records::{self, JunkRecord, MessageRecord};
 use super::request::{Op, OpOutput, unexpected};
 use super::tx::{Tx, TxResult, tx_error};
-use super::uid_space::now;
 use super::views::{self, rfc3339};
 use super::writer_state::WriterState;
+use crate::mail::clock::unix_now;
 
 fn read_record(trees: &Trees, id: JunkId) -> Result<Option<JunkRecord>, StoreError> {
     let k = keys::junk(id);
@@ -70,7 +70,7 @@ impl JunkRecord {
     fn view(&self, msg: &MessageRecord) -> JunkView {
         JunkView {
             id: self.id,
-            message_id: bare_message_id(&msg.summary.message_id),
+            message_id: message_id::bare(&msg.summary.message_id).to_owned(),
             inbox: self.inbox.clone(),
             from: msg.summary.from.as_ref().map(|a| a.email.clone()),
             subject: msg.summary.subject.clone(),
@@ -181,7 +181,7 @@ impl WriterState {
         inbox: &str,
         message_id: &str,
     ) -> Result<Option<JunkId>, StoreError> {
-        if keys::normalize_message_id(message_id).is_empty() {
+        if message_id::index_form(message_id).is_empty() {
             return Ok(None);
         }
         let k = keys::junk_by_message_id(inbox, message_id);
@@ -240,7 +240,7 @@ impl WriterState {
             at: j.received_at,
         };
         let value = records::encode(TreeId::Junk, &rec)?;
-        let by_mid = (!keys::normalize_message_id(&j.summary.message_id).is_empty())
+        let by_mid = (!message_id::index_form(&j.summary.message_id).is_empty())
             .then(|| keys::junk_by_message_id(&j.inbox, &j.summary.message_id));
         let bump = self.bump(true);
         self.trees.all[..]
@@ -315,7 +315,7 @@ impl WriterState {
         let old = views::conversation_record(&self.trees, conv)?
             .ok_or_else(|| StoreError::NotFound(format!("conversation {}", conv.0)))?;
         let inbox = old.inbox.as_str();
-        let at = now();
+        let at = unix_now();
         let mut last = last_id(&self.trees)?;
         let mut ids = Vec::new();
         // (record, encoded record, junk_by_message_id key to claim)
@@ -348,7 +348,7 @@ impl WriterState {
             let value = records::encode(TreeId::Junk, &rec)?;
             let mid = &msg.summary.message_id;
             let by_mid = if self.junk_known(inbox, mid)?.is_none()
-                && !keys::normalize_message_id(mid).is_empty()
+                && !message_id::index_form(mid).is_empty()
             {
                 let k = keys::junk_by_message_id(inbox, mid);
                 claimed.insert(k.clone()).then_some(k)

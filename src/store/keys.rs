@@ -32,6 +32,7 @@
 //! in no conversation; a release adds a new message key pointing at the same bytes.
 
 use super::model::{ConversationId, Entry, FolderId, JunkId, MessageKey, QuarantineId, TeamView};
+use crate::mail::{address, message_id};
 
 /// Version of the layout described in this file. Stored in `meta`; a newer one on disk
 /// makes `Store::open` refuse to start.
@@ -181,20 +182,6 @@ pub mod meta {
     pub const LAST_QUARANTINE_ID: &[u8] = b"last_quarantine_id";
 }
 
-/// Message-ID as indexed: no surrounding whitespace or angle brackets, ASCII lower case.
-pub fn normalize_message_id(id: &str) -> String {
-    id.trim()
-        .trim_start_matches('<')
-        .trim_end_matches('>')
-        .trim()
-        .to_ascii_lowercase()
-}
-
-/// Email as indexed (contacts, participants, customer): trimmed, lower case.
-pub fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
-}
-
 fn push_str(buf: &mut Vec<u8>, s: &str) {
     // Header values never reach 4 GiB; saturate rather than panic.
     let len = u32::try_from(s.len()).unwrap_or(u32::MAX);
@@ -235,7 +222,7 @@ pub fn conv_messages_prefix(conv: ConversationId) -> [u8; 8] {
 
 /// `by_message_id` key: inbox ++ normalised Message-ID.
 pub fn by_message_id(inbox: &str, message_id: &str) -> Vec<u8> {
-    with_strs(&[inbox, &normalize_message_id(message_id)], 0)
+    with_strs(&[inbox, &message_id::index_form(message_id)], 0)
 }
 
 /// `by_message_id` value: conversation ++ message key.
@@ -245,7 +232,7 @@ pub fn msgid_value(conv: ConversationId, msg: MessageKey) -> [u8; 16] {
 
 /// Prefix of the `referenced_by` keys naming one Message-ID in one inbox.
 pub fn referenced_by_prefix(inbox: &str, message_id: &str) -> Vec<u8> {
-    with_strs(&[inbox, &normalize_message_id(message_id)], 8)
+    with_strs(&[inbox, &message_id::index_form(message_id)], 8)
 }
 
 /// `referenced_by` key: inbox ++ referenced Message-ID ++ conversation.
@@ -275,7 +262,7 @@ pub fn by_subject_prefix(inbox: &str, subject_base: &str) -> Vec<u8> {
 
 /// `by_subject` key: inbox ++ normalised subject ++ customer email.
 pub fn by_subject(inbox: &str, subject_base: &str, contact: &str) -> Vec<u8> {
-    with_strs(&[inbox, subject_base, &normalize_email(contact)], 0)
+    with_strs(&[inbox, subject_base, &address::email_key(contact)], 0)
 }
 
 /// `by_subject` value: conversation ++ unix time of its last message (i64 BE) ++ that
@@ -315,12 +302,12 @@ pub fn subject_entry(v: &[u8]) -> Option<SubjectEntry> {
 
 /// `contacts` key: the normalised email.
 pub fn contact(email: &str) -> Vec<u8> {
-    normalize_email(email).into_bytes()
+    address::email_key(email).into_bytes()
 }
 
 /// Prefix of one contact's `contact_convs` keys.
 pub fn contact_convs_prefix(email: &str) -> Vec<u8> {
-    with_strs(&[&normalize_email(email)], 8)
+    with_strs(&[&address::email_key(email)], 8)
 }
 
 /// `contact_convs` key: email ++ conversation.
@@ -332,7 +319,7 @@ pub fn contact_conv(email: &str, conv: ConversationId) -> Vec<u8> {
 
 /// Prefix of one contact's `timeline` keys.
 pub fn timeline_prefix(email: &str) -> Vec<u8> {
-    with_strs(&[&normalize_email(email)], 8)
+    with_strs(&[&address::email_key(email)], 8)
 }
 
 /// `timeline` key: email ++ per-contact sequence number.
@@ -495,7 +482,7 @@ pub fn junk_by_message_prefix(msg: MessageKey) -> [u8; 8] {
 
 /// `junk_by_message_id` key: inbox ++ normalised Message-ID.
 pub fn junk_by_message_id(inbox: &str, message_id: &str) -> Vec<u8> {
-    with_strs(&[inbox, &normalize_message_id(message_id)], 0)
+    with_strs(&[inbox, &message_id::index_form(message_id)], 0)
 }
 
 /// `quarantine` key.

@@ -6,6 +6,7 @@ use super::handle::Store;
 use super::keys::{self, TreeId};
 use super::model::ConversationId;
 use super::records;
+use crate::mail::message_id;
 
 impl Store {
     /// The conversation of `inbox` (or one transferred out of it) holding a message with
@@ -15,7 +16,7 @@ impl Store {
         inbox: &str,
         message_id: &str,
     ) -> Result<Option<ConversationId>, StoreError> {
-        if keys::normalize_message_id(message_id).is_empty() {
+        if message_id::index_form(message_id).is_empty() {
             return Ok(None);
         }
         let key = keys::by_message_id(inbox, message_id);

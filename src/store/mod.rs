@@ -286,12 +286,7 @@ impl Store {
             received_at: rec.received_at,
             size: rec.loc.len,
             direction: rec.summary.direction,
-            message_id: rec
-                .summary
-                .message_id
-                .trim()
-                .trim_matches(['<', '>'])
-                .to_owned(),
+            message_id: crate::mail::message_id::bare(&rec.summary.message_id).to_owned(),
             conversation,
             author: rec.summary.author.clone(),
         }))

@@ -11,6 +11,7 @@
 //! new one (GUIDE §0b: a changed message is a new message). The revision's key is newer
 //! than the conversation's other messages, so it is listed after them.
 
+use crate::mail::message_id;
 use std::iter;
 
 use sled::Transactional;
@@ -23,9 +24,9 @@ use super::model::{ConversationId, MessageKey, QuarantineId, QuarantineItem, Qua
 use super::records::{self, MessageRecord, QuarantineRecord};
 use super::request::{Op, OpOutput, unexpected};
 use super::tx::{Tx, TxResult, abort, tx_error};
-use super::uid_space::now;
 use super::views::{self, rfc3339};
 use super::writer_state::WriterState;
+use crate::mail::clock::unix_now;
 
 /// The last quarantine id handed out (0 = none yet).
 pub(super) fn last_id(trees: &Trees) -> Result<u64, StoreError> {
@@ -34,11 +35,6 @@ pub(super) fn last_id(trees: &Trees) -> Result<u64, StoreError> {
         Some(v) => records::u64_at(TreeId::Meta, k, &v, 0),
         None => Ok(0),
     }
-}
-
-/// A Message-ID as listed: no surrounding whitespace or angle brackets, case kept.
-pub(super) fn bare_message_id(id: &str) -> String {
-    id.trim().trim_matches(['<', '>']).to_owned()
 }
 
 /// Writes a record and its `quarantine_by_message` entry (inside a transaction).
@@ -203,7 +199,7 @@ impl WriterState {
         )?;
 
         // Message-ID index entries naming the stripped copy now name the revision.
-        let mid = keys::normalize_message_id(&copy.summary.message_id);
+        let mid = message_id::index_form(&copy.summary.message_id);
         let mut by_mid = Vec::new();
         for &conv in &convs {
             if mid.is_empty() {
@@ -241,7 +237,7 @@ impl WriterState {
         }
 
         // This record and every other hit of the same stripped copy.
-        let at = now();
+        let at = unix_now();
         let mut marked = Vec::new();
         for kv in trees
             .get(TreeId::QuarantineByMessage)

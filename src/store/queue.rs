@@ -8,8 +8,8 @@
 //! once), never a lost or hammered message. Retry timing is the caller's business: the
 //! store records what it is told. Nothing here speaks SMTP.
 
+use crate::mail::clock::unix_now;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use sled::Transactional;
@@ -104,13 +104,6 @@ impl QueueRecord {
     }
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 fn read_record(trees: &Trees, id: QueueId) -> Result<Option<QueueRecord>, StoreError> {
     let k = keys::queue(id.0);
     trees
@@ -154,7 +147,13 @@ impl Store {
     /// barrier) for a first attempt right away, and wakes the delivery worker. Returns
     /// only once the entry is durable.
     pub async fn enqueue(&self, msg: OutboundMessage) -> Result<QueueId, StoreError> {
-        match self.queue_request(QueueOp::Add { msg, now: now() }).await? {
+        match self
+            .queue_request(QueueOp::Add {
+                msg,
+                now: unix_now(),
+            })
+            .await?
+        {
             QueueOutput::Added(id) => {
                 self.inner.queue_wake.notify_one();
                 Ok(id)
@@ -187,7 +186,10 @@ impl Store {
     /// attempt count is kept. `NotFound` if there is no such entry.
     pub async fn queue_retry(&self, id: QueueId) -> Result<(), StoreError> {
         match self
-            .queue_request(QueueOp::Retry { id, now: now() })
+            .queue_request(QueueOp::Retry {
+                id,
+                now: unix_now(),
+            })
             .await?
         {
             QueueOutput::Done => {
@@ -371,7 +373,7 @@ impl WriterState {
             id,
             loc,
             mail_from: msg.mail_from.trim().to_owned(),
-            message_id: msg.message_id.trim().trim_matches(['<', '>']).to_owned(),
+            message_id: crate::mail::message_id::bare(&msg.message_id).to_owned(),
             conversation: msg.conversation,
             agent: msg.agent.clone(),
             created: now,
@@ -502,7 +504,7 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified())
             .await
             .expect("woken");
-        let due = store.queue_due(now(), 10).expect("due");
+        let due = store.queue_due(unix_now(), 10).expect("due");
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].recipients, ["a@example.org", "B@example.net"]);
         assert_eq!(due[0].message_id, "m1@example.test");
@@ -512,10 +514,10 @@ mod tests {
             "bytes as queued"
         );
 
-        let later = now() + 600;
+        let later = unix_now() + 600;
         let item = store.queue_mark_attempt(id, later).await.expect("mark");
         assert_eq!((item.attempts, item.next_attempt), (1, later));
-        assert!(store.queue_due(now(), 10).expect("due").is_empty());
+        assert!(store.queue_due(unix_now(), 10).expect("due").is_empty());
         assert_eq!(store.queue_schedule(10).expect("schedule"), [(later, id)]);
 
         let recorded = store
@@ -547,7 +549,7 @@ mod tests {
 
         let (store, _) = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
         store.queue_retry(id).await.expect("retry");
-        let due = store.queue_due(now(), 10).expect("due");
+        let due = store.queue_due(unix_now(), 10).expect("due");
         assert_eq!(due.len(), 1, "retry makes it due now");
         assert_eq!(due[0].attempts, 1);
         let recorded = store

@@ -1,6 +1,7 @@
 //! The threading lookups of an ingest: [`IndexLookup`] answers [`ThreadLookup`] (the
 //! questions a delivery's threading decision asks) from the committed indexes.
 
+use crate::mail::message_id;
 use std::cell::RefCell;
 
 use super::db::Trees;
@@ -39,14 +40,14 @@ impl IndexLookup<'_> {
 
 impl ThreadLookup for IndexLookup<'_> {
     fn by_message_id(&self, inbox: &str, message_id: &str) -> Option<ConversationId> {
-        if keys::normalize_message_id(message_id).is_empty() {
+        if message_id::index_form(message_id).is_empty() {
             return None;
         }
         self.keep(self.conv_at(TreeId::ByMessageId, &keys::by_message_id(inbox, message_id)))
     }
 
     fn referencing(&self, inbox: &str, message_id: &str) -> Option<ConversationId> {
-        if keys::normalize_message_id(message_id).is_empty() {
+        if message_id::index_form(message_id).is_empty() {
             return None;
         }
         let prefix = keys::referenced_by_prefix(inbox, message_id);

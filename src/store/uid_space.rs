@@ -15,8 +15,8 @@
 //! conversation happens on a view's first sync after a start, after a change that did not
 //! say what it touched, or when the space was last synced longer ago than the log reaches.
 
+use crate::mail::clock::unix_now;
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sled::Transactional;
 
@@ -33,13 +33,6 @@ use super::records::{self, ConversationRecord, JunkRecord, MessageRecord, UidSpa
 use super::tx::{Tx, TxResult, tx_error};
 use super::views;
 use super::writer_state::{CachedView, WriterState};
-
-pub(super) fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
 
 /// The agent whose per-agent flags a folder's APPEND/COPY sets: its owner, unless the
 /// folder belongs to an inbox (shared Templates), where only shared flags are kept.
@@ -229,7 +222,7 @@ impl WriterState {
         let after_last = last
             .checked_add(1)
             .ok_or_else(|| StoreError::Internal("UIDVALIDITY values exhausted".into()))?;
-        let uid_validity = u32::try_from(now()).unwrap_or(0).max(after_last);
+        let uid_validity = u32::try_from(unix_now()).unwrap_or(0).max(after_last);
         let rec = UidSpaceRecord {
             space,
             uid_validity,
