@@ -107,7 +107,7 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<Value, Admi
         AdminRequest::QuarantineShow { id } => match store.quarantine_item(QuarantineId(*id))? {
             Some(item) => {
                 let original = store.read_message(item.original)?;
-                let mut value = serde_json::to_value(&item.view)?;
+                let mut value = serde_json::to_value(&item.json)?;
                 value["inbox"] = item.inbox.into();
                 value["original_size"] = original.len().into();
                 value["original_headers"] = String::from_utf8_lossy(

@@ -19,8 +19,8 @@ use crate::{
     ingest::Ingest,
     reload::Reloadable,
     store::{
-        self, BackupManifest, BackupSnapshot, ContactDetail, ContactView, ConversationDetail,
-        ConversationView, JunkView, QuarantineView, QueueView, Store, StoreError, StoreOptions,
+        self, BackupManifest, BackupSnapshot, ContactDetail, ContactJson, ConversationDetail,
+        ConversationJson, JunkJson, QuarantineJson, QueueJson, Store, StoreError, StoreOptions,
         finish_backup,
     },
 };
@@ -392,7 +392,7 @@ fn offline(config: &Config, request: &AdminRequest) -> anyhow::Result<Value> {
 fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> anyhow::Result<()> {
     match request {
         AdminRequest::ConversationsList => {
-            let list: Vec<ConversationView> = serde_json::from_value(data)?;
+            let list: Vec<ConversationJson> = serde_json::from_value(data)?;
             writeln!(
                 out,
                 "{:>6}  {:<7} {:<14} {:<10} {:<30} {:<20}  SUBJECT",
@@ -449,7 +449,7 @@ fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> any
             }
         }
         AdminRequest::ContactsList => {
-            let list: Vec<ContactView> = serde_json::from_value(data)?;
+            let list: Vec<ContactJson> = serde_json::from_value(data)?;
             for c in list {
                 let convs: Vec<String> = c
                     .conversations
@@ -494,7 +494,7 @@ fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> any
             }
         }
         AdminRequest::JunkList => {
-            let list: Vec<JunkView> = serde_json::from_value(data)?;
+            let list: Vec<JunkJson> = serde_json::from_value(data)?;
             writeln!(
                 out,
                 "{:>6}  {:>6}  {:<14} {:<32} {:<20}  SUBJECT / REASON",
@@ -515,7 +515,7 @@ fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> any
             }
         }
         AdminRequest::QuarantineList => {
-            let list: Vec<QuarantineView> = serde_json::from_value(data)?;
+            let list: Vec<QuarantineJson> = serde_json::from_value(data)?;
             writeln!(
                 out,
                 "{:>6}  {:>6}  {:<20}  {:<9} {:<30}  REASON",
@@ -547,7 +547,7 @@ fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> any
             }
         }
         AdminRequest::QueueList => {
-            let list: Vec<QueueView> = serde_json::from_value(data)?;
+            let list: Vec<QueueJson> = serde_json::from_value(data)?;
             writeln!(
                 out,
                 "{:>6}  {:>8}  {:<20}  {:<40}  RECIPIENTS / LAST ERROR",

@@ -293,7 +293,7 @@ impl Ingest {
             .iter()
             .filter_map(|r| {
                 let (inbox, tag) = config.inbox_for_address(r)?;
-                (inbox.name == item.view.inbox).then(|| Recipient {
+                (inbox.name == item.json.inbox).then(|| Recipient {
                     address: r.clone(),
                     inbox: Some(inbox.name.clone()),
                     tag,
@@ -302,12 +302,12 @@ impl Ingest {
             .collect();
         let rcpts = if rcpts.is_empty() {
             let address = config
-                .inbox(&item.view.inbox)
+                .inbox(&item.json.inbox)
                 .and_then(|i| i.addresses.first().cloned())
                 .unwrap_or_default();
             vec![Recipient {
                 address,
-                inbox: Some(item.view.inbox.clone()),
+                inbox: Some(item.json.inbox.clone()),
                 tag: None,
             }]
         } else {

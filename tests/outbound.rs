@@ -8,7 +8,7 @@ use teamgate::{
     config::{Config, DkimConfig},
     outbound::{ResolveError, StaticResolver, Target, Timeouts},
     reload::Reloadable,
-    store::{ConversationId, Direction, OutboundMessage, QueueView, Store, StoreOptions},
+    store::{ConversationId, Direction, OutboundMessage, QueueJson, Store, StoreOptions},
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -65,7 +65,7 @@ async fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn queue(store: &Store) -> Vec<QueueView> {
+fn queue(store: &Store) -> Vec<QueueJson> {
     store.queue_list().expect("queue list")
 }
 

@@ -2,11 +2,11 @@
 
 use std::time::Duration;
 
-use teamgate::store::ConversationView;
+use teamgate::store::ConversationJson;
 
 use crate::harness::{STEP, SmtpConn, TestDaemon, dot_stuff, simple_message};
 
-fn conversations(d: &TestDaemon) -> Vec<ConversationView> {
+fn conversations(d: &TestDaemon) -> Vec<ConversationJson> {
     d.handle
         .store()
         .list_conversations()

@@ -20,7 +20,7 @@ use super::error::StoreError;
 use super::handle::Store;
 use super::keys::{self, TreeId};
 use super::model::{
-    ConversationId, Direction, JunkId, JunkItem, JunkView, MessageKey, NewJunk, Status,
+    ConversationId, Direction, JunkId, JunkItem, JunkJson, MessageKey, NewJunk, Status,
 };
 use super::records::{self, JunkRecord, MessageRecord};
 use super::request::{Op, OpOutput, unexpected};
@@ -67,8 +67,8 @@ fn finite(score: f64) -> f64 {
 }
 
 impl JunkRecord {
-    fn view(&self, msg: &MessageRecord) -> JunkView {
-        JunkView {
+    fn json(&self, msg: &MessageRecord) -> JunkJson {
+        JunkJson {
             id: self.id,
             message_id: message_id::bare(&msg.summary.message_id).to_owned(),
             inbox: self.inbox.clone(),
@@ -101,7 +101,7 @@ impl Store {
     }
 
     /// Every junk record, by id (SPEC §8 `junk list`).
-    pub fn junk_list(&self) -> Result<Vec<JunkView>, StoreError> {
+    pub fn junk_list(&self) -> Result<Vec<JunkJson>, StoreError> {
         let trees = &self.inner.trees;
         trees
             .get(TreeId::Junk)
@@ -109,7 +109,7 @@ impl Store {
             .map(|kv| {
                 let (k, v) = kv?;
                 let rec: JunkRecord = records::decode(TreeId::Junk, &k, &v)?;
-                Ok(rec.view(&message_of(trees, &rec)?))
+                Ok(rec.json(&message_of(trees, &rec)?))
             })
             .collect()
     }
@@ -121,7 +121,7 @@ impl Store {
         };
         let msg = message_of(trees, &rec)?;
         Ok(Some(JunkItem {
-            view: rec.view(&msg),
+            json: rec.json(&msg),
             message: rec.message,
             mail_from: msg.mail_from,
             rcpts: msg.rcpts,

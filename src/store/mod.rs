@@ -458,7 +458,7 @@ impl Store {
     }
 
     /// Every conversation, ordered by number.
-    pub fn list_conversations(&self) -> Result<Vec<ConversationView>, StoreError> {
+    pub fn list_conversations(&self) -> Result<Vec<ConversationJson>, StoreError> {
         views::list_conversations(&self.inner.trees)
     }
 
@@ -477,7 +477,7 @@ impl Store {
     }
 
     /// Every contact, ordered by (normalised) email.
-    pub fn list_contacts(&self) -> Result<Vec<ContactView>, StoreError> {
+    pub fn list_contacts(&self) -> Result<Vec<ContactJson>, StoreError> {
         views::list_contacts(&self.inner.trees)
     }
 

@@ -217,7 +217,7 @@ pub struct IngestOutcome {
 
 /// `conversations list --json` element (SPEC §8).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ConversationView {
+pub struct ConversationJson {
     pub id: ConversationId,
     pub inbox: String,
     pub status: Status,
@@ -231,7 +231,7 @@ pub struct ConversationView {
 
 /// `conversations show ID --json` message element (SPEC §8).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MessageView {
+pub struct MessageJson {
     pub message_id: String,
     pub direction: Direction,
     pub from: Option<String>,
@@ -246,14 +246,14 @@ pub struct MessageView {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConversationDetail {
     #[serde(flatten)]
-    pub conversation: ConversationView,
+    pub conversation: ConversationJson,
     pub linked_to: Option<ConversationId>,
-    pub messages: Vec<MessageView>,
+    pub messages: Vec<MessageJson>,
 }
 
 /// `contacts list --json` element (SPEC §8).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ContactView {
+pub struct ContactJson {
     pub email: String,
     pub name: Option<String>,
     pub first_seen: String,
@@ -273,7 +273,7 @@ pub struct TimelineEntry {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContactDetail {
     #[serde(flatten)]
-    pub contact: ContactView,
+    pub contact: ContactJson,
     pub timeline: Vec<TimelineEntry>,
 }
 
@@ -428,7 +428,7 @@ pub struct OutboundMessage {
 
 /// `queue list --json` element (SPEC §8).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueueView {
+pub struct QueueJson {
     pub id: QueueId,
     pub message_id: String,
     /// Recipients still to be delivered.
@@ -512,7 +512,7 @@ pub struct NewJunk {
 
 /// `junk list --json` element (SPEC §8).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JunkView {
+pub struct JunkJson {
     pub id: JunkId,
     /// Without angle brackets.
     pub message_id: String,
@@ -529,7 +529,7 @@ pub struct JunkView {
 /// A junk record with what "not spam" needs to file the message again.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JunkItem {
-    pub view: JunkView,
+    pub json: JunkJson,
     /// The stored bytes (`Store::read_message`).
     pub message: MessageKey,
     pub mail_from: String,
@@ -557,7 +557,7 @@ pub struct QuarantinedOriginal {
 
 /// `quarantine list --json` element (SPEC §8).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct QuarantineView {
+pub struct QuarantineJson {
     pub id: QuarantineId,
     /// Without angle brackets.
     pub message_id: String,
@@ -573,7 +573,7 @@ pub struct QuarantineView {
 /// A quarantine record with the messages it ties together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuarantineItem {
-    pub view: QuarantineView,
+    pub json: QuarantineJson,
     /// The whole original bytes (`Store::read_message`); in no conversation.
     pub original: MessageKey,
     /// The stripped copy that was filed in the conversation.

@@ -20,7 +20,7 @@ use super::db::Trees;
 use super::error::StoreError;
 use super::handle::Store;
 use super::keys::{self, TreeId};
-use super::model::{ConversationId, MessageKey, QuarantineId, QuarantineItem, QuarantineView};
+use super::model::{ConversationId, MessageKey, QuarantineId, QuarantineItem, QuarantineJson};
 use super::records::{self, MessageRecord, QuarantineRecord};
 use super::request::{Op, OpOutput, unexpected};
 use super::tx::{Tx, TxResult, abort, tx_error};
@@ -66,8 +66,8 @@ fn not_found(id: QuarantineId) -> StoreError {
 }
 
 impl QuarantineRecord {
-    fn view(&self) -> QuarantineView {
-        QuarantineView {
+    fn json(&self) -> QuarantineJson {
+        QuarantineJson {
             id: self.id,
             message_id: self.message_id.clone(),
             conversation: self.conversation,
@@ -80,7 +80,7 @@ impl QuarantineRecord {
 
     fn item(&self) -> QuarantineItem {
         QuarantineItem {
-            view: self.view(),
+            json: self.json(),
             original: self.original,
             stripped: self.stripped,
             inbox: self.inbox.clone(),
@@ -91,7 +91,7 @@ impl QuarantineRecord {
 
 impl Store {
     /// Every quarantine record, by id, released ones included (SPEC §8 `quarantine list`).
-    pub fn quarantine_list(&self) -> Result<Vec<QuarantineView>, StoreError> {
+    pub fn quarantine_list(&self) -> Result<Vec<QuarantineJson>, StoreError> {
         self.inner
             .trees
             .get(TreeId::Quarantine)
@@ -99,7 +99,7 @@ impl Store {
             .map(|kv| {
                 let (k, v) = kv?;
                 let rec: QuarantineRecord = records::decode(TreeId::Quarantine, &k, &v)?;
-                Ok(rec.view())
+                Ok(rec.json())
             })
             .collect()
     }

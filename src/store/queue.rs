@@ -21,7 +21,7 @@ use super::error::StoreError;
 use super::handle::Store;
 use super::keys::{self, TreeId};
 use super::model::{
-    ConversationId, OutboundMessage, QueueId, QueueItem, QueueRecorded, QueueView, RecipientOutcome,
+    ConversationId, OutboundMessage, QueueId, QueueItem, QueueJson, QueueRecorded, RecipientOutcome,
 };
 use super::records;
 use super::request::{QueueOp, QueueOutput, Request};
@@ -89,8 +89,8 @@ impl QueueRecord {
         }
     }
 
-    fn view(&self) -> QueueView {
-        QueueView {
+    fn json(&self) -> QueueJson {
+        QueueJson {
             id: self.id,
             message_id: self.message_id.clone(),
             recipients: self.pending(),
@@ -163,7 +163,7 @@ impl Store {
     }
 
     /// Every queue entry, by id (SPEC §8 `queue list`).
-    pub fn queue_list(&self) -> Result<Vec<QueueView>, StoreError> {
+    pub fn queue_list(&self) -> Result<Vec<QueueJson>, StoreError> {
         self.inner
             .trees
             .get(TreeId::Queue)
@@ -171,7 +171,7 @@ impl Store {
             .map(|kv| {
                 let (k, v) = kv?;
                 let rec: QueueRecord = records::decode(TreeId::Queue, &k, &v)?;
-                Ok(rec.view())
+                Ok(rec.json())
             })
             .collect()
     }

@@ -63,7 +63,7 @@ async fn junk_records_view_remove_and_reopen() -> TestResult {
     let list = store.junk_list()?;
     assert_eq!(
         list,
-        vec![JunkView {
+        vec![JunkJson {
             id,
             message_id: "s1@bad".into(),
             inbox: "a".into(),
@@ -88,7 +88,7 @@ async fn junk_records_view_remove_and_reopen() -> TestResult {
         assert!(json.get(field).is_some(), "{field} in {json}");
     }
     let item = store.junk_item(id)?.ok_or("no junk item")?;
-    assert_eq!(item.view, list[0]);
+    assert_eq!(item.json, list[0]);
     assert_eq!(item.mail_from, "spammer@bad.example");
     assert_eq!(item.rcpts, ["a@team.example"]);
     assert_eq!(item.received_at, T0);
@@ -103,7 +103,7 @@ async fn junk_records_view_remove_and_reopen() -> TestResult {
     let id_b = store.junk(spam("b", "s2@bad", T0 + 1, f64::NAN)).await?;
     assert_eq!(id_b, JunkId(2));
     let item_b = store.junk_item(id_b)?.ok_or("no junk item")?;
-    assert_eq!(item_b.view.score, 0.0, "a NaN score is stored as 0");
+    assert_eq!(item_b.json.score, 0.0, "a NaN score is stored as 0");
 
     let junk_a = store.sync_view(&junk_view(&["a"])).await?;
     assert_eq!(messages(&junk_a), vec![item.message]);

@@ -9,8 +9,8 @@ use super::db::Trees;
 use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::model::{
-    ContactDetail, ContactView, ConversationDetail, ConversationId, ConversationInfo,
-    ConversationView, MessageKey, MessageView, TimelineEntry,
+    ContactDetail, ContactJson, ConversationDetail, ConversationId, ConversationInfo,
+    ConversationJson, MessageJson, MessageKey, TimelineEntry,
 };
 use super::records::{self, ContactRecord, ConversationRecord, MessageRecord, TimelineRecord};
 
@@ -89,8 +89,8 @@ fn messages_of(trees: &Trees, id: ConversationId) -> Result<Vec<MessageRecord>, 
         .collect()
 }
 
-fn conversation_view(rec: &ConversationRecord, msgs: &[MessageRecord]) -> ConversationView {
-    ConversationView {
+fn conversation_view(rec: &ConversationRecord, msgs: &[MessageRecord]) -> ConversationJson {
+    ConversationJson {
         id: rec.id,
         inbox: rec.inbox.clone(),
         status: rec.status,
@@ -102,9 +102,9 @@ fn conversation_view(rec: &ConversationRecord, msgs: &[MessageRecord]) -> Conver
     }
 }
 
-fn message_view(m: &MessageRecord) -> MessageView {
+fn message_view(m: &MessageRecord) -> MessageJson {
     let s = &m.summary;
-    MessageView {
+    MessageJson {
         message_id: s.message_id.clone(),
         direction: s.direction,
         from: s.from.as_ref().map(|a| a.email.clone()),
@@ -116,7 +116,7 @@ fn message_view(m: &MessageRecord) -> MessageView {
     }
 }
 
-pub fn list_conversations(trees: &Trees) -> Result<Vec<ConversationView>, StoreError> {
+pub fn list_conversations(trees: &Trees) -> Result<Vec<ConversationJson>, StoreError> {
     trees
         .get(TreeId::Conversations)
         .iter()
@@ -144,7 +144,7 @@ pub fn conversation_detail(
     }))
 }
 
-fn contact_view(trees: &Trees, rec: &ContactRecord) -> Result<ContactView, StoreError> {
+fn contact_view(trees: &Trees, rec: &ContactRecord) -> Result<ContactJson, StoreError> {
     let conversations = trees
         .get(TreeId::ContactConvs)
         .scan_prefix(keys::contact_convs_prefix(&rec.email))
@@ -155,7 +155,7 @@ fn contact_view(trees: &Trees, rec: &ContactRecord) -> Result<ContactView, Store
             Ok(ConversationId(id))
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
-    Ok(ContactView {
+    Ok(ContactJson {
         email: rec.email.clone(),
         name: rec.name.clone(),
         first_seen: rfc3339(rec.first_seen),
@@ -164,7 +164,7 @@ fn contact_view(trees: &Trees, rec: &ContactRecord) -> Result<ContactView, Store
     })
 }
 
-pub fn list_contacts(trees: &Trees) -> Result<Vec<ContactView>, StoreError> {
+pub fn list_contacts(trees: &Trees) -> Result<Vec<ContactJson>, StoreError> {
     trees
         .get(TreeId::Contacts)
         .iter()
