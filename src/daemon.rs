@@ -241,10 +241,11 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
             on_refused: metrics.on_refused(),
         };
         let observe = metrics.clone();
-        tasks.spawn(accept.run(move |stream, peer, _id| {
+        tasks.spawn(accept.run(move |stream, peer, id| {
             imap::server::serve(
                 stream,
                 peer,
+                id,
                 ctx.clone(),
                 stop.clone(),
                 implicit_tls,

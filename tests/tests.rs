@@ -36,3 +36,5 @@ mod backup;
 mod security;
 // The dependency arrows of src/: no import cycles, no upward imports (GUIDE §3.3).
 mod layering;
+// The operator's protocol trace of IMAP sessions ([log] protocol_trace).
+mod trace;

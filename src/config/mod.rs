@@ -231,6 +231,10 @@ pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing `EnvFilter` directive (checked); RUST_LOG overrides it.
     pub level: String,
+    /// Logins whose IMAP sessions are traced (`"*"`: all); empty: no trace.
+    pub protocol_trace: Vec<String>,
+    /// Longest literal written into a trace; longer ones are replaced by their size.
+    pub protocol_trace_max_literal: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -355,6 +359,8 @@ impl Config {
             log: LogConfig {
                 format: LogFormat::Text,
                 level: "info".into(),
+                protocol_trace: Vec::new(),
+                protocol_trace_max_literal: 1024,
             },
             metrics: MetricsConfig {
                 listen: None,

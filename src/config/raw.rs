@@ -277,6 +277,11 @@ pub(super) struct RawLog {
     /// A tracing filter directive; RUST_LOG overrides it.
     #[serde(deserialize_with = "lenient_string")]
     pub(super) level: String,
+    /// Logins whose IMAP sessions are traced to `<data_dir>/trace/`; `"*"` = everyone.
+    #[serde(deserialize_with = "lenient_list")]
+    pub(super) protocol_trace: Vec<String>,
+    /// Literals longer than this are left out of a trace (their size is written).
+    pub(super) protocol_trace_max_literal: usize,
 }
 
 impl Default for RawLog {
@@ -284,6 +289,8 @@ impl Default for RawLog {
         Self {
             format: "text".into(),
             level: "info".into(),
+            protocol_trace: Vec::new(),
+            protocol_trace_max_literal: 1024,
         }
     }
 }

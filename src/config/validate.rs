@@ -758,7 +758,25 @@ impl RawLog {
         if let Err(why) = check_log_level(&level) {
             ck.push("log.level", why);
         }
-        LogConfig { format, level }
+        let protocol_trace: Vec<String> = self
+            .protocol_trace
+            .iter()
+            .map(|l| l.trim().to_owned())
+            .collect();
+        for login in &protocol_trace {
+            if login != "*" && login_problem(login).is_some() {
+                ck.push(
+                    "log.protocol_trace",
+                    format!("{login:?} is neither a login nor \"*\""),
+                );
+            }
+        }
+        LogConfig {
+            format,
+            level,
+            protocol_trace,
+            protocol_trace_max_literal: self.protocol_trace_max_literal,
+        }
     }
 }
 

@@ -9,4 +9,5 @@ pub mod render;
 pub mod search;
 pub mod server;
 pub mod session;
+pub mod trace;
 mod wire;

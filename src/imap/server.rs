@@ -25,7 +25,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::session::{After, Answer, ImapContext, Session};
+use super::{
+    session::{After, Answer, ImapContext, Session},
+    trace::{Trace, TraceConfig},
+};
 use crate::{config::Config, metrics::Metrics};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -43,6 +46,7 @@ enum Outcome {
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
+    session_id: u64,
     ctx: Arc<ImapContext>,
     shutdown: CancellationToken,
     implicit_tls: bool,
@@ -51,6 +55,12 @@ pub async fn serve(
     let _active = metrics.imap_session();
     let config = ctx.config.current();
     let mut session = Session::new(ctx.clone(), peer, false);
+    let trace_config = TraceConfig::of(&config);
+    let mut trace = Trace::start(&trace_config).map(|t| Traced {
+        trace: t,
+        config: trace_config,
+        session_id,
+    });
     if implicit_tls {
         let Some(tls) = &ctx.tls else { return };
         let Some(mut stream) = tls
@@ -60,12 +70,31 @@ pub async fn serve(
             return;
         };
         session.tls_started();
-        let _ = run(&mut stream, &mut session, &ctx, &shutdown, true, &metrics).await;
+        let _ = run(
+            &mut stream,
+            &mut session,
+            &ctx,
+            &shutdown,
+            true,
+            &metrics,
+            &mut trace,
+        )
+        .await;
         let _ = stream.shutdown().await;
         return;
     }
     let mut stream = stream;
-    match run(&mut stream, &mut session, &ctx, &shutdown, true, &metrics).await {
+    match run(
+        &mut stream,
+        &mut session,
+        &ctx,
+        &shutdown,
+        true,
+        &metrics,
+        &mut trace,
+    )
+    .await
+    {
         Ok(Outcome::StartTls) => {
             let Some(tls) = &ctx.tls else { return };
             let Some(mut stream) = tls
@@ -76,12 +105,28 @@ pub async fn serve(
             };
             session.tls_started();
             // No second greeting after STARTTLS (RFC 3501 §6.2.1).
-            let _ = run(&mut stream, &mut session, &ctx, &shutdown, false, &metrics).await;
+            let _ = run(
+                &mut stream,
+                &mut session,
+                &ctx,
+                &shutdown,
+                false,
+                &metrics,
+                &mut trace,
+            )
+            .await;
             let _ = stream.shutdown().await;
         }
         Ok(Outcome::Closed) => {}
         Err(e) => debug!(error = %e, "session ended"),
     }
+}
+
+/// A session's protocol trace with what it needs to open its file at login.
+struct Traced {
+    trace: Trace,
+    config: TraceConfig,
+    session_id: u64,
 }
 
 /// imap-next's limits for our config: a literal may be as large as a message we accept
@@ -101,6 +146,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     shutdown: &CancellationToken,
     greet: bool,
     metrics: &Metrics,
+    trace: &mut Option<Traced>,
 ) -> std::io::Result<Outcome> {
     let config = ctx.config.current();
     let mut server = Server::new(protocol_options(&config), session.greeting());
@@ -204,6 +250,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         skip_greeting = false;
                         continue;
                     }
+                    if let Some(t) = trace.as_mut() {
+                        t.trace.server(&bytes);
+                    }
                     timeout(WRITE_TIMEOUT, io.write_all(&bytes))
                         .await
                         .map_err(|_| {
@@ -226,6 +275,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
         io.flush().await?;
+        if let Some(t) = trace.as_mut()
+            && let Some(login) = session.logged_in_as()
+        {
+            t.trace.logged_in(&t.config, login, t.session_id);
+        }
 
         let limit = if session.is_authenticated() {
             config.imap.timeout
@@ -268,6 +322,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         let _ = shutdown_write(io, &mut server).await;
                         return Ok(Outcome::Closed);
                     }
+                }
+                if let Some(t) = trace.as_mut() {
+                    t.trace.client(&read_buf[..n]);
                 }
                 server.enqueue_input(&read_buf[..n]);
             }

@@ -144,6 +144,14 @@ impl Session {
         !matches!(self.state, State::NotAuthenticated)
     }
 
+    /// The agent logged in, if any.
+    pub fn logged_in_as(&self) -> Option<&str> {
+        match &self.state {
+            State::NotAuthenticated => None,
+            State::Authenticated(agent) | State::Selected(agent, _) => Some(&agent.login),
+        }
+    }
+
     fn plaintext_auth_allowed(&self) -> bool {
         self.tls_active || self.config.allow_plaintext_auth
     }
