@@ -38,3 +38,5 @@ mod security;
 mod layering;
 // The operator's protocol trace of IMAP sessions ([log] protocol_trace).
 mod trace;
+// Every IMAP refusal is a tagged NO/BAD with a valid, reasoned text.
+mod imap_refusals;
