@@ -2,7 +2,10 @@
 //! message record that no conversation names, with a `JunkRecord` saying for which inbox,
 //! why and with what score; it creates no contact and never reaches a conversation view.
 //! "Move to Junk" on a conversation makes junk records of its inbound messages (same
-//! message keys, no bytes copied) and puts the conversation in the trash.
+//! message keys, no bytes copied) and marks the conversation `junk`: it leaves every
+//! view (Trash too), `conversations list` and threading, so its mail is in Junk only.
+//! "Not spam" ([`Store::unmark_junk`]) removes all of its junk records and opens it
+//! again, so its mail is in the conversation only (SPEC §3: exactly one place).
 //!
 //! The `Junk` team view ([`TeamView::Junk`]) lists the junk records of its inboxes (its
 //! entries are computed with the other views', in `uid_space.rs`); they carry no
@@ -160,7 +163,7 @@ impl Store {
     /// IMAP "move to Junk": each inbound message of the conversation becomes a junk record
     /// of the conversation's inbox (same message key, no bytes copied; score 0, this
     /// reason; a message already junk for that inbox keeps its record), and the
-    /// conversation goes to the trash — one transaction. Returns the records' ids in the
+    /// conversation is marked junk (out of every view and list) — one transaction. Returns the records' ids in the
     /// conversation's message order. `NotFound` if the conversation does not exist.
     pub async fn mark_junk(
         &self,
@@ -169,6 +172,17 @@ impl Store {
     ) -> Result<Vec<JunkId>, StoreError> {
         match self.op(Op::MarkJunk { conv, reason }).await? {
             OpOutput::JunkIds(ids) => Ok(ids),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// "Not spam" for a conversation judged spam (or, from before the `junk` mark, put in
+    /// the trash by "move to Junk"): every junk record of its messages for its inbox goes,
+    /// and it is open again — one transaction. `NotFound` if the conversation does not
+    /// exist.
+    pub async fn unmark_junk(&self, conv: ConversationId) -> Result<(), StoreError> {
+        match self.op(Op::UnmarkJunk(conv)).await? {
+            OpOutput::Done => Ok(()),
             other => Err(unexpected(other)),
         }
     }
@@ -359,11 +373,11 @@ impl WriterState {
             new.push((rec, value, by_mid));
         }
         let mut rec = old.clone();
-        rec.status = Status::Trash;
-        rec.closed_at = None;
+        rec.junk = true;
         if new.is_empty() && rec == old {
             return Ok(ids);
         }
+        rec.updated = rec.updated.max(at);
         let conv_value = records::encode(TreeId::Conversations, &rec)?;
         let bump = self.bump(true);
         self.trees.all[..]
@@ -387,5 +401,51 @@ impl WriterState {
             .map_err(tx_error)?;
         self.bumped(bump);
         Ok(ids)
+    }
+
+    pub(super) fn unmark_junk(&mut self, conv: ConversationId) -> Result<(), StoreError> {
+        let old = views::conversation_record(&self.trees, conv)?
+            .ok_or_else(|| StoreError::NotFound(format!("conversation {}", conv.0)))?;
+        // (record id, message key, junk_by_message_id key it holds)
+        let mut gone = Vec::new();
+        for key in views::message_keys(&self.trees, conv)? {
+            let Some(id) = self.junk_of(key, &old.inbox)? else {
+                continue;
+            };
+            let mid = views::message_record(&self.trees, key)?
+                .map(|m| m.summary.message_id)
+                .unwrap_or_default();
+            let by_mid = (self.junk_known(&old.inbox, &mid)? == Some(id))
+                .then(|| keys::junk_by_message_id(&old.inbox, &mid));
+            gone.push((id, key, by_mid));
+        }
+        let mut rec = old.clone();
+        rec.junk = false;
+        rec.status = Status::Open;
+        rec.closed_at = None;
+        if gone.is_empty() && rec == old {
+            return Ok(());
+        }
+        rec.updated = rec.updated.max(unix_now());
+        let conv_value = records::encode(TreeId::Conversations, &rec)?;
+        let bump = self.bump(true);
+        self.trees.all[..]
+            .transaction(|t| {
+                let tx = Tx(t);
+                for (id, key, by_mid) in &gone {
+                    tx.t(TreeId::Junk).remove(&keys::junk(*id)[..])?;
+                    tx.t(TreeId::JunkByMessage)
+                        .remove(&keys::junk_by_message(*key, *id)[..])?;
+                    if let Some(k) = by_mid {
+                        tx.t(TreeId::JunkByMessageId).remove(k.as_slice())?;
+                    }
+                }
+                tx.t(TreeId::Conversations)
+                    .insert(&keys::conversation(conv)[..], conv_value.as_slice())?;
+                bump.write(&tx)
+            })
+            .map_err(tx_error)?;
+        self.bumped(bump);
+        Ok(())
     }
 }

@@ -24,7 +24,7 @@
 //! (message key ++ junk id → empty: IMAP maps a `Junk` view entry back to its record) and
 //! `junk_by_message_id` (inbox ++ Message-ID → junk id: the same spam arriving again for
 //! the same inbox is kept once). A junk message is an ordinary `messages` record that no
-//! conversation names (or, after "move to Junk", one its trashed conversation names).
+//! conversation names (or, after "move to Junk", one its junk-marked conversation names).
 //!
 //! Quarantine (SPEC §7) is two trees: `quarantine` (quarantine id → `QuarantineRecord`)
 //! and `quarantine_by_message` (stripped message key ++ quarantine id → empty: a release
