@@ -64,6 +64,68 @@ fn next_id(last: u64) -> Result<u64, StoreError> {
         .ok_or_else(|| StoreError::Internal("junk ids exhausted".into()))
 }
 
+/// Data written before the conversation `junk` mark: "move to Junk" made junk records of
+/// a conversation's messages and trashed it, so "restore from Trash" left the mail in
+/// both Junk and INBOX. Once, on open: such a conversation still in the trash is marked
+/// junk (in Junk only); one already taken out of the trash keeps its place and loses the
+/// records. Idempotent, so a crash before the marker only repeats it.
+pub(super) fn migrate_trashed_junk(db: &sled::Db, trees: &Trees) -> Result<(), StoreError> {
+    let meta = trees.get(TreeId::Meta);
+    if meta.contains_key(keys::meta::JUNK_MARK_BUILT)? {
+        return Ok(());
+    }
+    let by_message = trees.get(TreeId::JunkByMessage);
+    let entries = by_message
+        .iter()
+        .keys()
+        .collect::<Result<Vec<_>, sled::Error>>()?;
+    for k in entries {
+        let msg = MessageKey(records::u64_at(TreeId::JunkByMessage, &k, &k, 0)?);
+        let id = JunkId(records::u64_at(TreeId::JunkByMessage, &k, &k, 8)?);
+        let Some(kv) = trees
+            .get(TreeId::MessageConvs)
+            .scan_prefix(keys::message_convs_prefix(msg))
+            .next()
+        else {
+            continue; // spam that never was in a conversation
+        };
+        let (ck, _) = kv?;
+        let conv = ConversationId(records::u64_at(TreeId::MessageConvs, &ck, &ck, 8)?);
+        let (Some(rec), Some(mut c)) = (
+            read_record(trees, id)?,
+            views::conversation_record(trees, conv)?,
+        ) else {
+            continue;
+        };
+        if c.junk || c.inbox != rec.inbox {
+            continue;
+        }
+        if c.status == Status::Trash {
+            c.junk = true;
+            trees.get(TreeId::Conversations).insert(
+                keys::conversation(conv),
+                records::encode(TreeId::Conversations, &c)?,
+            )?;
+            continue;
+        }
+        let mid = views::message_record(trees, msg)?
+            .map(|m| m.summary.message_id)
+            .unwrap_or_default();
+        if !message_id::index_form(&mid).is_empty() {
+            let k = keys::junk_by_message_id(&rec.inbox, &mid);
+            let held = trees.get(TreeId::JunkByMessageId).get(&k)?;
+            if held.is_some_and(|v| v.as_ref() == id.0.to_be_bytes()) {
+                trees.get(TreeId::JunkByMessageId).remove(k)?;
+            }
+        }
+        trees.get(TreeId::Junk).remove(keys::junk(id))?;
+        by_message.remove(&k)?;
+    }
+    meta.insert(keys::meta::JUNK_MARK_BUILT, &[][..])?;
+    db.flush()?;
+    Ok(())
+}
+
 /// JSON has no NaN or infinity: such a score is kept as 0.
 fn finite(score: f64) -> f64 {
     if score.is_finite() { score } else { 0.0 }

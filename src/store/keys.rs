@@ -178,6 +178,9 @@ pub mod meta {
     pub const LAST_QUEUE_ID: &[u8] = b"last_queue_id";
     /// Value: `u64` BE, the last junk id handed out (0 = none yet).
     pub const LAST_JUNK_ID: &[u8] = b"last_junk_id";
+    /// Present (empty value) once junk records of data written before the conversation
+    /// `junk` mark are made consistent with it (`junk::migrate_trashed_junk`).
+    pub const JUNK_MARK_BUILT: &[u8] = b"junk_mark_built";
     /// Value: `u64` BE, the last quarantine id handed out (0 = none yet).
     pub const LAST_QUARANTINE_ID: &[u8] = b"last_quarantine_id";
 }

@@ -281,6 +281,64 @@ async fn mark_junk_takes_inbound_messages_and_hides_the_conversation() -> TestRe
     Ok(())
 }
 
+/// Data from before the `junk` mark: "move to Junk" trashed the conversation, and a
+/// restore from Trash left its mail in Junk too. Reopening puts each message in one place.
+#[tokio::test]
+async fn junk_from_before_the_mark_is_made_one_place_on_open() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = open(dir.path())?;
+    let trashed = stored(
+        &store
+            .ingest(simple("a", "in1@x", T0, "c@x", new_conv()))
+            .await?,
+        0,
+    )
+    .0;
+    let o2 = store
+        .ingest(simple("a", "in2@x", T0 + 1, "d@x", new_conv()))
+        .await?;
+    let (restored, k2) = (stored(&o2, 0).0, key(&o2)?);
+    store
+        .mark_junk(trashed, "moved to Junk by bob".into())
+        .await?;
+    store
+        .mark_junk(restored, "moved to Junk by bob".into())
+        .await?;
+    // What the old "move to Junk" wrote, then a restore of the second from Trash.
+    let t = &store.inner.trees;
+    for (conv, status) in [(trashed, Status::Trash), (restored, Status::Open)] {
+        let mut rec = views::conversation_record(t, conv)?.ok_or("no conversation")?;
+        rec.junk = false;
+        rec.status = status;
+        t.get(TreeId::Conversations).insert(
+            keys::conversation(conv),
+            records::encode(TreeId::Conversations, &rec)?,
+        )?;
+    }
+    t.get(TreeId::Meta).remove(keys::meta::JUNK_MARK_BUILT)?;
+    store.close().await?;
+
+    let (store, _) = open(dir.path())?;
+    let trash = TeamView::Trash {
+        inboxes: vec!["a".into()],
+    };
+    assert!(store.sync_view(&trash).await?.entries.is_empty());
+    let info = store.conversation_info(trashed)?.ok_or("no conversation")?;
+    assert!(info.junk, "still in the trash: it was junk");
+    let list = store.junk_list()?;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].message_id, "in1@x");
+    assert_eq!(store.junk_of_message(k2)?, None, "restored: not junk");
+    let inbox = TeamView::Open {
+        inboxes: vec!["a".into()],
+    };
+    assert_eq!(messages(&store.sync_view(&inbox).await?), vec![k2]);
+    let listed: Vec<ConversationId> = store.list_conversations()?.iter().map(|c| c.id).collect();
+    assert_eq!(listed, vec![restored]);
+    store.close().await?;
+    Ok(())
+}
+
 fn hits() -> Vec<QuarantineHit> {
     vec![
         QuarantineHit {
