@@ -111,6 +111,21 @@ async fn issue_11_deleting_a_draft_moves_it_out_of_drafts_and_clears_replying() 
     assert_eq!(exists(&bob.ok("SELECT Trash").await), 0);
     // The conversation itself stayed open.
     assert_eq!(exists(&bob.ok("SELECT INBOX").await), 1);
+
+    // A client without MOVE deletes by COPY + \Deleted + EXPUNGE: the COPY copies nothing.
+    alice.ok("CREATE Personal/Notes").await;
+    let tagged = append(&mut alice, "a1", "Personal/Notes", "\\Seen", &draft).await;
+    assert!(tagged.starts_with("a1 OK"), "{tagged}");
+    alice.ok("SELECT Personal/Notes").await;
+    let (_, tagged) = alice.run("COPY 1 Trash").await;
+    assert!(
+        tagged.contains(" OK ") && !tagged.contains("COPYUID"),
+        "{tagged}"
+    );
+    alice.ok("STORE 1 +FLAGS (\\Deleted)").await;
+    assert!(has(&alice.ok("EXPUNGE").await, "* 1 EXPUNGE"));
+    assert_eq!(exists(&alice.ok("SELECT Personal/Notes").await), 0);
+    assert_eq!(exists(&alice.ok("SELECT Trash").await), 0);
     d.stop().await;
 }
 

@@ -5,7 +5,8 @@
 //! is a team view of trashed conversations (GUIDE §0b) and a private message belongs to
 //! none, so it cannot live there without giving Trash a per-agent part. The MOVE removes
 //! it from its folder (a draft stops marking its conversation `$Replying`), answers
-//! without COPYUID (there is no target UID), and never shows it to teammates.
+//! without COPYUID (there is no target UID), and never shows it to teammates; a COPY
+//! there copies nothing, so a client's COPY + `\Deleted` + EXPUNGE deletes it as well.
 
 use std::collections::BTreeSet;
 
@@ -235,10 +236,12 @@ impl Session {
                         .await?;
                 }
                 let untagged = self.sync().await?;
-                return Ok(done(
-                    untagged,
-                    format!("{verb} completed (private messages are deleted, not kept in Trash)"),
-                ));
+                let what = if is_move {
+                    "deleted: Trash keeps no private messages"
+                } else {
+                    "nothing copied: Trash keeps no private messages"
+                };
+                return Ok(done(untagged, format!("{verb} completed ({what})")));
             }
             (Target::Team(_), false) => {
                 // A private message dragged into a team inbox: intake (SPEC §5 APPEND rule).
