@@ -17,9 +17,9 @@ use crate::{
     metrics::Metrics,
     reload::Reloadable,
     store::{
-        ConversationAction, Delivery, DeliveryOutcome, Direction, IncomingMessage, IngestOutcome,
-        JunkId, MessageKey, NewJunk, QuarantineHit, QuarantinedOriginal, Status, Store, StoreError,
-        ThreadDecision, ThreadLookup,
+        Delivery, DeliveryOutcome, Direction, IncomingMessage, IngestOutcome, JunkId, MessageKey,
+        NewJunk, QuarantineHit, QuarantinedOriginal, Status, Store, StoreError, ThreadDecision,
+        ThreadLookup,
     },
     threading::{self, ThreadInput},
 };
@@ -323,25 +323,24 @@ impl Ingest {
             .deliver(&envelope, raw, "", None, item.received_at, id.0)
             .await?;
         // Marked as spam from a conversation (IMAP "move to Junk"): the message is still
-        // in that conversation, which went to the trash; "not spam" brings it back.
+        // in that conversation, which is marked junk (or, before that mark existed, went
+        // to the trash); "not spam" brings the whole conversation back and takes all of
+        // its mail out of Junk (SPEC §3: one place).
         if let Accepted::Stored(outcome) = &accepted {
             for (_, o) in &outcome.deliveries {
                 if let DeliveryOutcome::Duplicate { conversation } = o
                     && self
                         .store
                         .conversation_info(*conversation)?
-                        .is_some_and(|c| c.status == Status::Trash)
+                        .is_some_and(|c| c.junk || c.status == Status::Trash)
                 {
-                    self.store
-                        .conversation_action(
-                            *conversation,
-                            ConversationAction::SetStatus(Status::Open),
-                        )
-                        .await?;
+                    self.store.unmark_junk(*conversation).await?;
                 }
             }
         }
-        self.store.junk_remove(id).await?;
+        if self.store.junk_item(id)?.is_some() {
+            self.store.junk_remove(id).await?;
+        }
         Ok(accepted)
     }
 }

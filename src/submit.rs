@@ -390,15 +390,36 @@ impl Submit {
         Ok(())
     }
 
+    /// The message of `conv` with this Message-ID (the one logged when it was sent).
+    fn logged_copy(&self, conv: ConversationId, id: &str) -> Result<Option<MessageKey>, Reply> {
+        let keys = self
+            .store
+            .message_keys(conv)
+            .map_err(|_| Reply::local_error())?;
+        for key in keys {
+            if self
+                .store
+                .message_meta(key)
+                .map_err(|_| Reply::local_error())?
+                .is_some_and(|m| m.message_id.eq_ignore_ascii_case(id))
+            {
+                return Ok(Some(key));
+            }
+        }
+        Ok(None)
+    }
+
     /// The copy of a sent message a client APPENDs to `Sent`: recognised by Message-ID
     /// when it was submitted here (not stored twice); otherwise logged as sent by the
-    /// agent, without sending it. Returns the stored message.
+    /// agent, without sending it. Returns the stored message, which for a recognised copy
+    /// is the message as it was sent (with teamgate's `[#n]` tag, `X-Loop`, …), not the
+    /// appended bytes, and whether it was recognised.
     pub async fn record_sent_copy(
         &self,
         agent: &str,
         raw: Vec<u8>,
         now: i64,
-    ) -> Result<MessageKey, Reply> {
+    ) -> Result<(MessageKey, bool), Reply> {
         let config = self.config.current();
         let (raw, facts) = analyze(raw, "").await?;
         let inbox = sending_inbox(&config, agent, &facts)?;
@@ -407,22 +428,9 @@ impl Submit {
                 .store
                 .conversation_for_message(&inbox, id)
                 .map_err(|_| Reply::local_error())?
+            && let Some(key) = self.logged_copy(conv, id)?
         {
-            let keys = self
-                .store
-                .message_keys(conv)
-                .map_err(|_| Reply::local_error())?;
-            for key in keys {
-                if self
-                    .store
-                    .message_meta(key)
-                    .ok()
-                    .flatten()
-                    .is_some_and(|m| m.message_id.eq_ignore_ascii_case(id))
-                {
-                    return Ok(key);
-                }
-            }
+            return Ok((key, true));
         }
         let conversation = self.find_conversation(&inbox, &facts)?;
         let rcpts = facts
@@ -450,14 +458,16 @@ impl Submit {
             )
             .await?
         {
-            Logged::New(_, key) => Ok(key),
-            Logged::Duplicate(conv) => {
-                let keys = self
-                    .store
-                    .message_keys(conv)
-                    .map_err(|_| Reply::local_error())?;
-                keys.last().copied().ok_or_else(Reply::local_error)
-            }
+            Logged::New(_, key) => Ok((key, false)),
+            // Logged meanwhile: the copy with its Message-ID, not just any message.
+            Logged::Duplicate(conv) => facts
+                .message_id
+                .as_deref()
+                .map(|id| self.logged_copy(conv, id))
+                .transpose()?
+                .flatten()
+                .map(|key| (key, true))
+                .ok_or_else(Reply::local_error),
         }
     }
 

@@ -294,6 +294,7 @@ mod tests {
                     customer: Some(customer.to_string()),
                     participants: participants.iter().map(|p| p.to_string()).collect(),
                     former_inboxes: Vec::new(),
+                    junk: false,
                 },
             );
             id

@@ -1238,14 +1238,12 @@ async fn imap_junk_gestures_mark_and_release() {
     let conv = store.list_conversations().unwrap()[0].id;
     let mut imap = d.imap_as("alice", "alice-password").await;
     imap.ok("SELECT INBOX").await;
-    // Move to Junk = spam: out of the inbox, into Junk, conversation in the trash.
+    // Move to Junk = spam: out of the inbox, into Junk only (not the trash, not the list).
     let moved = imap.ok("MOVE 1 Junk").await;
     assert!(moved.iter().any(|l| l == "* 1 EXPUNGE"), "{moved:?}");
     assert_eq!(store.junk_list().unwrap().len(), 1);
-    assert_eq!(
-        store.conversation_info(conv).unwrap().unwrap().status,
-        teamgate::store::Status::Trash
-    );
+    assert!(store.conversation_info(conv).unwrap().unwrap().junk);
+    assert!(store.list_conversations().unwrap().is_empty());
     let junk = imap.ok("SELECT Junk").await;
     assert!(junk.iter().any(|l| l == "* 1 EXISTS"), "{junk:?}");
     // Move out of Junk = not spam: threaded normally (back into its conversation).

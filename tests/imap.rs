@@ -761,3 +761,5 @@ async fn templates_are_shared_by_the_members_of_an_inbox() {
     assert!(status[0].contains("MESSAGES 0"), "{status:?}");
     d.stop().await;
 }
+
+mod thunderbird;

@@ -1,7 +1,7 @@
 //! Conversation actions on the writer (`Store::conversation_action`): status (closing
 //! records `closed_at`), assignee, and transfer to another inbox, which copies the
 //! conversation's threading index entries to the new inbox ([`Rekey`]) in the same
-//! transaction.
+//! transaction. Every action that changes the record moves its `updated` forward.
 
 use crate::mail::message_id;
 use sled::Transactional;
@@ -68,6 +68,8 @@ impl WriterState {
         if rec == old {
             return Ok(());
         }
+        // SPEC §8: `updated` follows the agents' actions too, never going back.
+        rec.updated = rec.updated.max(unix_now());
         let k = keys::conversation(id);
         let value = records::encode(TreeId::Conversations, &rec)?;
         let bump = self.bump(true);

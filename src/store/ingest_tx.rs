@@ -409,6 +409,7 @@ fn store_delivery(
                 updated: at,
                 closed_at: None,
                 former_inboxes: BTreeSet::new(),
+                junk: false,
             };
             (rec, true, false)
         }

@@ -2,7 +2,10 @@
 //! message record that no conversation names, with a `JunkRecord` saying for which inbox,
 //! why and with what score; it creates no contact and never reaches a conversation view.
 //! "Move to Junk" on a conversation makes junk records of its inbound messages (same
-//! message keys, no bytes copied) and puts the conversation in the trash.
+//! message keys, no bytes copied) and marks the conversation `junk`: it leaves every
+//! view (Trash too), `conversations list` and threading, so its mail is in Junk only.
+//! "Not spam" ([`Store::unmark_junk`]) removes all of its junk records and opens it
+//! again, so its mail is in the conversation only (SPEC §3: exactly one place).
 //!
 //! The `Junk` team view ([`TeamView::Junk`]) lists the junk records of its inboxes (its
 //! entries are computed with the other views', in `uid_space.rs`); they carry no
@@ -59,6 +62,68 @@ fn last_id(trees: &Trees) -> Result<u64, StoreError> {
 fn next_id(last: u64) -> Result<u64, StoreError> {
     last.checked_add(1)
         .ok_or_else(|| StoreError::Internal("junk ids exhausted".into()))
+}
+
+/// Data written before the conversation `junk` mark: "move to Junk" made junk records of
+/// a conversation's messages and trashed it, so "restore from Trash" left the mail in
+/// both Junk and INBOX. Once, on open: such a conversation still in the trash is marked
+/// junk (in Junk only); one already taken out of the trash keeps its place and loses the
+/// records. Idempotent, so a crash before the marker only repeats it.
+pub(super) fn migrate_trashed_junk(db: &sled::Db, trees: &Trees) -> Result<(), StoreError> {
+    let meta = trees.get(TreeId::Meta);
+    if meta.contains_key(keys::meta::JUNK_MARK_BUILT)? {
+        return Ok(());
+    }
+    let by_message = trees.get(TreeId::JunkByMessage);
+    let entries = by_message
+        .iter()
+        .keys()
+        .collect::<Result<Vec<_>, sled::Error>>()?;
+    for k in entries {
+        let msg = MessageKey(records::u64_at(TreeId::JunkByMessage, &k, &k, 0)?);
+        let id = JunkId(records::u64_at(TreeId::JunkByMessage, &k, &k, 8)?);
+        let Some(kv) = trees
+            .get(TreeId::MessageConvs)
+            .scan_prefix(keys::message_convs_prefix(msg))
+            .next()
+        else {
+            continue; // spam that never was in a conversation
+        };
+        let (ck, _) = kv?;
+        let conv = ConversationId(records::u64_at(TreeId::MessageConvs, &ck, &ck, 8)?);
+        let (Some(rec), Some(mut c)) = (
+            read_record(trees, id)?,
+            views::conversation_record(trees, conv)?,
+        ) else {
+            continue;
+        };
+        if c.junk || c.inbox != rec.inbox {
+            continue;
+        }
+        if c.status == Status::Trash {
+            c.junk = true;
+            trees.get(TreeId::Conversations).insert(
+                keys::conversation(conv),
+                records::encode(TreeId::Conversations, &c)?,
+            )?;
+            continue;
+        }
+        let mid = views::message_record(trees, msg)?
+            .map(|m| m.summary.message_id)
+            .unwrap_or_default();
+        if !message_id::index_form(&mid).is_empty() {
+            let k = keys::junk_by_message_id(&rec.inbox, &mid);
+            let held = trees.get(TreeId::JunkByMessageId).get(&k)?;
+            if held.is_some_and(|v| v.as_ref() == id.0.to_be_bytes()) {
+                trees.get(TreeId::JunkByMessageId).remove(k)?;
+            }
+        }
+        trees.get(TreeId::Junk).remove(keys::junk(id))?;
+        by_message.remove(&k)?;
+    }
+    meta.insert(keys::meta::JUNK_MARK_BUILT, &[][..])?;
+    db.flush()?;
+    Ok(())
 }
 
 /// JSON has no NaN or infinity: such a score is kept as 0.
@@ -160,7 +225,7 @@ impl Store {
     /// IMAP "move to Junk": each inbound message of the conversation becomes a junk record
     /// of the conversation's inbox (same message key, no bytes copied; score 0, this
     /// reason; a message already junk for that inbox keeps its record), and the
-    /// conversation goes to the trash — one transaction. Returns the records' ids in the
+    /// conversation is marked junk (out of every view and list) — one transaction. Returns the records' ids in the
     /// conversation's message order. `NotFound` if the conversation does not exist.
     pub async fn mark_junk(
         &self,
@@ -169,6 +234,17 @@ impl Store {
     ) -> Result<Vec<JunkId>, StoreError> {
         match self.op(Op::MarkJunk { conv, reason }).await? {
             OpOutput::JunkIds(ids) => Ok(ids),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// "Not spam" for a conversation judged spam (or, from before the `junk` mark, put in
+    /// the trash by "move to Junk"): every junk record of its messages for its inbox goes,
+    /// and it is open again — one transaction. `NotFound` if the conversation does not
+    /// exist.
+    pub async fn unmark_junk(&self, conv: ConversationId) -> Result<(), StoreError> {
+        match self.op(Op::UnmarkJunk(conv)).await? {
+            OpOutput::Done => Ok(()),
             other => Err(unexpected(other)),
         }
     }
@@ -359,11 +435,11 @@ impl WriterState {
             new.push((rec, value, by_mid));
         }
         let mut rec = old.clone();
-        rec.status = Status::Trash;
-        rec.closed_at = None;
+        rec.junk = true;
         if new.is_empty() && rec == old {
             return Ok(ids);
         }
+        rec.updated = rec.updated.max(at);
         let conv_value = records::encode(TreeId::Conversations, &rec)?;
         let bump = self.bump(true);
         self.trees.all[..]
@@ -387,5 +463,51 @@ impl WriterState {
             .map_err(tx_error)?;
         self.bumped(bump);
         Ok(ids)
+    }
+
+    pub(super) fn unmark_junk(&mut self, conv: ConversationId) -> Result<(), StoreError> {
+        let old = views::conversation_record(&self.trees, conv)?
+            .ok_or_else(|| StoreError::NotFound(format!("conversation {}", conv.0)))?;
+        // (record id, message key, junk_by_message_id key it holds)
+        let mut gone = Vec::new();
+        for key in views::message_keys(&self.trees, conv)? {
+            let Some(id) = self.junk_of(key, &old.inbox)? else {
+                continue;
+            };
+            let mid = views::message_record(&self.trees, key)?
+                .map(|m| m.summary.message_id)
+                .unwrap_or_default();
+            let by_mid = (self.junk_known(&old.inbox, &mid)? == Some(id))
+                .then(|| keys::junk_by_message_id(&old.inbox, &mid));
+            gone.push((id, key, by_mid));
+        }
+        let mut rec = old.clone();
+        rec.junk = false;
+        rec.status = Status::Open;
+        rec.closed_at = None;
+        if gone.is_empty() && rec == old {
+            return Ok(());
+        }
+        rec.updated = rec.updated.max(unix_now());
+        let conv_value = records::encode(TreeId::Conversations, &rec)?;
+        let bump = self.bump(true);
+        self.trees.all[..]
+            .transaction(|t| {
+                let tx = Tx(t);
+                for (id, key, by_mid) in &gone {
+                    tx.t(TreeId::Junk).remove(&keys::junk(*id)[..])?;
+                    tx.t(TreeId::JunkByMessage)
+                        .remove(&keys::junk_by_message(*key, *id)[..])?;
+                    if let Some(k) = by_mid {
+                        tx.t(TreeId::JunkByMessageId).remove(k.as_slice())?;
+                    }
+                }
+                tx.t(TreeId::Conversations)
+                    .insert(&keys::conversation(conv)[..], conv_value.as_slice())?;
+                bump.write(&tx)
+            })
+            .map_err(tx_error)?;
+        self.bumped(bump);
+        Ok(())
     }
 }

@@ -24,7 +24,7 @@
 //! (message key ++ junk id → empty: IMAP maps a `Junk` view entry back to its record) and
 //! `junk_by_message_id` (inbox ++ Message-ID → junk id: the same spam arriving again for
 //! the same inbox is kept once). A junk message is an ordinary `messages` record that no
-//! conversation names (or, after "move to Junk", one its trashed conversation names).
+//! conversation names (or, after "move to Junk", one its junk-marked conversation names).
 //!
 //! Quarantine (SPEC §7) is two trees: `quarantine` (quarantine id → `QuarantineRecord`)
 //! and `quarantine_by_message` (stripped message key ++ quarantine id → empty: a release
@@ -178,6 +178,9 @@ pub mod meta {
     pub const LAST_QUEUE_ID: &[u8] = b"last_queue_id";
     /// Value: `u64` BE, the last junk id handed out (0 = none yet).
     pub const LAST_JUNK_ID: &[u8] = b"last_junk_id";
+    /// Present (empty value) once junk records of data written before the conversation
+    /// `junk` mark are made consistent with it (`junk::migrate_trashed_junk`).
+    pub const JUNK_MARK_BUILT: &[u8] = b"junk_mark_built";
     /// Value: `u64` BE, the last quarantine id handed out (0 = none yet).
     pub const LAST_QUARANTINE_ID: &[u8] = b"last_quarantine_id";
 }

@@ -27,7 +27,8 @@ pub fn utc_year(t: i64) -> Option<i32> {
 /// The decision for a whole conversation (so a sync reads message records only when the
 /// answer depends on the direction).
 pub fn membership(view: &TeamView, conv: &ConversationRecord) -> Membership {
-    if !view.inboxes().contains(&conv.inbox) {
+    // A conversation judged spam is in Junk only, as junk records (`junk.rs`).
+    if conv.junk || !view.inboxes().contains(&conv.inbox) {
         return Membership::None;
     }
     let open = conv.status == Status::Open;
@@ -93,6 +94,7 @@ mod tests {
             updated: Y2024,
             closed_at: (status == Status::Closed).then_some(Y2025),
             former_inboxes: BTreeSet::new(),
+            junk: false,
         }
     }
 

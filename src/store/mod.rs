@@ -19,7 +19,7 @@
 //! ([`Store::subscribe`]) for IDLE.
 //!
 //! Spam and attachments (SPEC §7): junk records ([`junk`]: `Store::junk`, `mark_junk`,
-//! the `Junk` view) and quarantine records ([`quarantine`]: originals kept whole, released
+//! `unmark_junk`, the `Junk` view; a conversation marked junk is in no other view) and quarantine records ([`quarantine`]: originals kept whole, released
 //! as a new revision of the conversation's message) point at ordinary message records.
 //!
 //! Backups (`backup.rs`, layout in `backup_format.rs`): [`Store::backup_snapshot`] exports
@@ -178,6 +178,7 @@ impl Store {
         let trees = Trees::open(&db)?;
         check_schema(&db, &trees)?;
         build_message_convs(&db, &trees)?;
+        junk::migrate_trashed_junk(&db, &trees)?;
         let (report, last) = recovery::recover(&trees, &segments_dir)?;
         let segments = blobs::SegmentWriter::open(&segments_dir, opts.segment_max_bytes, last)
             .map_err(|e| StoreError::io("opening the last segment", e))?;

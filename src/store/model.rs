@@ -115,6 +115,9 @@ pub struct ConversationInfo {
     /// Inboxes it was transferred out of: mail to their addresses still threads into it.
     #[serde(default)]
     pub former_inboxes: Vec<String>,
+    /// Judged spam by an agent: in Junk only, until "not spam".
+    #[serde(default)]
+    pub junk: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,7 +40,9 @@ pub struct ConversationRecord {
     /// Normalised emails from From/To/Cc of its messages; a set so the record stays small.
     pub participants: BTreeSet<String>,
     pub created: i64,
-    /// `received_at` of the newest message.
+    /// Last activity (unix seconds): the newest message's `received_at`, or the last
+    /// conversation action (close, reopen, assign, transfer, trash, restore, junk), so
+    /// `conversations list` orders and reports it as agents worked it (SPEC §8 `updated`).
     pub updated: i64,
     /// When it was last closed (unix seconds), while its status is closed: the
     /// `Closed/<year>` views file it by this. Records written before it existed (or
@@ -50,6 +52,11 @@ pub struct ConversationRecord {
     /// Inboxes it was transferred out of; their threading index entries still point here.
     #[serde(default)]
     pub former_inboxes: BTreeSet<String>,
+    /// Judged spam by an agent ("move to Junk"): its inbound messages are junk records and
+    /// the conversation is in no view, no `conversations list` and no threading decision
+    /// until "not spam" clears it (SPEC §3: a message is in exactly one place).
+    #[serde(default)]
+    pub junk: bool,
 }
 
 /// `uid_spaces` value: one mailbox's UID space.

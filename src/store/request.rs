@@ -81,6 +81,7 @@ pub enum Op {
         conv: ConversationId,
         reason: String,
     },
+    UnmarkJunk(ConversationId),
     QuarantineRelease(QuarantineId),
 }
 

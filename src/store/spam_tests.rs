@@ -172,7 +172,7 @@ async fn junk_records_view_remove_and_reopen() -> TestResult {
 }
 
 #[tokio::test]
-async fn mark_junk_takes_inbound_messages_and_trashes() -> TestResult {
+async fn mark_junk_takes_inbound_messages_and_hides_the_conversation() -> TestResult {
     let dir = tempfile::tempdir()?;
     let (store, _) = open(dir.path())?;
     let o1 = store
@@ -205,8 +205,15 @@ async fn mark_junk_takes_inbound_messages_and_trashes() -> TestResult {
     assert_eq!(ids, vec![JunkId(1), JunkId(2)]);
     assert!(store.change_counter() > change);
 
+    // In Junk only: not in the trash, not in `conversations list` (SPEC §3, §8).
     let info = store.conversation_info(c)?.ok_or("no conversation")?;
-    assert_eq!(info.status, Status::Trash);
+    assert!(info.junk);
+    assert_eq!(
+        info.status,
+        Status::Open,
+        "its status is kept for \"not spam\""
+    );
+    assert!(store.list_conversations()?.iter().all(|l| l.id != c));
     assert_eq!(
         store.conversation_info(other)?.ok_or("no other")?.status,
         Status::Open
@@ -234,7 +241,11 @@ async fn mark_junk_takes_inbound_messages_and_trashes() -> TestResult {
     let trash = TeamView::Trash {
         inboxes: vec!["a".into()],
     };
-    assert_eq!(store.sync_view(&trash).await?.entries.len(), 4);
+    assert!(store.sync_view(&trash).await?.entries.is_empty());
+    let inbox_a = TeamView::Open {
+        inboxes: vec!["a".into()],
+    };
+    assert_eq!(store.sync_view(&inbox_a).await?.entries.len(), 1, "other");
 
     // Again: the same records, nothing new.
     let change = store.change_counter();
@@ -252,6 +263,78 @@ async fn mark_junk_takes_inbound_messages_and_trashes() -> TestResult {
     assert_eq!(messages(&store.sync_view(&junk_a).await?), vec![k1, k2]);
     store.junk_remove(ids[0]).await?;
     assert_eq!(messages(&store.sync_view(&junk_a).await?), vec![k2]);
+
+    // "Not spam": every record of the conversation goes, and it is open in its views.
+    store.unmark_junk(c).await?;
+    assert!(store.junk_list()?.is_empty());
+    assert_eq!(store.junk_of_message(k2)?, None);
+    assert!(store.sync_view(&junk_a).await?.entries.is_empty());
+    assert_eq!(store.sync_view(&inbox_a).await?.entries.len(), 5);
+    let info = store.conversation_info(c)?.ok_or("no conversation")?;
+    assert!(!info.junk);
+    assert!(store.list_conversations()?.iter().any(|l| l.id == c));
+    assert!(matches!(
+        store.unmark_junk(ConversationId(99)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.close().await?;
+    Ok(())
+}
+
+/// Data from before the `junk` mark: "move to Junk" trashed the conversation, and a
+/// restore from Trash left its mail in Junk too. Reopening puts each message in one place.
+#[tokio::test]
+async fn junk_from_before_the_mark_is_made_one_place_on_open() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = open(dir.path())?;
+    let trashed = stored(
+        &store
+            .ingest(simple("a", "in1@x", T0, "c@x", new_conv()))
+            .await?,
+        0,
+    )
+    .0;
+    let o2 = store
+        .ingest(simple("a", "in2@x", T0 + 1, "d@x", new_conv()))
+        .await?;
+    let (restored, k2) = (stored(&o2, 0).0, key(&o2)?);
+    store
+        .mark_junk(trashed, "moved to Junk by bob".into())
+        .await?;
+    store
+        .mark_junk(restored, "moved to Junk by bob".into())
+        .await?;
+    // What the old "move to Junk" wrote, then a restore of the second from Trash.
+    let t = &store.inner.trees;
+    for (conv, status) in [(trashed, Status::Trash), (restored, Status::Open)] {
+        let mut rec = views::conversation_record(t, conv)?.ok_or("no conversation")?;
+        rec.junk = false;
+        rec.status = status;
+        t.get(TreeId::Conversations).insert(
+            keys::conversation(conv),
+            records::encode(TreeId::Conversations, &rec)?,
+        )?;
+    }
+    t.get(TreeId::Meta).remove(keys::meta::JUNK_MARK_BUILT)?;
+    store.close().await?;
+
+    let (store, _) = open(dir.path())?;
+    let trash = TeamView::Trash {
+        inboxes: vec!["a".into()],
+    };
+    assert!(store.sync_view(&trash).await?.entries.is_empty());
+    let info = store.conversation_info(trashed)?.ok_or("no conversation")?;
+    assert!(info.junk, "still in the trash: it was junk");
+    let list = store.junk_list()?;
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].message_id, "in1@x");
+    assert_eq!(store.junk_of_message(k2)?, None, "restored: not junk");
+    let inbox = TeamView::Open {
+        inboxes: vec!["a".into()],
+    };
+    assert_eq!(messages(&store.sync_view(&inbox).await?), vec![k2]);
+    let listed: Vec<ConversationId> = store.list_conversations()?.iter().map(|c| c.id).collect();
+    assert_eq!(listed, vec![restored]);
     store.close().await?;
     Ok(())
 }

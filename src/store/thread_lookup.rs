@@ -67,8 +67,13 @@ impl ThreadLookup for IndexLookup<'_> {
         self.keep(r)
     }
 
+    /// A conversation judged spam takes no new mail: a reply to it starts its own
+    /// conversation, visible to the team, instead of vanishing into a hidden one.
     fn conversation(&self, id: ConversationId) -> Option<ConversationInfo> {
-        self.keep(views::conversation_record(self.trees, id).map(|r| r.map(|r| r.info())))
+        self.keep(
+            views::conversation_record(self.trees, id)
+                .map(|r| r.filter(|r| !r.junk).map(|r| r.info())),
+        )
     }
 
     fn by_thread_index(&self, inbox: &str, key: &[u8]) -> Option<ConversationId> {

@@ -33,6 +33,7 @@ impl ConversationRecord {
             customer: self.customer.clone(),
             participants: self.participants.iter().cloned().collect(),
             former_inboxes: self.former_inboxes.iter().cloned().collect(),
+            junk: self.junk,
         }
     }
 }
@@ -116,17 +117,19 @@ fn message_view(m: &MessageRecord) -> MessageJson {
     }
 }
 
+/// Every conversation but those judged spam (SPEC §8: spam is in `junk list` only).
 pub fn list_conversations(trees: &Trees) -> Result<Vec<ConversationJson>, StoreError> {
-    trees
-        .get(TreeId::Conversations)
-        .iter()
-        .map(|kv| {
-            let (k, v) = kv?;
-            let rec: ConversationRecord = records::decode(TreeId::Conversations, &k, &v)?;
-            let msgs = messages_of(trees, rec.id)?;
-            Ok(conversation_view(&rec, &msgs))
-        })
-        .collect()
+    let mut out = Vec::new();
+    for kv in trees.get(TreeId::Conversations).iter() {
+        let (k, v) = kv?;
+        let rec: ConversationRecord = records::decode(TreeId::Conversations, &k, &v)?;
+        if rec.junk {
+            continue;
+        }
+        let msgs = messages_of(trees, rec.id)?;
+        out.push(conversation_view(&rec, &msgs));
+    }
+    Ok(out)
 }
 
 pub fn conversation_detail(

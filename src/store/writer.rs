@@ -372,6 +372,7 @@ impl WriterState {
             Op::Junk(j) => self.junk_add(j, loc).map(OpOutput::Junk),
             Op::JunkRemove(id) => self.junk_remove(*id).map(|()| OpOutput::Done),
             Op::MarkJunk { conv, reason } => self.mark_junk(*conv, reason).map(OpOutput::JunkIds),
+            Op::UnmarkJunk(conv) => self.unmark_junk(*conv).map(|()| OpOutput::Done),
             Op::QuarantineRelease(id) => self.quarantine_release(*id).map(OpOutput::Released),
         }
     }

@@ -1,5 +1,10 @@
 //! APPEND, and `intake`: a message an agent puts into a team inbox enters as if it came
 //! by SMTP (SPEC §5); into `Drafts` it may mark a reply in progress, into `Sent` it logs.
+//!
+//! A copy APPENDed to `Sent` of a reply submitted here is not stored again: the client's
+//! flags go on the logged reply (per agent where they are per agent), and APPENDUID
+//! names that reply, i.e. the message as it was sent, with teamgate's changes (`[#n]` in
+//! the subject, `X-Loop`, expanded placeholders), not the appended bytes.
 
 use std::num::NonZeroU32;
 
@@ -18,7 +23,7 @@ use crate::{
         wire::{flags_of, mailbox_name},
     },
     mail::envelope::{Envelope, Recipient},
-    store::{MessageKey, TeamView},
+    store::{FlagOp, Flags, MessageKey, TeamView},
 };
 
 impl Session {
@@ -48,6 +53,7 @@ impl Session {
         if raw.len() > max {
             return Err(no(Some("TOOBIG"), format!("message exceeds {max} bytes")));
         }
+        let mut completed = "APPEND completed";
         let (validity, uid) = match &info.target {
             Some(Target::Folder(folder)) => {
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -102,12 +108,24 @@ impl Session {
                 // and not stored twice; a message sent some other way is logged as sent.
                 let agent = self.agent()?.login.clone();
                 let now = time::OffsetDateTime::now_utc().unix_timestamp();
-                let key = self
+                let (key, recognised) = self
                     .ctx
                     .submit
                     .record_sent_copy(&agent, raw, now)
                     .await
                     .map_err(|r| no(None, r.text))?;
+                // RFC 3501 §6.3.11: the flags the client appends with (Thunderbird's
+                // `\Seen`) are set on the stored copy, per agent where they are per agent.
+                let wanted = flags_of(flags);
+                if wanted != Flags::default() {
+                    self.ctx
+                        .store
+                        .store_flags(&agent, vec![key], FlagOp::Add, wanted)
+                        .await?;
+                }
+                if recognised {
+                    completed = "APPEND completed (logged when it was sent; Sent keeps that copy)";
+                }
                 let snapshot = self.ctx.store.sync_view(view).await?;
                 let uid = snapshot
                     .entries
@@ -126,14 +144,13 @@ impl Session {
             }
         };
         let untagged = self.sync().await?;
-        let mut answer = done(untagged, "APPEND completed");
+        let mut answer = done(untagged, completed);
+        // RFC 4315 §3: APPENDUID names the stored message; for a recognised Sent copy that
+        // is the message as sent, whose bytes may differ from the appended ones.
         if let (Some(uid_validity), Some(uid)) = (NonZeroU32::new(validity), NonZeroU32::new(uid)) {
-            answer.status = Status::ok(
-                None,
-                Some(Code::AppendUid { uid_validity, uid }),
-                "APPEND completed",
-            )
-            .map_err(bad)?;
+            answer.status =
+                Status::ok(None, Some(Code::AppendUid { uid_validity, uid }), completed)
+                    .map_err(bad)?;
         }
         Ok(answer)
     }

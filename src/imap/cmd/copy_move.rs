@@ -1,5 +1,12 @@
 //! COPY, MOVE and EXPUNGE. Between team views these are conversation gestures (`act`:
 //! open, close, assign, trash, junk; SPEC §5), not message copies; folders hold copies.
+//!
+//! A private message (a draft, a `Personal/…` message) moved to `Trash` is deleted: Trash
+//! is a team view of trashed conversations (GUIDE §0b) and a private message belongs to
+//! none, so it cannot live there without giving Trash a per-agent part. The MOVE removes
+//! it from its folder (a draft stops marking its conversation `$Replying`), answers
+//! without COPYUID (there is no target UID), and never shows it to teammates; a COPY
+//! there copies nothing, so a client's COPY + `\Deleted` + EXPUNGE deletes it as well.
 
 use std::collections::BTreeSet;
 
@@ -157,6 +164,8 @@ impl Session {
                     let mut released = Vec::new();
                     for (src, e) in &entries {
                         let Some(id) = self.ctx.store.junk_of_message(e.message)? else {
+                            // Released with an earlier message of its conversation.
+                            released.push((*src, e.message));
                             continue;
                         };
                         let accepted = self
@@ -215,6 +224,24 @@ impl Session {
                     })
                     .collect();
                 (snapshot.uid_validity, pairs)
+            }
+            (Target::Team(_), false) if gesture == Some(Gesture::Trash) => {
+                // Deleting a private message (Thunderbird: `UID MOVE n "Trash"` in Drafts).
+                // Trash is a team view of trashed conversations and a draft is none, so
+                // the message leaves its folder and goes nowhere (its bytes stay in the
+                // segments, as after EXPUNGE): no target UID, so no COPYUID (RFC 4315 §3).
+                // A COPY does nothing, so COPY + \Deleted + EXPUNGE still deletes.
+                if is_move && let Some(folder) = &source_folder {
+                    self.remove_from_folder(folder, entries.iter().map(|(u, _)| *u).collect())
+                        .await?;
+                }
+                let untagged = self.sync().await?;
+                let what = if is_move {
+                    "deleted: Trash keeps no private messages"
+                } else {
+                    "nothing copied: Trash keeps no private messages"
+                };
+                return Ok(done(untagged, format!("{verb} completed ({what})")));
             }
             (Target::Team(_), false) => {
                 // A private message dragged into a team inbox: intake (SPEC §5 APPEND rule).
