@@ -10,6 +10,10 @@ use teamgate::{
 
 use crate::harness::{ImapConn, TestDaemon, require_program, simple_message};
 
+// Junk-filter keywords per agent.
+#[path = "imap_junk.rs"]
+mod junk;
+
 /// Adds agent `bob` (same password as alice) to Support, and a second inbox Sales that
 /// only `carol` is in.
 fn team(c: &mut Config) {
