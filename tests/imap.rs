@@ -10,6 +10,13 @@ use teamgate::{
 
 use crate::harness::{ImapConn, TestDaemon, require_program, simple_message};
 
+// Junk-filter keywords per agent.
+#[path = "imap_junk.rs"]
+mod junk;
+// Mailbox names that are not ASCII: modified UTF-7, UTF8=ACCEPT.
+#[path = "imap_names.rs"]
+mod names;
+
 /// Adds agent `bob` (same password as alice) to Support, and a second inbox Sales that
 /// only `carol` is in.
 fn team(c: &mut Config) {

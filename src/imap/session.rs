@@ -9,12 +9,14 @@ use imap_codec::imap_types::{
     auth::AuthMechanism,
     command::{Command, CommandBody},
     core::{AString, Atom, IString, NString, Tag, Vec1},
+    extensions::enable::CapabilityEnable,
     response::{Capability, Code, CodeOther, Data, Greeting, Status},
     secret::Secret,
 };
 
 use super::{
     mailbox::{Mailboxes, Target},
+    names::NameForm,
     wire::{fallback_greeting, fallback_ok},
 };
 use crate::{
@@ -115,6 +117,8 @@ pub struct Session {
     peer: SocketAddr,
     tls_active: bool,
     pub(super) state: State,
+    /// Modified UTF-7 until `ENABLE UTF8=ACCEPT` (`names.rs`).
+    pub(super) names: NameForm,
 }
 
 impl Session {
@@ -126,6 +130,7 @@ impl Session {
             peer,
             tls_active,
             state: State::NotAuthenticated,
+            names: NameForm::default(),
         }
     }
 
@@ -214,7 +219,7 @@ impl Session {
                 Err(Refusal::Bad("AUTHENTICATE is handled by the driver".into()))
             }
             C::Id { .. } => self.handle_id(),
-            C::Enable { .. } => self.handle_enable(),
+            C::Enable { capabilities } => self.handle_enable(capabilities.as_ref()),
             C::Namespace => self.handle_namespace(),
             C::Select { mailbox, .. } => self.handle_select(&mailbox, false).await,
             C::Examine { mailbox, .. } => self.handle_select(&mailbox, true).await,
@@ -353,12 +358,11 @@ impl Session {
         ))
     }
 
-    fn handle_enable(&self) -> Outcome {
+    fn handle_enable(&mut self, capabilities: &[CapabilityEnable<'_>]) -> Outcome {
         self.agent()?;
+        let capabilities = self.enable_names(capabilities);
         Ok(done(
-            vec![Data::Enabled {
-                capabilities: Vec::new(),
-            }],
+            vec![Data::Enabled { capabilities }],
             "ENABLE completed",
         ))
     }

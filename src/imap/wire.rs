@@ -1,5 +1,6 @@
 //! Wire helpers: pure conversions between our types (flags, sets, dates) and
-//! imap-codec's (statuses, mailbox names, sequence sets, FETCH values, response codes).
+//! imap-codec's (statuses, sequence sets, FETCH values, response codes; mailbox names are
+//! `names.rs`).
 
 use std::{borrow::Cow, num::NonZeroU32};
 
@@ -8,7 +9,6 @@ use imap_codec::imap_types::{
     datetime::DateTime,
     extensions::uidplus::{UidElement, UidSet},
     flag::{Flag, FlagFetch, FlagNameAttribute},
-    mailbox::{ListMailbox, Mailbox},
     response::{Code, Greeting, Status},
     sequence::{SeqOrUid, Sequence, SequenceSet},
 };
@@ -27,20 +27,6 @@ pub(super) fn fallback_ok() -> Status<'static> {
 pub(super) fn fallback_greeting() -> Greeting<'static> {
     // Unwrap: a constant ASCII text always validates.
     Greeting::ok(None, "teamgate IMAP ready").expect("constant greeting text")
-}
-
-pub(super) fn mailbox_name(m: &Mailbox<'_>) -> String {
-    match m {
-        Mailbox::Inbox => "INBOX".to_string(),
-        Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
-    }
-}
-
-pub(super) fn wildcard(m: &ListMailbox<'_>) -> String {
-    match m {
-        ListMailbox::Token(t) => String::from_utf8_lossy(t.as_ref()).into_owned(),
-        ListMailbox::String(s) => String::from_utf8_lossy(s.as_ref()).into_owned(),
-    }
 }
 
 pub(super) fn attribute(name: &'static str) -> FlagNameAttribute<'static> {

@@ -1,6 +1,12 @@
-//! IMAP flags (SPEC §5): `\Seen` and `\Flagged` per agent (`flags` tree, one byte per
-//! agent and message), `\Answered`, `\Deleted`, `\Draft` and every keyword shared by
-//! everyone seeing the message (`shared_flags` tree, one JSON record per message).
+//! IMAP flags (SPEC §5): `\Seen`, `\Flagged` and the junk-filter keywords (`Junk`,
+//! `NonJunk`, `$Junk`, `$NotJunk`, `$Phishing`) per agent (`flags` tree, one byte per
+//! agent and message), `\Answered`, `\Deleted`, `\Draft` and every other keyword shared
+//! by everyone seeing the message (`shared_flags` tree, one JSON record per message).
+//!
+//! A junk keyword stored shared before it became per agent is shown to nobody: whose
+//! filter set it cannot be told, and showing it to everyone was the bug. It stays in the
+//! shared record (which still decodes as before) until that message's shared flags are
+//! next written, and is dropped then.
 //! Reading and combining them, and writing them on the writer: [`FlagWrite`] (a STORE,
 //! and the flags an APPEND or COPY gives a folder's new message) and `store_flags`.
 
@@ -16,6 +22,15 @@ use super::records::{self, SharedFlagsRecord};
 use super::tx::{Tx, TxResult, tx_error};
 use super::writer_state::WriterState;
 
+/// The canonical spelling of `keyword` if it is one of the per-agent junk keywords.
+/// Matched without regard to case, as clients differ in the case they send.
+pub fn per_agent_keyword(keyword: &str) -> Option<&'static str> {
+    keys::AGENT_KEYWORDS
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case(keyword))
+        .map(|(name, _)| *name)
+}
+
 /// The per-agent byte of `flags`.
 pub fn agent_bits(f: &Flags) -> u8 {
     let mut b = 0;
@@ -24,6 +39,11 @@ pub fn agent_bits(f: &Flags) -> u8 {
     }
     if f.flagged {
         b |= keys::AGENT_FLAGGED;
+    }
+    for (name, bit) in keys::AGENT_KEYWORDS {
+        if f.keywords.iter().any(|k| k.eq_ignore_ascii_case(name)) {
+            b |= bit;
+        }
     }
     b
 }
@@ -34,24 +54,49 @@ pub fn shared_part(f: &Flags) -> SharedFlagsRecord {
         answered: f.answered,
         deleted: f.deleted,
         draft: f.draft,
-        keywords: f.keywords.clone(),
+        keywords: f
+            .keywords
+            .iter()
+            .filter(|k| per_agent_keyword(k).is_none())
+            .cloned()
+            .collect(),
     }
 }
 
 /// Flags as one agent sees them, from its byte and the shared record.
 pub fn join(bits: u8, shared: SharedFlagsRecord) -> Flags {
+    // A legacy shared junk keyword is not shown (module docs).
+    let mut keywords: std::collections::BTreeSet<String> = shared
+        .keywords
+        .into_iter()
+        .filter(|k| per_agent_keyword(k).is_none())
+        .collect();
+    for (name, bit) in keys::AGENT_KEYWORDS {
+        if bits & bit != 0 {
+            keywords.insert(name.to_string());
+        }
+    }
     Flags {
         seen: bits & keys::AGENT_SEEN != 0,
         flagged: bits & keys::AGENT_FLAGGED != 0,
         answered: shared.answered,
         deleted: shared.deleted,
         draft: shared.draft,
-        keywords: shared.keywords,
+        keywords,
     }
 }
 
 /// The result of a STORE of `given` with `op` on `current`.
 pub fn combine(op: FlagOp, current: &Flags, given: &Flags) -> Flags {
+    // `junk` and `Junk` are one keyword: compare in the spelling `join` shows.
+    let given = &Flags {
+        keywords: given
+            .keywords
+            .iter()
+            .map(|k| per_agent_keyword(k).map_or_else(|| k.clone(), str::to_string))
+            .collect(),
+        ..given.clone()
+    };
     match op {
         FlagOp::Replace => given.clone(),
         FlagOp::Add => Flags {
@@ -248,6 +293,36 @@ mod tests {
             combine(FlagOp::Replace, &cur, &f(false, false, true, &[])),
             f(false, false, true, &[])
         );
+    }
+
+    #[test]
+    fn junk_keywords_are_per_agent_and_legacy_shared_ones_are_hidden() {
+        let x = f(
+            false,
+            false,
+            false,
+            &["Junk", "$NotJunk", "$Phishing", "$label1"],
+        );
+        let shared = shared_part(&x);
+        assert_eq!(shared.keywords, ["$label1".to_owned()].into());
+        assert_eq!(join(agent_bits(&x), shared.clone()), x);
+        // A teammate (no bits of its own) sees only the shared keyword.
+        assert_eq!(join(0, shared).keywords, ["$label1".to_owned()].into());
+        // Stored shared before this change: readable, not shown.
+        let legacy = SharedFlagsRecord {
+            keywords: ["Junk".to_owned(), "todo".to_owned()].into(),
+            ..SharedFlagsRecord::default()
+        };
+        assert_eq!(join(0, legacy).keywords, ["todo".to_owned()].into());
+        // Case does not matter; the canonical spelling is shown.
+        let cur = combine(
+            FlagOp::Add,
+            &Flags::default(),
+            &f(false, false, false, &["junk"]),
+        );
+        assert_eq!(cur.keywords, ["Junk".to_owned()].into());
+        let off = combine(FlagOp::Remove, &cur, &f(false, false, false, &["JUNK"]));
+        assert!(off.keywords.is_empty(), "{off:?}");
     }
 
     #[test]

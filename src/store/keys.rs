@@ -67,7 +67,8 @@ pub enum TreeId {
     /// [`message_conv`] → empty: the conversations holding a message (reverse of
     /// `conv_messages`; built from it on open when missing, see [`meta::MESSAGE_CONVS_BUILT`]).
     MessageConvs,
-    /// [`agent_flags`] → one byte of [`AGENT_SEEN`] | [`AGENT_FLAGGED`]; absent = none.
+    /// [`agent_flags`] → one byte of [`AGENT_SEEN`] | [`AGENT_FLAGGED`] | the
+    /// [`AGENT_KEYWORDS`] bits; absent = none.
     Flags,
     /// [`shared_flags`] → `SharedFlagsRecord`; absent = none.
     SharedFlags,
@@ -349,6 +350,16 @@ pub fn message_convs_prefix(msg: MessageKey) -> [u8; 8] {
 pub const AGENT_SEEN: u8 = 1;
 /// `flags` value bit: `\Flagged`.
 pub const AGENT_FLAGGED: u8 = 2;
+/// `flags` value bits of the junk-filter keywords clients set on their own (SPEC §5:
+/// per agent, so one agent's untrained filter never tags a teammate's mail), in their
+/// canonical spelling. Bits never change meaning: stored bytes are read back as written.
+pub const AGENT_KEYWORDS: [(&str, u8); 5] = [
+    ("Junk", 4),
+    ("NonJunk", 8),
+    ("$Junk", 16),
+    ("$NotJunk", 32),
+    ("$Phishing", 64),
+];
 
 /// `flags` key: agent login ++ message key.
 pub fn agent_flags(agent: &str, msg: MessageKey) -> Vec<u8> {

@@ -363,7 +363,8 @@ pub struct Flags {
     pub deleted: bool,
     /// Shared.
     pub draft: bool,
-    /// Shared (Thunderbird tags, `$Comment`, `$Replying`, ...).
+    /// Shared (Thunderbird tags, `$Comment`, `$Replying`, ...), except the junk-filter
+    /// keywords (`Junk`, `NonJunk`, `$Junk`, `$NotJunk`, `$Phishing`), which are per agent.
     pub keywords: std::collections::BTreeSet<String>,
 }
 

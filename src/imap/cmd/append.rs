@@ -20,7 +20,7 @@ use crate::{
     imap::{
         mailbox::{Gesture, Target},
         session::{Outcome, Refusal, Session, bad, done, no},
-        wire::{flags_of, mailbox_name},
+        wire::flags_of,
     },
     mail::envelope::{Envelope, Recipient},
     store::{FlagOp, Flags, MessageKey, TeamView},
@@ -39,7 +39,7 @@ impl Session {
             LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
         };
         let date = date.map(|d| d.as_ref().timestamp());
-        let name = &mailbox_name(mailbox);
+        let name = &self.mailbox_arg(mailbox)?;
         let info = self
             .lookup(name)
             .map_err(|_| no(Some("TRYCREATE"), format!("no mailbox {name}")))?;

@@ -20,7 +20,7 @@ use crate::{
     imap::{
         mailbox::{Gesture, Target},
         session::{Outcome, Refusal, Session, State, bad, done, no},
-        wire::{copy_uid_code, mailbox_name, ok_code},
+        wire::{copy_uid_code, ok_code},
     },
     store::{
         ConversationAction, ConversationId, Entry, FlagOp, Flags, FolderId, MessageKey,
@@ -112,7 +112,7 @@ impl Session {
         uid: bool,
         is_move: bool,
     ) -> Outcome {
-        let target_name = &mailbox_name(mailbox);
+        let target_name = &self.mailbox_arg(mailbox)?;
         let verb = if is_move { "MOVE" } else { "COPY" };
         let target = self.lookup(target_name)?;
         let State::Selected(agent, sel) = &self.state else {

@@ -14,7 +14,7 @@ use crate::{
     imap::{
         mailbox::{self, MailboxInfo},
         session::{Outcome, Refusal, Session, State, bad, done, no},
-        wire::{attribute, mailbox_name, wildcard},
+        wire::attribute,
     },
     store::{FolderId, StoreError},
 };
@@ -44,7 +44,7 @@ impl Session {
     }
 
     pub(in crate::imap) fn handle_subscribe(&self, mailbox: &Mailbox<'_>) -> Outcome {
-        let name = mailbox_name(mailbox);
+        let name = self.mailbox_arg(mailbox)?;
         self.lookup(&name)?;
         Ok(done(Vec::new(), "completed (every mailbox is subscribed)"))
     }
@@ -72,7 +72,7 @@ impl Session {
         pattern: &ListMailbox<'_>,
         lsub: bool,
     ) -> Outcome {
-        let (reference, pattern) = (&mailbox_name(reference), &wildcard(pattern));
+        let (reference, pattern) = (&self.mailbox_arg(reference)?, &self.pattern_arg(pattern)?);
         let delimiter = QuotedChar::try_from(mailbox::DELIMITER).ok();
         if pattern.is_empty() {
             // RFC 3501 §6.3.8: the hierarchy delimiter and root.
@@ -104,7 +104,7 @@ impl Session {
             if let Some(special) = b.special_use {
                 items.push(attribute(special.attribute()));
             }
-            let mailbox = Mailbox::try_from(b.name.clone()).map_err(bad)?;
+            let mailbox = self.wire_mailbox(&b.name)?;
             untagged.push(if lsub {
                 Data::Lsub {
                     items,
@@ -130,7 +130,7 @@ impl Session {
     }
 
     pub(in crate::imap) async fn handle_create(&mut self, mailbox: &Mailbox<'_>) -> Outcome {
-        let name = &mailbox_name(mailbox);
+        let name = &self.mailbox_arg(mailbox)?;
         let login = self.agent()?.login.clone();
         let name = mailbox::canonical(name);
         let folder = if mailbox::personal_name(&name).is_some() {
@@ -166,7 +166,7 @@ impl Session {
     }
 
     pub(in crate::imap) async fn handle_delete(&mut self, mailbox: &Mailbox<'_>) -> Outcome {
-        let name = &mailbox_name(mailbox);
+        let name = &self.mailbox_arg(mailbox)?;
         let login = self.agent()?.login.clone();
         let name = mailbox::canonical(name);
         let deletable = mailbox::personal_name(&name).is_some()
@@ -204,7 +204,7 @@ impl Session {
         from: &Mailbox<'_>,
         to: &Mailbox<'_>,
     ) -> Outcome {
-        let (from, to) = (&mailbox_name(from), &mailbox_name(to));
+        let (from, to) = (&self.mailbox_arg(from)?, &self.mailbox_arg(to)?);
         let login = self.agent()?.login.clone();
         let (from, to) = (mailbox::canonical(from), mailbox::canonical(to));
         if mailbox::personal_name(&from).is_none() || mailbox::personal_name(&to).is_none() {

@@ -21,7 +21,7 @@ use crate::{
         session::{
             After, Answer, ImapContext, Outcome, Refusal, Selected, Session, State, bad, done, no,
         },
-        wire::{flag_list, keyword, mailbox_name, nz, ok_code, seq_of, set_contains},
+        wire::{flag_list, keyword, nz, ok_code, seq_of, set_contains},
     },
     store::{Entry, Flags, MailboxSnapshot, MessageKey, StoreError},
 };
@@ -33,7 +33,7 @@ impl Session {
         mailbox: &Mailbox<'_>,
         read_only: bool,
     ) -> Outcome {
-        let name = &mailbox_name(mailbox);
+        let name = &self.mailbox_arg(mailbox)?;
         self.unselect();
         let info = self.lookup(name)?;
         let Some(target) = info.target.clone() else {
@@ -149,7 +149,7 @@ impl Session {
         mailbox: &Mailbox<'_>,
         items: &[StatusDataItemName],
     ) -> Outcome {
-        let name = &mailbox_name(mailbox);
+        let name = &self.mailbox_arg(mailbox)?;
         let info = self.lookup(name)?;
         let Some(target) = &info.target else {
             return Err(no(
@@ -188,7 +188,7 @@ impl Session {
             }
         }
         let data = Data::Status {
-            mailbox: Mailbox::try_from(info.name.clone()).map_err(bad)?,
+            mailbox: self.wire_mailbox(&info.name)?,
             items: Cow::Owned(out),
         };
         Ok(done(vec![data], "STATUS completed"))
