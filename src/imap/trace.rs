@@ -30,6 +30,9 @@ struct Scanner {
     literal_shown: bool,
     /// Inside a command whose arguments are secret (LOGIN, and its literals).
     secret: bool,
+    /// Where the text after the last literal starts in `line`: only there can the next
+    /// literal be announced (a literal's own bytes may end in `{n}`).
+    segment_start: usize,
     max_literal: usize,
 }
 
@@ -41,6 +44,7 @@ impl Scanner {
             literal_left: 0,
             literal_shown: false,
             secret: false,
+            segment_start: 0,
             max_literal,
         }
     }
@@ -56,6 +60,9 @@ impl Scanner {
                 }
                 self.literal_left -= n;
                 bytes = &bytes[n..];
+                if self.literal_left == 0 {
+                    self.segment_start = self.line.len();
+                }
                 continue;
             }
             let Some(lf) = bytes.iter().position(|b| *b == b'\n') else {
@@ -77,7 +84,10 @@ impl Scanner {
         if !self.secret && !authenticating && starts_secret_command(trimmed) {
             self.secret = true;
         }
-        if let Some(size) = literal_size(trimmed) {
+        let segment =
+            String::from_utf8_lossy(self.line.get(self.segment_start..).unwrap_or_default())
+                .into_owned();
+        if let Some(size) = literal_size(segment.trim_end_matches(['\r', '\n'])) {
             self.literal_left = size;
             self.literal_shown = size <= self.max_literal;
             if !self.literal_shown && !self.secret {
@@ -93,6 +103,7 @@ impl Scanner {
             if size > 0 {
                 return;
             }
+            self.segment_start = self.line.len();
         }
         let shown = if authenticating {
             "<credentials removed>".to_owned()
@@ -109,6 +120,7 @@ impl Scanner {
         out.extend_from_slice(shown.as_bytes());
         out.push(b'\n');
         self.line.clear();
+        self.segment_start = 0;
         self.secret = false;
     }
 }
@@ -321,6 +333,11 @@ mod tests {
         assert_eq!(
             scan("C: ", &[b"a1 LOGIN alice s3cret\r\n"], 10),
             "C: a1 LOGIN <credentials removed>\n"
+        );
+        // A literal whose bytes end in `{n}` announces nothing.
+        assert_eq!(
+            scan("C: ", &[b"a4 APPEND Sent {6}\r\nabc{3}\r\n"], 10),
+            "C: a4 APPEND Sent {6}\nC: abc{3}\n"
         );
         // LOGIN with literals: nothing of them shows.
         let t = scan(
