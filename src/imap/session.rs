@@ -193,7 +193,7 @@ impl Session {
         let reports_changes = reports_changes(&command.body);
         let mut outcome = self.dispatch(command.body).await;
         if let Ok(answer) = &mut outcome {
-            self.announce_in(answer);
+            self.announce_keywords(&mut answer.untagged);
         }
         // Changes made by others reach this session on its next command too, where RFC
         // 3501 §7.4.1 allows (never an EXPUNGE during FETCH, STORE or SEARCH).
@@ -227,9 +227,8 @@ impl Session {
             C::Create { mailbox } => self.handle_create(&mailbox).await,
             C::Delete { mailbox } => self.handle_delete(&mailbox).await,
             C::Rename { from, to } => self.handle_rename(&from, &to).await,
-            C::Subscribe { mailbox } | C::Unsubscribe { mailbox } => {
-                self.handle_subscribe(&mailbox)
-            }
+            C::Subscribe { mailbox } => self.handle_subscribe(&mailbox, true).await,
+            C::Unsubscribe { mailbox } => self.handle_subscribe(&mailbox, false).await,
             C::List {
                 reference,
                 mailbox_wildcard,

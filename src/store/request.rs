@@ -55,6 +55,11 @@ pub enum Op {
         action: ConversationAction,
     },
     FolderCreate(FolderId),
+    Subscribe {
+        agent: String,
+        name: String,
+        subscribed: bool,
+    },
     FolderDelete(FolderId),
     FolderRename {
         from: FolderId,

@@ -14,7 +14,7 @@ use imap_codec::imap_types::{
 
 use crate::{
     imap::{
-        session::{Answer, Session, State},
+        session::{Session, State},
         wire::{keyword, ok_code},
     },
     store::Flags,
@@ -45,11 +45,10 @@ pub(in crate::imap) fn flags_data(keywords: &BTreeSet<String>) -> Data<'static> 
     Data::Flags(flags)
 }
 
-/// PERMANENTFLAGS (RFC 3501 §7.1): empty when read-only, else every flag and `\*`.
-pub(in crate::imap) fn permanent_flags(
-    keywords: &BTreeSet<String>,
-    writable: bool,
-) -> Status<'static> {
+/// PERMANENTFLAGS (RFC 3501 §7.1): empty when read-only, else the system flags and `\*`,
+/// which lets the client create any keyword. Keywords are not listed: PERMANENTFLAGS goes
+/// out before FLAGS, and a keyword there before FLAGS named it would confuse clients.
+pub(in crate::imap) fn permanent_flags(writable: bool) -> Status<'static> {
     let mut permanent = Vec::new();
     if writable {
         permanent.extend(
@@ -60,8 +59,6 @@ pub(in crate::imap) fn permanent_flags(
                 Flag::Seen,
                 Flag::Draft,
             ]
-            .into_iter()
-            .chain(keywords.iter().map(|k| keyword(k)))
             .map(FlagPerm::Flag),
         );
         permanent.push(FlagPerm::Asterisk);
@@ -71,13 +68,10 @@ pub(in crate::imap) fn permanent_flags(
 
 impl Session {
     /// Inserts an untagged FLAGS before the first FETCH in `untagged` that shows a keyword
-    /// the client has not been told of; returns the matching PERMANENTFLAGS when it did.
-    pub(in crate::imap) fn announce_keywords(
-        &mut self,
-        untagged: &mut Vec<Data<'static>>,
-    ) -> Option<Status<'static>> {
+    /// the client has not been told of (PERMANENTFLAGS holds `\*`, so it stays as it was).
+    pub(in crate::imap) fn announce_keywords(&mut self, untagged: &mut Vec<Data<'static>>) {
         let State::Selected(_, sel) = &mut self.state else {
-            return None;
+            return;
         };
         let mut first = None;
         for (i, data) in untagged.iter().enumerate() {
@@ -97,16 +91,8 @@ impl Session {
                 }
             }
         }
-        let at = first?;
-        untagged.insert(at, flags_data(&sel.keywords));
-        Some(permanent_flags(&sel.keywords, sel.writable))
-    }
-
-    /// [`Session::announce_keywords`] over a command's answer: PERMANENTFLAGS goes with
-    /// the untagged statuses, which are written before the data.
-    pub(in crate::imap) fn announce_in(&mut self, answer: &mut Answer) {
-        if let Some(status) = self.announce_keywords(&mut answer.untagged) {
-            answer.untagged_status.push(status);
+        if let Some(at) = first {
+            untagged.insert(at, flags_data(&sel.keywords));
         }
     }
 }

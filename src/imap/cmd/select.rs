@@ -62,7 +62,7 @@ impl Session {
             Data::Exists(exists),
             Data::Recent(u32::try_from(recent.len()).unwrap_or(u32::MAX)),
         ];
-        let mut statuses = vec![permanent_flags(&keywords, writable)];
+        let mut statuses = vec![permanent_flags(writable)];
         if let Some(first_unseen) = flags.iter().position(|f| !f.seen)
             && let Some(n) = NonZeroU32::new(u32::try_from(first_unseen + 1).unwrap_or(u32::MAX))
         {
@@ -249,8 +249,9 @@ impl Session {
         let now: BTreeSet<u32> = snapshot.entries.iter().map(|(uid, _)| *uid).collect();
         for index in (0..sel.entries.len()).rev() {
             if !now.contains(&sel.entries[index].0) {
-                sel.entries.remove(index);
+                let (uid, _) = sel.entries.remove(index);
                 sel.flags.remove(index);
+                sel.recent.remove(&uid);
                 if let Some(seq) = NonZeroU32::new(u32::try_from(index + 1).unwrap_or(u32::MAX)) {
                     untagged.push(Data::Expunge(seq));
                 }
@@ -309,6 +310,14 @@ impl Session {
             untagged.push(Data::Exists(
                 u32::try_from(sel.entries.len()).unwrap_or(u32::MAX),
             ));
+            // RFC 3501 §7.3.2: the number of \Recent messages changed with them (counted
+            // over what is still here: an EXPUNGE elsewhere leaves its UID in `recent`).
+            let recent = sel
+                .entries
+                .iter()
+                .filter(|(uid, _)| sel.recent.contains(uid))
+                .count();
+            untagged.push(Data::Recent(u32::try_from(recent).unwrap_or(u32::MAX)));
         }
         sel.uid_next = snapshot.uid_next;
         sel.synced_at = generations;
