@@ -660,5 +660,4 @@ fn to_usize(n: u32) -> usize {
 }
 
 #[cfg(test)]
-#[path = "render_tests.rs"]
 mod tests;

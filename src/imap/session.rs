@@ -93,7 +93,8 @@ pub(super) struct Selected {
 pub(super) enum State {
     NotAuthenticated,
     Authenticated(Agent),
-    Selected(Agent, Selected),
+    /// Boxed: the selected state is far larger than the others.
+    Selected(Agent, Box<Selected>),
 }
 
 /// Failure of a command, turned into a tagged NO/BAD by `respond`.

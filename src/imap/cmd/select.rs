@@ -88,7 +88,7 @@ impl Session {
         };
         let state = std::mem::replace(&mut self.state, State::NotAuthenticated);
         if let State::Authenticated(agent) = state {
-            self.state = State::Selected(agent, selected);
+            self.state = State::Selected(agent, Box::new(selected));
         }
         let code = if writable {
             Code::ReadWrite

@@ -1,4 +1,4 @@
-//! Tests of `render.rs` and `envelope.rs` on crafted and corpus messages.
+//! Tests of `render.rs` (and the ENVELOPE of `envelope.rs`) on crafted and corpus messages.
 
 use std::num::NonZeroU32;
 
