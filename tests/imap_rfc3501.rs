@@ -3,7 +3,10 @@
 //! mailboxes). Kept apart from tests/imap.rs, which covers the team views, to keep both
 //! files small.
 
-use teamgate::config::Config;
+use teamgate::{
+    config::Config,
+    store::{FolderId, Store, StoreOptions},
+};
 
 use crate::harness::{ImapConn, TestDaemon, simple_message};
 
@@ -236,5 +239,36 @@ async fn subscriptions_are_kept_per_agent_and_lsub_shows_noselect_parents() {
     assert!(has(&bob.ok("LSUB \"\" INBOX").await, "\"/\" INBOX"));
     bob.ok("SUBSCRIBE Drafts").await;
     assert!(!has(&a.ok("LSUB \"\" INBOX").await, "\"/\" INBOX"));
+    d.stop().await;
+}
+
+/// Private folders from before subscriptions were kept (every folder counted as
+/// subscribed then) stay visible to Thunderbird's `lsub "" "*"` after the upgrade; a folder
+/// created afterwards is subscribed only when the client says so.
+#[tokio::test]
+async fn folders_from_before_subscriptions_stay_subscribed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (store, _) = Store::open(dir.path(), StoreOptions::default()).expect("open store");
+    let old = FolderId {
+        owner: "alice".into(),
+        name: "Personal/Old".into(),
+    };
+    store.folder_create(&old).await.expect("create folder");
+    store.close().await.expect("close store");
+
+    let d = TestDaemon::start_in(dir, |_| {}).await;
+    let mut a = d.imap_as("alice", "alice-password").await;
+    a.ok("create \"Personal/New\"").await;
+    let lsub = a.ok("lsub \"\" \"*\"").await;
+    assert!(has(&lsub, "\"/\" Personal/Old"), "{lsub:?}");
+    assert!(!has(&lsub, "\"/\" Personal/New"), "{lsub:?}");
+    drop(a);
+    // Adopted once: a restart does not subscribe what was created since.
+    let dir = d.stop().await;
+    let d = TestDaemon::start_in(dir, |_| {}).await;
+    let mut a = d.imap_as("alice", "alice-password").await;
+    let lsub = a.ok("lsub \"\" \"*\"").await;
+    assert!(has(&lsub, "\"/\" Personal/Old"), "{lsub:?}");
+    assert!(!has(&lsub, "\"/\" Personal/New"), "{lsub:?}");
     d.stop().await;
 }

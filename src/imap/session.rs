@@ -454,6 +454,7 @@ impl Session {
         for folder in boxes.template_folders() {
             ensure_folder(&self.ctx.store, &folder).await?;
         }
+        self.adopt_subscriptions(&login).await?;
         tracing::info!(agent = %login, "logged in");
         self.state = State::Authenticated(Agent { login, boxes });
         let mut answer = done(Vec::new(), "LOGIN completed");

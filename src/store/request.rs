@@ -60,6 +60,10 @@ pub enum Op {
         name: String,
         subscribed: bool,
     },
+    SubscriptionsAdopt {
+        agent: String,
+        names: Vec<String>,
+    },
     FolderDelete(FolderId),
     FolderRename {
         from: FolderId,

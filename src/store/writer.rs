@@ -355,6 +355,9 @@ impl WriterState {
             } => self
                 .subscription_set(agent, name, *subscribed)
                 .map(|()| OpOutput::Done),
+            Op::SubscriptionsAdopt { agent, names } => self
+                .subscriptions_adopt(agent, names)
+                .map(|()| OpOutput::Done),
             Op::FolderDelete(folder) => self.folder_delete(folder).map(|()| OpOutput::Done),
             Op::FolderRename { from, to } => self.folder_rename(from, to).map(|()| OpOutput::Done),
             Op::FolderAppend {

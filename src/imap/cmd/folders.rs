@@ -72,6 +72,20 @@ impl Session {
         ))
     }
 
+    /// Private folders made before subscriptions were kept counted as subscribed, and
+    /// Thunderbird shows only subscribed ones: on an agent's first login they become
+    /// subscribed (once; later CREATEs do not subscribe, RFC 3501 §6.3.3).
+    pub(in crate::imap) async fn adopt_subscriptions(&self, login: &str) -> Result<(), Refusal> {
+        let personal: Vec<String> = self
+            .ctx
+            .store
+            .folder_list(login)?
+            .into_iter()
+            .filter(|f| mailbox::personal_name(f).is_some())
+            .collect();
+        Ok(self.ctx.store.subscriptions_adopt(login, personal).await?)
+    }
+
     /// The agent's subscribed names: team mailboxes and other fixed ones unless it
     /// unsubscribed them, private folders below `Personal/` once it subscribed them (as
     /// CREATE does not, RFC 3501 §6.3.3), and subscribed names whose mailbox is gone
