@@ -222,6 +222,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         ingest,
         auth,
         tls: tls.clone(),
+        recent: Default::default(),
     });
     let imap_slots = Arc::new(Semaphore::new(config.current().imap.max_connections));
     let imap_listeners = imap_listeners

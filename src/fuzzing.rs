@@ -277,6 +277,7 @@ impl Fixture {
                 replying,
                 auth: Authenticator::default(),
                 tls: None,
+                recent: Default::default(),
             })
         });
         let mut fixture = Fixture {

@@ -295,6 +295,9 @@ async fn flags_per_agent_and_shared_and_live_updates() {
     deliver(&d, "support@example.test", "Second", "f2").await;
     let pushed = bob.read_line().await.unwrap();
     assert_eq!(String::from_utf8_lossy(&pushed).trim_end(), "* 2 EXISTS");
+    // RFC 3501 §7.3.2: RECENT comes with EXISTS (its count is tests/imap_rfc3501.rs's).
+    let pushed = bob.read_line().await.unwrap();
+    assert!(pushed.ends_with(b" RECENT\r\n"), "{pushed:?}");
     alice.ok("NOOP").await;
     alice.ok("MOVE 1 Closed").await;
     let pushed = bob.read_line().await.unwrap();

@@ -19,6 +19,10 @@ mod conversations;
 mod faults;
 // The IMAP view: protocol, conversation actions by moving, flags, IDLE, real clients.
 mod imap;
+// Dovecot imaptest's scripted compliance suite in a Personal/ folder.
+mod imaptest;
+// RFC 3501 base-protocol rules imaptest checks, one focused test each.
+mod imap_rfc3501;
 // Agents' replies through submission: AUTH, sender rules, logging, notes, collisions.
 mod submission;
 // A loopback SMTP sink standing in for the relay or a recipient's MX.

@@ -31,7 +31,7 @@ impl SpecialUse {
 }
 
 /// What a mailbox name stands for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     Team(TeamView),
     Folder(FolderId),

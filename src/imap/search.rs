@@ -28,6 +28,8 @@ pub struct Candidate<'a> {
     pub seq: u32,
     pub uid: u32,
     pub flags: &'a [Flag<'static>],
+    /// `\Recent` in the searching session (RFC 3501 §2.3.2).
+    pub recent: bool,
     /// Unix seconds.
     pub internal_date: i64,
     pub raw: &'a [u8],
@@ -72,10 +74,10 @@ impl<'a> Eval<'_, 'a> {
             SearchKey::SequenceSet(set) => in_set(set, c.seq, self.max_seq),
             SearchKey::Uid(set) => in_set(set, c.uid, self.max_uid),
             SearchKey::All => true,
-            // No session here ever sees \Recent: NEW (= RECENT UNSEEN) never matches and OLD
-            // (= NOT RECENT) always does.
-            SearchKey::Recent | SearchKey::New => false,
-            SearchKey::Old => true,
+            // RFC 3501 §6.4.4: NEW is RECENT UNSEEN, OLD is NOT RECENT.
+            SearchKey::Recent => c.recent,
+            SearchKey::New => c.recent && !self.has(&Flag::Seen),
+            SearchKey::Old => !c.recent,
             SearchKey::Answered => self.has(&Flag::Answered),
             SearchKey::Deleted => self.has(&Flag::Deleted),
             SearchKey::Draft => self.has(&Flag::Draft),
@@ -357,6 +359,7 @@ Inner body line 2
 
     fn check(raw: &[u8], flags: &[Flag<'static>], cases: &[(&str, bool)]) {
         let c = Candidate {
+            recent: false,
             seq: 5,
             uid: 42,
             flags,
@@ -437,6 +440,7 @@ Inner body line 2
         );
         // `*` is the largest number in use, even when a range starts above it.
         let c = Candidate {
+            recent: false,
             seq: 10,
             uid: 100,
             flags: &[],
@@ -532,6 +536,7 @@ Inner body line 2
         );
         // Keys on decoded (RFC 2047 / quoted-printable, UTF-8) text.
         let c = Candidate {
+            recent: false,
             seq: 5,
             uid: 42,
             flags: &[],
@@ -568,6 +573,7 @@ Inner body line 2
         let raw = MESSAGE.replace('\n', "\r\n");
         let flags = flags();
         let c = Candidate {
+            recent: false,
             seq: 5,
             uid: 42,
             flags: &flags,
@@ -597,6 +603,7 @@ Inner body line 2
             key = SearchKey::Not(Box::new(key));
         }
         let c = Candidate {
+            recent: false,
             seq: 1,
             uid: 1,
             flags: &[],

@@ -3,7 +3,7 @@
 //! capabilities and `dispatch`, which routes each command to its family's handler in
 //! `cmd/`. No socket I/O: the driver in `server.rs` feeds commands in and writes the answers.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{collections::BTreeSet, net::SocketAddr, sync::Arc};
 
 use imap_codec::imap_types::{
     auth::AuthMechanism,
@@ -17,6 +17,7 @@ use imap_codec::imap_types::{
 use super::{
     mailbox::{Mailboxes, Target},
     names::NameForm,
+    recent::RecentMarks,
     wire::{fallback_greeting, fallback_ok},
 };
 use crate::{
@@ -41,6 +42,8 @@ pub struct ImapContext {
     pub replying: Replying,
     pub auth: Authenticator,
     pub tls: Option<Tls>,
+    /// Which messages are `\Recent`, and to whom (RFC 3501 §2.3.2).
+    pub recent: RecentMarks,
 }
 
 /// What the driver does after writing an answer.
@@ -79,6 +82,10 @@ pub(super) struct Selected {
     pub(super) entries: Vec<(u32, Entry)>,
     /// Flags the client was last told, parallel to `entries`.
     pub(super) flags: Vec<Flags>,
+    /// UIDs that are `\Recent` in this session (RFC 3501 §2.3.2).
+    pub(super) recent: BTreeSet<u32>,
+    /// Keywords the client has been told of in FLAGS (`cmd/keywords.rs`).
+    pub(super) keywords: BTreeSet<String>,
     /// (store change counter, `$Replying` generation) this state reflects: while both
     /// stand still there is nothing to report, so commands skip the per-message work.
     pub(super) synced_at: (u64, u64),
@@ -88,7 +95,8 @@ pub(super) struct Selected {
 pub(super) enum State {
     NotAuthenticated,
     Authenticated(Agent),
-    Selected(Agent, Selected),
+    /// Boxed: the selected state is far larger than the others.
+    Selected(Agent, Box<Selected>),
 }
 
 /// Failure of a command, turned into a tagged NO/BAD by `respond`.
@@ -198,6 +206,9 @@ impl Session {
         let tag = command.tag.clone();
         let reports_changes = reports_changes(&command.body);
         let mut outcome = self.dispatch(command.body).await;
+        if let Ok(answer) = &mut outcome {
+            self.announce_keywords(&mut answer.untagged);
+        }
         // Changes made by others reach this session on its next command too, where RFC
         // 3501 §7.4.1 allows (never an EXPUNGE during FETCH, STORE or SEARCH).
         if reports_changes && let Ok(answer) = &mut outcome {
@@ -230,9 +241,8 @@ impl Session {
             C::Create { mailbox } => self.handle_create(&mailbox).await,
             C::Delete { mailbox } => self.handle_delete(&mailbox).await,
             C::Rename { from, to } => self.handle_rename(&from, &to).await,
-            C::Subscribe { mailbox } | C::Unsubscribe { mailbox } => {
-                self.handle_subscribe(&mailbox)
-            }
+            C::Subscribe { mailbox } => self.handle_subscribe(&mailbox, true).await,
+            C::Unsubscribe { mailbox } => self.handle_subscribe(&mailbox, false).await,
             C::List {
                 reference,
                 mailbox_wildcard,
@@ -456,6 +466,7 @@ impl Session {
         for folder in boxes.template_folders() {
             ensure_folder(&self.ctx.store, &folder).await?;
         }
+        self.adopt_subscriptions(&login).await?;
         tracing::info!(agent = %login, "logged in");
         self.state = State::Authenticated(Agent { login, boxes });
         let mut answer = done(Vec::new(), "LOGIN completed");

@@ -138,11 +138,16 @@ pub(super) fn flag_list_plain(flags: &Flags) -> Vec<Flag<'static>> {
     out
 }
 
-pub(super) fn flag_list(flags: &Flags) -> Vec<FlagFetch<'static>> {
-    flag_list_plain(flags)
+/// FETCH FLAGS, with `\Recent` when the message is recent in this session (RFC 3501 §2.3.2).
+pub(super) fn flag_list(flags: &Flags, recent: bool) -> Vec<FlagFetch<'static>> {
+    let mut out: Vec<FlagFetch<'static>> = flag_list_plain(flags)
         .into_iter()
         .map(FlagFetch::Flag)
-        .collect()
+        .collect();
+    if recent {
+        out.push(FlagFetch::Recent);
+    }
+    out
 }
 
 /// COPYUID for the (source uid, destination uid) pairs, compressed into single values.

@@ -90,11 +90,14 @@ pub enum TreeId {
     Quarantine,
     /// [`quarantine_by_message`] → empty: the quarantine records of a stripped copy.
     QuarantineByMessage,
+    /// [`subscription`] → one byte, 1 subscribed / 0 unsubscribed: an agent's IMAP
+    /// SUBSCRIBE / UNSUBSCRIBE of a mailbox name (store/subscriptions.rs).
+    Subscriptions,
 }
 
 impl TreeId {
     /// Every tree, in discriminant order.
-    pub const ALL: [TreeId; 23] = [
+    pub const ALL: [TreeId; 24] = [
         TreeId::Meta,
         TreeId::Messages,
         TreeId::Conversations,
@@ -118,6 +121,7 @@ impl TreeId {
         TreeId::JunkByMessageId,
         TreeId::Quarantine,
         TreeId::QuarantineByMessage,
+        TreeId::Subscriptions,
     ];
 
     /// The sled tree name (part of the on-disk format).
@@ -146,6 +150,7 @@ impl TreeId {
             TreeId::JunkByMessageId => "junk_by_message_id",
             TreeId::Quarantine => "quarantine",
             TreeId::QuarantineByMessage => "quarantine_by_message",
+            TreeId::Subscriptions => "subscriptions",
         }
     }
 
@@ -425,6 +430,16 @@ pub fn folder_name(key: &[u8], owner_prefix: &[u8]) -> Option<String> {
     (name.len() == len)
         .then(|| String::from_utf8(name.to_vec()).ok())
         .flatten()
+}
+
+/// Prefix of every `subscriptions` key of one agent.
+pub fn subscriptions_prefix(agent: &str) -> Vec<u8> {
+    with_strs(&[agent], 0)
+}
+
+/// `subscriptions` key: agent ++ mailbox name (read back with [`folder_name`]).
+pub fn subscription(agent: &str, name: &str) -> Vec<u8> {
+    with_strs(&[agent, name], 0)
 }
 
 /// Prefix of one space's `uid_map` keys.

@@ -64,6 +64,7 @@ mod records;
 mod recovery;
 mod request;
 mod restore;
+mod subscriptions;
 mod thread_lookup;
 mod tx;
 mod uid_space;

@@ -55,6 +55,15 @@ pub enum Op {
         action: ConversationAction,
     },
     FolderCreate(FolderId),
+    Subscribe {
+        agent: String,
+        name: String,
+        subscribed: bool,
+    },
+    SubscriptionsAdopt {
+        agent: String,
+        names: Vec<String>,
+    },
     FolderDelete(FolderId),
     FolderRename {
         from: FolderId,

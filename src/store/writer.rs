@@ -348,6 +348,16 @@ impl WriterState {
                 .conversation_action(*id, action)
                 .map(|()| OpOutput::Done),
             Op::FolderCreate(folder) => self.folder_create(folder).map(|()| OpOutput::Done),
+            Op::Subscribe {
+                agent,
+                name,
+                subscribed,
+            } => self
+                .subscription_set(agent, name, *subscribed)
+                .map(|()| OpOutput::Done),
+            Op::SubscriptionsAdopt { agent, names } => self
+                .subscriptions_adopt(agent, names)
+                .map(|()| OpOutput::Done),
             Op::FolderDelete(folder) => self.folder_delete(folder).map(|()| OpOutput::Done),
             Op::FolderRename { from, to } => self.folder_rename(from, to).map(|()| OpOutput::Done),
             Op::FolderAppend {

@@ -94,7 +94,7 @@ impl Session {
                         flags_sent = true;
                         let flags = shown_flag(&self.ctx, &agent.login, (uid_value, entry))?;
                         sel.flags[index] = flags.clone();
-                        MessageDataItem::Flags(flag_list(&flags))
+                        MessageDataItem::Flags(flag_list(&flags, sel.recent.contains(&uid_value)))
                     }
                     MessageDataItemName::InternalDate => MessageDataItem::InternalDate(
                         internal_date(meta.as_ref().map(|m| m.received_at).unwrap_or(0)),
@@ -156,7 +156,10 @@ impl Session {
                 let flags = shown_flag(&self.ctx, &agent.login, (uid_value, entry))?;
                 if flags != sel.flags[index] {
                     sel.flags[index] = flags.clone();
-                    out.push(MessageDataItem::Flags(flag_list(&flags)));
+                    out.push(MessageDataItem::Flags(flag_list(
+                        &flags,
+                        sel.recent.contains(&uid_value),
+                    )));
                 }
             }
             if let Ok(items) = Vec1::try_from(out) {

@@ -2,6 +2,8 @@
 //! CREATE/DELETE/RENAME (private folders only: team mailboxes are fixed), SUBSCRIBE and
 //! NAMESPACE.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use imap_codec::imap_types::{
     core::{IString, QuotedChar},
     extensions::namespace::Namespace,
@@ -43,10 +45,69 @@ impl Session {
             .ok_or_else(|| no(Some("NONEXISTENT"), format!("no mailbox {name}")))
     }
 
-    pub(in crate::imap) fn handle_subscribe(&self, mailbox: &Mailbox<'_>) -> Outcome {
-        let name = self.mailbox_arg(mailbox)?;
-        self.lookup(&name)?;
-        Ok(done(Vec::new(), "completed (every mailbox is subscribed)"))
+    /// SUBSCRIBE / UNSUBSCRIBE (RFC 3501 §6.3.6, §6.3.7), kept per agent in the store.
+    pub(in crate::imap) async fn handle_subscribe(
+        &self,
+        mailbox: &Mailbox<'_>,
+        subscribe: bool,
+    ) -> Outcome {
+        let name = mailbox::canonical(&self.mailbox_arg(mailbox)?);
+        let login = self.agent()?.login.clone();
+        if subscribe {
+            // §6.3.6: the server MAY check that the mailbox exists; UNSUBSCRIBE never
+            // does, so a name whose mailbox went away can still be dropped.
+            self.lookup(&name)?;
+        }
+        self.ctx
+            .store
+            .subscription_set(&login, &name, subscribe)
+            .await?;
+        Ok(done(
+            Vec::new(),
+            if subscribe {
+                "SUBSCRIBE completed"
+            } else {
+                "UNSUBSCRIBE completed"
+            },
+        ))
+    }
+
+    /// Private folders made before subscriptions were kept counted as subscribed, and
+    /// Thunderbird shows only subscribed ones: on an agent's first login they become
+    /// subscribed (once; later CREATEs do not subscribe, RFC 3501 §6.3.3).
+    pub(in crate::imap) async fn adopt_subscriptions(&self, login: &str) -> Result<(), Refusal> {
+        let personal: Vec<String> = self
+            .ctx
+            .store
+            .folder_list(login)?
+            .into_iter()
+            .filter(|f| mailbox::personal_name(f).is_some())
+            .collect();
+        Ok(self.ctx.store.subscriptions_adopt(login, personal).await?)
+    }
+
+    /// The agent's subscribed names: team mailboxes and other fixed ones unless it
+    /// unsubscribed them, private folders below `Personal/` once it subscribed them (as
+    /// CREATE does not, RFC 3501 §6.3.3), and subscribed names whose mailbox is gone
+    /// (§6.3.6: the server MUST NOT drop them on its own). Mailbox order, then the rest.
+    fn subscribed(&self, boxes: &[MailboxInfo]) -> Result<Vec<String>, Refusal> {
+        let login = &self.agent()?.login;
+        let said: BTreeMap<String, bool> =
+            self.ctx.store.subscriptions(login)?.into_iter().collect();
+        let mut out: Vec<String> = boxes
+            .iter()
+            .filter(|b| {
+                let default = mailbox::personal_name(&b.name).is_none();
+                said.get(&b.name).copied().unwrap_or(default)
+            })
+            .map(|b| b.name.clone())
+            .collect();
+        out.extend(
+            said.iter()
+                .filter(|(name, on)| **on && !boxes.iter().any(|b| &b.name == *name))
+                .map(|(name, _)| name.clone()),
+        );
+        Ok(out)
     }
 
     pub(in crate::imap) fn handle_namespace(&self) -> Outcome {
@@ -86,25 +147,8 @@ impl Session {
         let full = format!("{reference}{pattern}");
         let boxes = self.mailboxes()?;
         let mut untagged = Vec::new();
-        for b in &boxes {
-            if !mailbox::wildcard_match(&full, &b.name) {
-                continue;
-            }
-            let prefix = format!("{}{}", b.name, mailbox::DELIMITER);
-            let children = boxes.iter().any(|o| o.name.starts_with(&prefix));
-            let mut items = Vec::new();
-            if b.no_select {
-                items.push(FlagNameAttribute::Noselect);
-            }
-            items.push(attribute(if children {
-                "HasChildren"
-            } else {
-                "HasNoChildren"
-            }));
-            if let Some(special) = b.special_use {
-                items.push(attribute(special.attribute()));
-            }
-            let mailbox = self.wire_mailbox(&b.name)?;
+        let mut entry = |items, name: &str| -> Result<(), Refusal> {
+            let mailbox = self.wire_mailbox(name)?;
             untagged.push(if lsub {
                 Data::Lsub {
                     items,
@@ -118,15 +162,51 @@ impl Session {
                     mailbox,
                 }
             });
+            Ok(())
+        };
+        if !lsub {
+            for b in boxes
+                .iter()
+                .filter(|b| mailbox::wildcard_match(&full, &b.name))
+            {
+                entry(attributes(b, &boxes), &b.name)?;
+            }
+            return Ok(done(untagged, "LIST completed"));
         }
-        Ok(done(
-            untagged,
-            if lsub {
-                "LSUB completed"
-            } else {
-                "LIST completed"
-            },
-        ))
+        let subscribed = self.subscribed(&boxes)?;
+        let mut shown = BTreeSet::new();
+        for name in &subscribed {
+            if mailbox::wildcard_match(&full, name) {
+                if shown.insert(name.clone()) {
+                    let items = match boxes.iter().find(|b| &b.name == name) {
+                        Some(b) => attributes(b, &boxes),
+                        None => Vec::new(),
+                    };
+                    entry(items, name)?;
+                }
+                continue;
+            }
+            // RFC 3501 §6.3.9: with `%`, a subscribed "foo/bar" whose parent "foo" is not
+            // subscribed shows as "foo" with \Noselect.
+            if !full.contains('%') {
+                continue;
+            }
+            let mut parent = String::new();
+            for segment in name.split(mailbox::DELIMITER) {
+                if !parent.is_empty() {
+                    parent.push(mailbox::DELIMITER);
+                }
+                parent.push_str(segment);
+                if parent.len() < name.len()
+                    && mailbox::wildcard_match(&full, &parent)
+                    && !subscribed.contains(&parent)
+                    && shown.insert(parent.clone())
+                {
+                    entry(vec![FlagNameAttribute::Noselect], &parent)?;
+                }
+            }
+        }
+        Ok(done(untagged, "LSUB completed"))
     }
 
     pub(in crate::imap) async fn handle_create(&mut self, mailbox: &Mailbox<'_>) -> Outcome {
@@ -232,4 +312,24 @@ impl Session {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// LIST / LSUB attributes of an existing mailbox: \Noselect for groups, CHILDREN (RFC 3348)
+/// and SPECIAL-USE (RFC 6154).
+fn attributes(b: &MailboxInfo, boxes: &[MailboxInfo]) -> Vec<FlagNameAttribute<'static>> {
+    let prefix = format!("{}{}", b.name, mailbox::DELIMITER);
+    let children = boxes.iter().any(|o| o.name.starts_with(&prefix));
+    let mut items = Vec::new();
+    if b.no_select {
+        items.push(FlagNameAttribute::Noselect);
+    }
+    items.push(attribute(if children {
+        "HasChildren"
+    } else {
+        "HasNoChildren"
+    }));
+    if let Some(special) = b.special_use {
+        items.push(attribute(special.attribute()));
+    }
+    items
 }

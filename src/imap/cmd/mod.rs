@@ -6,6 +6,7 @@ mod copy_move;
 mod fetch;
 mod folders;
 mod idle;
+mod keywords;
 mod names;
 mod search;
 mod select;

@@ -12,13 +12,14 @@ use crate::imap::{
 };
 
 impl Session {
-    /// The decoded name of a mailbox argument.
+    /// The decoded name of a mailbox argument. A name that is a valid atom or string but
+    /// not modified UTF-7 names no mailbox: `NO [CANNOT]` with the reason, as Dovecot
+    /// answers (the command itself was well formed, so not BAD).
     pub(in crate::imap) fn mailbox_arg(&self, mailbox: &Mailbox<'_>) -> Result<String, Refusal> {
         match mailbox {
             Mailbox::Inbox => Ok("INBOX".to_string()),
-            Mailbox::Other(other) => {
-                names::decode(other.as_ref(), self.names).map_err(Refusal::Bad)
-            }
+            Mailbox::Other(other) => names::decode(other.as_ref(), self.names)
+                .map_err(|why| Refusal::No(Some("CANNOT"), why)),
         }
     }
 
@@ -31,7 +32,10 @@ impl Session {
             ListMailbox::Token(t) => t.as_ref(),
             ListMailbox::String(s) => s.as_ref(),
         };
-        names::decode(raw, self.names).map_err(Refusal::Bad)
+        // A pattern that is not modified UTF-7 can match no (encoded) name: it is kept
+        // as written, so LIST answers OK with nothing (RFC 3501 §6.3.8).
+        Ok(names::decode(raw, self.names)
+            .unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned()))
     }
 
     /// `name` as this session writes it in LIST, LSUB and STATUS.

@@ -50,6 +50,7 @@ impl Session {
                 seq: index as u32 + 1,
                 uid: *uid_value,
                 flags: &flags,
+                recent: sel.recent.contains(uid_value),
                 internal_date: meta.as_ref().map(|m| m.received_at).unwrap_or(0),
                 raw: &raw,
             };

@@ -8,7 +8,6 @@ use std::{borrow::Cow, collections::BTreeSet, num::NonZeroU32};
 use imap_codec::imap_types::{
     core::Vec1,
     fetch::MessageDataItem,
-    flag::{Flag, FlagPerm},
     mailbox::Mailbox,
     response::{Code, Data, Status},
     sequence::SequenceSet,
@@ -17,11 +16,12 @@ use imap_codec::imap_types::{
 
 use crate::{
     imap::{
+        cmd::keywords::{flags_data, initial_keywords, permanent_flags},
         mailbox::Target,
         session::{
             After, Answer, ImapContext, Outcome, Refusal, Selected, Session, State, bad, done, no,
         },
-        wire::{flag_list, keyword, nz, ok_code, seq_of, set_contains},
+        wire::{flag_list, nz, ok_code, seq_of, set_contains},
     },
     store::{Entry, Flags, MailboxSnapshot, MessageKey, StoreError},
 };
@@ -48,33 +48,21 @@ impl Session {
         let flags = shown_flags(&self.ctx, &agent.login, &snapshot.entries)?;
         let writable = info.writable && !read_only;
         let exists = u32::try_from(snapshot.entries.len()).unwrap_or(u32::MAX);
+        let uids: Vec<u32> = snapshot.entries.iter().map(|(uid, _)| *uid).collect();
+        // RFC 3501 §6.3.1/§6.3.2: SELECT takes \Recent over, EXAMINE only reports it.
+        let recent: BTreeSet<u32> = self
+            .ctx
+            .recent
+            .told(&target, snapshot.uid_validity, &uids, writable)
+            .into_iter()
+            .collect();
+        let keywords = initial_keywords(&flags);
         let mut untagged = vec![
-            Data::Flags(vec![
-                Flag::Answered,
-                Flag::Flagged,
-                Flag::Deleted,
-                Flag::Seen,
-                Flag::Draft,
-                keyword("$Comment"),
-                keyword("$Replying"),
-            ]),
+            flags_data(&keywords),
             Data::Exists(exists),
-            Data::Recent(0),
+            Data::Recent(u32::try_from(recent.len()).unwrap_or(u32::MAX)),
         ];
-        let mut statuses = Vec::new();
-        let permanent = if writable {
-            vec![
-                FlagPerm::Flag(Flag::Answered),
-                FlagPerm::Flag(Flag::Flagged),
-                FlagPerm::Flag(Flag::Deleted),
-                FlagPerm::Flag(Flag::Seen),
-                FlagPerm::Flag(Flag::Draft),
-                FlagPerm::Asterisk,
-            ]
-        } else {
-            Vec::new()
-        };
-        statuses.push(ok_code(Code::PermanentFlags(permanent)));
+        let mut statuses = vec![permanent_flags(writable)];
         if let Some(first_unseen) = flags.iter().position(|f| !f.seen)
             && let Some(n) = NonZeroU32::new(u32::try_from(first_unseen + 1).unwrap_or(u32::MAX))
         {
@@ -94,11 +82,13 @@ impl Session {
             uid_next: snapshot.uid_next,
             entries: snapshot.entries,
             flags,
+            recent,
+            keywords,
             synced_at,
         };
         let state = std::mem::replace(&mut self.state, State::NotAuthenticated);
         if let State::Authenticated(agent) = state {
-            self.state = State::Selected(agent, selected);
+            self.state = State::Selected(agent, Box::new(selected));
         }
         let code = if writable {
             Code::ReadWrite
@@ -165,7 +155,12 @@ impl Session {
                 StatusDataItemName::Messages => {
                     out.push(StatusDataItem::Messages(snapshot.entries.len() as u32))
                 }
-                StatusDataItemName::Recent => out.push(StatusDataItem::Recent(0)),
+                StatusDataItemName::Recent => {
+                    // RFC 3501 §6.3.10: messages no session has been told of yet.
+                    let uids: Vec<u32> = snapshot.entries.iter().map(|(uid, _)| *uid).collect();
+                    let n = self.ctx.recent.count(target, snapshot.uid_validity, &uids);
+                    out.push(StatusDataItem::Recent(u32::try_from(n).unwrap_or(u32::MAX)));
+                }
                 StatusDataItemName::UidNext => {
                     out.push(StatusDataItem::UidNext(nz(snapshot.uid_next)))
                 }
@@ -205,7 +200,11 @@ impl Session {
     /// command reports it).
     pub async fn pending_updates(&mut self) -> Vec<Data<'static>> {
         match self.sync().await {
-            Ok(data) => data,
+            Ok(mut data) => {
+                // PERMANENTFLAGS already holds `\*`: the new FLAGS is what clients need.
+                self.announce_keywords(&mut data);
+                data
+            }
             Err(e) => {
                 tracing::warn!(error = ?e, "mailbox update failed");
                 Vec::new()
@@ -250,8 +249,9 @@ impl Session {
         let now: BTreeSet<u32> = snapshot.entries.iter().map(|(uid, _)| *uid).collect();
         for index in (0..sel.entries.len()).rev() {
             if !now.contains(&sel.entries[index].0) {
-                sel.entries.remove(index);
+                let (uid, _) = sel.entries.remove(index);
                 sel.flags.remove(index);
+                sel.recent.remove(&uid);
                 if let Some(seq) = NonZeroU32::new(u32::try_from(index + 1).unwrap_or(u32::MAX)) {
                     untagged.push(Data::Expunge(seq));
                 }
@@ -284,7 +284,10 @@ impl Session {
                 let seq = seq_of(index);
                 let items = vec![
                     MessageDataItem::Uid(nz(sel.entries[index].0)),
-                    MessageDataItem::Flags(flag_list(&flags)),
+                    MessageDataItem::Flags(flag_list(
+                        &flags,
+                        sel.recent.contains(&sel.entries[index].0),
+                    )),
                 ];
                 untagged.push(Data::Fetch {
                     seq,
@@ -295,11 +298,26 @@ impl Session {
         }
         if !fresh.is_empty() {
             let fresh_flags = shown_flags(&self.ctx, &agent.login, &fresh)?;
+            let uids: Vec<u32> = fresh.iter().map(|(uid, _)| *uid).collect();
+            // RFC 3501 §2.3.2: this session is told of them now (EXISTS below).
+            let recent = self
+                .ctx
+                .recent
+                .told(&sel.target, sel.uid_validity, &uids, sel.writable);
+            sel.recent.extend(recent);
             sel.entries.extend(fresh);
             sel.flags.extend(fresh_flags);
             untagged.push(Data::Exists(
                 u32::try_from(sel.entries.len()).unwrap_or(u32::MAX),
             ));
+            // RFC 3501 §7.3.2: the number of \Recent messages changed with them (counted
+            // over what is still here: an EXPUNGE elsewhere leaves its UID in `recent`).
+            let recent = sel
+                .entries
+                .iter()
+                .filter(|(uid, _)| sel.recent.contains(uid))
+                .count();
+            untagged.push(Data::Recent(u32::try_from(recent).unwrap_or(u32::MAX)));
         }
         sel.uid_next = snapshot.uid_next;
         sel.synced_at = generations;

@@ -51,7 +51,8 @@ impl Session {
             sel.flags[index] = flags.clone();
             // .SILENT: the client knows what it set (RFC 3501 §6.4.6).
             if response == StoreResponse::Answer {
-                let mut items = vec![MessageDataItem::Flags(flag_list(&flags))];
+                let recent = sel.recent.contains(&sel.entries[index].0);
+                let mut items = vec![MessageDataItem::Flags(flag_list(&flags, recent))];
                 if uid {
                     items.insert(0, MessageDataItem::Uid(nz(sel.entries[index].0)));
                 }
