@@ -19,6 +19,8 @@ mod conversations;
 mod faults;
 // The IMAP view: protocol, conversation actions by moving, flags, IDLE, real clients.
 mod imap;
+// IMAP extensions with the commands real clients send: LIST-EXTENDED, LIST-STATUS, ESEARCH.
+mod imap_extensions;
 // Agents' replies through submission: AUTH, sender rules, logging, notes, collisions.
 mod submission;
 // A loopback SMTP sink standing in for the relay or a recipient's MX.

@@ -1,9 +1,10 @@
-//! IMAP: `mailbox` (which mailboxes an agent sees and what they mean), `render` (FETCH
+//! IMAP: `extended` (command forms imap-codec does not parse), `mailbox` (which mailboxes an agent sees and what they mean), `render` (FETCH
 //! data from stored bytes), `search` (SEARCH keys), `session` (state, login and command
 //! routing), `cmd` (the handlers per command family), `wire` (conversions to and from
 //! imap-codec types) and `server` (the I/O driver around imap-next).
 
 mod cmd;
+mod extended;
 pub mod mailbox;
 pub mod render;
 pub mod search;

@@ -25,7 +25,10 @@ use tokio::{
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::session::{After, Answer, ImapContext, Session};
+use super::{
+    extended,
+    session::{After, Answer, ImapContext, Session},
+};
 use crate::{config::Config, metrics::Metrics};
 
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -212,6 +215,27 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Err(Interrupt::Io(Io::NeedMoreInput)) => break,
                 Err(Interrupt::Error(e)) => {
+                    // Forms imap-codec does not parse (LIST-EXTENDED, ESEARCH) arrive here,
+                    // whole and framed by imap-next; send queue empty, so writing keeps order.
+                    if let imap_next::server::Error::MalformedMessage { discarded_bytes } = &e
+                        && let Some(parsed) = extended::parse(discarded_bytes.declassify())
+                    {
+                        let out = match parsed {
+                            Ok(command) => {
+                                let started = Instant::now();
+                                let (name, out) = session.extended(command).await;
+                                metrics.imap_command(name, started.elapsed());
+                                out
+                            }
+                            Err(malformed) => extended::refusal(malformed),
+                        };
+                        timeout(WRITE_TIMEOUT, io.write_all(&out))
+                            .await
+                            .map_err(|_| {
+                                std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")
+                            })??;
+                        continue;
+                    }
                     bad_commands += 1;
                     if let Some(status) = tagged_bad(&e) {
                         server.enqueue_status(status);

@@ -172,7 +172,14 @@ impl Session {
             Capability::Enable,
             Capability::Unselect,
         ]);
-        for other in ["SPECIAL-USE", "CHILDREN"] {
+        // The extended forms are answered by `cmd/extended.rs` (RFC 5258, 5819, 4731).
+        for other in [
+            "SPECIAL-USE",
+            "CHILDREN",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
+            "ESEARCH",
+        ] {
             if let Ok(atom) = Atom::try_from(other) {
                 caps.push(Capability::from(atom));
             }

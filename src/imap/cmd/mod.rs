@@ -3,6 +3,7 @@
 
 mod append;
 mod copy_move;
+mod extended;
 mod fetch;
 mod folders;
 mod idle;

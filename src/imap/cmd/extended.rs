@@ -1,0 +1,249 @@
+//! Answers to the extended commands of `imap/extended.rs`: LIST-EXTENDED with SPECIAL-USE
+//! and LIST-STATUS, and ESEARCH. imap-codec 2.0.0-alpha.10 has no types for a LIST
+//! response's extended data (CHILDINFO) or for ESEARCH, so these answers are encoded here:
+//! what imap-codec can encode (LIST, STATUS, statuses) it encodes, and only the extension
+//! parts are written by hand.
+
+use imap_codec::{
+    ResponseCodec,
+    encode::Encoder,
+    imap_types::{
+        command::CommandBody,
+        core::{QuotedChar, Tag},
+        flag::FlagNameAttribute,
+        mailbox::Mailbox,
+        response::{Data, Response, Status},
+    },
+};
+
+use crate::imap::{
+    extended::{ExtCommand, Extended, ListExtended, SearchReturn},
+    mailbox,
+    session::{Refusal, Session, bad, respond},
+    wire::{attribute, mailbox_name, wildcard},
+};
+
+impl Session {
+    /// Runs an extended command; returns its metrics name and the encoded answer, which
+    /// the driver writes as is.
+    pub async fn extended(&mut self, command: Extended) -> (&'static str, Vec<u8>) {
+        let Extended { tag, command } = command;
+        let (name, outcome) = match command {
+            ExtCommand::List(list) => ("LIST", self.list_extended(list).await),
+            ExtCommand::Search { uid, returns, base } => (
+                if uid { "UID SEARCH" } else { "SEARCH" },
+                self.esearch(&tag, uid, returns, base).await,
+            ),
+        };
+        let mut out = Vec::new();
+        match outcome {
+            Ok((lines, text)) => {
+                for line in lines {
+                    out.extend_from_slice(&line);
+                }
+                let status = Status::ok(Some(tag), None, text).map_err(bad);
+                match status {
+                    Ok(status) => out.extend(encode(&Response::Status(status))),
+                    Err(_) => out.extend_from_slice(b"* BAD status\r\n"),
+                }
+            }
+            Err(refusal) => {
+                out.extend(encode(&Response::Status(respond(tag, Err(refusal)).status)))
+            }
+        }
+        (name, out)
+    }
+
+    /// RFC 5258 with RFC 6154 §3 (SPECIAL-USE) and RFC 5819 (STATUS return option).
+    async fn list_extended(
+        &mut self,
+        list: ListExtended,
+    ) -> Result<(Vec<Vec<u8>>, &'static str), Refusal> {
+        let ListExtended {
+            selection,
+            reference,
+            patterns,
+            returns,
+        } = list;
+        let reference = mailbox_name(&reference);
+        let patterns: Vec<String> = patterns.iter().map(wildcard).collect();
+        let delimiter = QuotedChar::try_from(mailbox::DELIMITER).ok();
+        if patterns.iter().all(String::is_empty) {
+            // RFC 5258 §3: an empty pattern still asks for the delimiter (RFC 3501 §6.3.8).
+            let data = Data::List {
+                items: vec![FlagNameAttribute::Noselect],
+                delimiter,
+                mailbox: Mailbox::try_from("").map_err(bad)?,
+            };
+            return Ok((vec![encode(&Response::Data(data))], "LIST completed"));
+        }
+        let boxes = self.mailboxes()?;
+        let mut lines = Vec::new();
+        for b in &boxes {
+            let matches = |p: &String| mailbox::wildcard_match(&format!("{reference}{p}"), &b.name);
+            if !patterns.iter().any(matches) {
+                continue;
+            }
+            // Every mailbox is subscribed (SUBSCRIBE is a no-op), so the SUBSCRIBED
+            // selection drops nothing and RECURSIVEMATCH has a subscribed child to report
+            // for every parent (RFC 5258 §3.5).
+            if selection.special_use && b.special_use.is_none() {
+                continue;
+            }
+            let prefix = format!("{}{}", b.name, mailbox::DELIMITER);
+            let children = boxes.iter().any(|o| o.name.starts_with(&prefix));
+            let mut items = Vec::new();
+            if b.no_select {
+                items.push(FlagNameAttribute::Noselect);
+            }
+            // RFC 5258 §4: CHILDREN attributes are always sent (allowed unasked).
+            items.push(attribute(if children {
+                "HasChildren"
+            } else {
+                "HasNoChildren"
+            }));
+            // RFC 5258 §3.1/§3.3: \Subscribed when SUBSCRIBED is selected or returned.
+            if selection.subscribed || returns.subscribed {
+                items.push(attribute("Subscribed"));
+            }
+            // RFC 6154 §2: the attributes are sent whether or not asked for.
+            if let Some(special) = b.special_use {
+                items.push(attribute(special.attribute()));
+            }
+            let name = Mailbox::try_from(b.name.clone()).map_err(bad)?;
+            let mut line = encode(&Response::Data(Data::List {
+                items,
+                delimiter,
+                mailbox: name.clone(),
+            }));
+            if selection.recursive_match && children {
+                // RFC 5258 §3.5: `mbox-list-extended` after the name.
+                line.truncate(line.len().saturating_sub(2));
+                line.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n");
+            }
+            lines.push(line);
+            // RFC 5819 §2: a STATUS for each selectable mailbox listed, right after its
+            // LIST; a mailbox whose STATUS fails is listed without one.
+            if let Some(items) = &returns.status
+                && !b.no_select
+                && b.target.is_some()
+                && let Ok(answer) = self.handle_status(&name, items).await
+            {
+                for data in answer.untagged {
+                    lines.push(encode(&Response::Data(data)));
+                }
+            }
+        }
+        Ok((lines, "LIST completed"))
+    }
+
+    /// RFC 4731 §3.1: the base SEARCH, answered as one ESEARCH response.
+    async fn esearch(
+        &mut self,
+        tag: &Tag<'static>,
+        uid: bool,
+        returns: SearchReturn,
+        base: CommandBody<'static>,
+    ) -> Result<(Vec<Vec<u8>>, &'static str), Refusal> {
+        let CommandBody::Search {
+            charset, criteria, ..
+        } = base
+        else {
+            return Err(Refusal::Bad("not a SEARCH".into()));
+        };
+        let answer = self.handle_search(charset, &criteria, uid).await?;
+        let mut hits: Vec<u32> = Vec::new();
+        let mut lines = Vec::new();
+        for data in answer.untagged {
+            match data {
+                Data::Search(found, ..) => hits.extend(found.iter().map(|n| n.get())),
+                other => lines.push(encode(&Response::Data(other))),
+            }
+        }
+        hits.sort_unstable();
+        lines.push(esearch_line(tag, uid, returns, &hits));
+        Ok((lines, "SEARCH completed"))
+    }
+}
+
+/// `* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [COUNT n] [ALL set]` (RFC 4731 §3.1/§7);
+/// `hits` ascending. With no hits only COUNT is sent.
+fn esearch_line(tag: &Tag<'_>, uid: bool, returns: SearchReturn, hits: &[u32]) -> Vec<u8> {
+    // Tags are atoms without `"` or `\` (RFC 3501 §9 `tag`), so they quote as they are.
+    let mut line = format!("* ESEARCH (TAG \"{}\")", tag.as_ref());
+    if uid {
+        line.push_str(" UID");
+    }
+    if let (Some(min), Some(max)) = (hits.first(), hits.last()) {
+        if returns.min {
+            line.push_str(&format!(" MIN {min}"));
+        }
+        if returns.max {
+            line.push_str(&format!(" MAX {max}"));
+        }
+    }
+    if returns.count {
+        line.push_str(&format!(" COUNT {}", hits.len()));
+    }
+    if returns.all && !hits.is_empty() {
+        line.push_str(" ALL ");
+        line.push_str(&sequence_set(hits));
+    }
+    line.push_str("\r\n");
+    line.into_bytes()
+}
+
+/// `hits` (ascending) as a compact sequence-set: runs become ranges.
+fn sequence_set(hits: &[u32]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < hits.len() {
+        let start = hits[i];
+        let mut end = start;
+        while i + 1 < hits.len() && hits[i + 1] == end.saturating_add(1) {
+            i += 1;
+            end = hits[i];
+        }
+        parts.push(if start == end {
+            start.to_string()
+        } else {
+            format!("{start}:{end}")
+        });
+        i += 1;
+    }
+    parts.join(",")
+}
+
+fn encode(response: &Response<'_>) -> Vec<u8> {
+    ResponseCodec::default().encode(response).dump()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_become_ranges() {
+        assert_eq!(sequence_set(&[1, 2, 3, 5, 7, 8]), "1:3,5,7:8");
+        assert_eq!(sequence_set(&[4]), "4");
+        assert_eq!(sequence_set(&[]), "");
+    }
+
+    #[test]
+    fn esearch_sends_only_count_without_hits() {
+        let tag = Tag::try_from("a1").unwrap();
+        let all = SearchReturn {
+            min: true,
+            max: true,
+            count: true,
+            all: true,
+        };
+        let line = String::from_utf8(esearch_line(&tag, true, all, &[])).unwrap();
+        assert_eq!(line, "* ESEARCH (TAG \"a1\") UID COUNT 0\r\n");
+        let line = String::from_utf8(esearch_line(&tag, false, all, &[2, 3, 9])).unwrap();
+        assert_eq!(
+            line,
+            "* ESEARCH (TAG \"a1\") MIN 2 MAX 9 COUNT 3 ALL 2:3,9\r\n"
+        );
+    }
+}

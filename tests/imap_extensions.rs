@@ -1,0 +1,240 @@
+//! IMAP extensions clients rely on, against the real daemon with the command lines those
+//! clients send: LIST-EXTENDED with SPECIAL-USE and LIST-STATUS, ESEARCH. Expected answers
+//! come from the daemon's own base-form answers (plain LIST, STATUS, SEARCH).
+
+use crate::harness::{ImapConn, TestDaemon, simple_message};
+
+async fn deliver(d: &TestDaemon, subject: &str, id: &str) {
+    let mut c = d.smtp().await;
+    c.cmd("EHLO client.example", 250).await;
+    let from = format!("{id}@customer.example");
+    let msg = simple_message(&from, subject, &format!("{id}@customer.example"));
+    let (code, text) = c.send_mail(&from, &["support@example.test"], &msg).await;
+    assert_eq!(code, 250, "{text:?}");
+}
+
+/// `* LIST (attrs) "/" name` → (attrs, name).
+fn list_entry(line: &str) -> Option<(Vec<String>, String)> {
+    let rest = line.strip_prefix("* LIST (")?;
+    let (attrs, rest) = rest.split_once(") \"/\" ")?;
+    let name = rest.split(" (\"CHILDINFO\"").next()?.trim_matches('"');
+    Some((
+        attrs
+            .split(' ')
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect(),
+        name.to_string(),
+    ))
+}
+
+fn names(lines: &[String]) -> Vec<String> {
+    lines
+        .iter()
+        .filter_map(|l| list_entry(l))
+        .map(|(_, n)| n)
+        .collect()
+}
+
+const SPECIAL: [&str; 5] = ["\\Archive", "\\Sent", "\\Junk", "\\Drafts", "\\Trash"];
+
+#[tokio::test]
+async fn list_extended_special_use_and_status() {
+    let d = TestDaemon::start().await;
+    deliver(&d, "First", "l1").await;
+    deliver(&d, "Second", "l2").await;
+    let mut c = d.imap_as("alice", "alice-password").await;
+    let caps = c.ok("CAPABILITY").await;
+    for cap in ["LIST-EXTENDED", "LIST-STATUS", "SPECIAL-USE"] {
+        assert!(
+            caps[0].split(' ').any(|w| w == cap),
+            "missing {cap}: {caps:?}"
+        );
+    }
+    c.ok("CREATE Personal/Notes").await;
+    let plain = c.ok("LIST \"\" \"*\"").await;
+    let special: Vec<String> = plain
+        .iter()
+        .filter_map(|l| list_entry(l))
+        .filter(|(attrs, _)| attrs.iter().any(|a| SPECIAL.contains(&a.as_str())))
+        .map(|(_, n)| n)
+        .collect();
+    assert!(special.len() >= 5, "{plain:#?}");
+
+    // Thunderbird (lower case) and K-9: only the special-use mailboxes (RFC 6154 §3).
+    for command in [
+        "list (special-use) \"\" \"*\"",
+        "LIST (SPECIAL-USE) \"\" \"*\"",
+    ] {
+        let only = c.ok(command).await;
+        assert_eq!(names(&only), special, "{command}: {only:#?}");
+    }
+    // Apple Mail / mbsync: every mailbox, with the special-use attributes.
+    let ret = c.ok("LIST \"\" \"*\" RETURN (SPECIAL-USE)").await;
+    assert_eq!(ret, plain);
+
+    // Thunderbird with LIST-EXTENDED asks this instead of LSUB: every mailbox is subscribed.
+    let subscribed = c.ok("list (subscribed) \"\" \"*\"").await;
+    assert_eq!(names(&subscribed), names(&plain));
+    for line in &subscribed {
+        let (attrs, _) = list_entry(line).unwrap();
+        assert!(attrs.contains(&"\\Subscribed".to_string()), "{line}");
+    }
+    let children = c.ok("LIST \"\" \"*\" RETURN (SUBSCRIBED CHILDREN)").await;
+    assert_eq!(children, subscribed);
+    // RECURSIVEMATCH reports the subscribed children of a parent (RFC 5258 §3.5).
+    let recursive = c.ok("LIST (SUBSCRIBED RECURSIVEMATCH) \"\" \"%\"").await;
+    let personal = recursive
+        .iter()
+        .find(|l| l.ends_with("Personal (\"CHILDINFO\" (\"SUBSCRIBED\"))"));
+    assert!(personal.is_some(), "{recursive:#?}");
+    assert!(
+        !recursive.iter().any(|l| l.contains("Personal/Notes")),
+        "{recursive:#?}"
+    );
+
+    // Several patterns at once (RFC 5258 §3).
+    let two = c.ok("LIST \"\" (INBOX \"Personal/*\")").await;
+    assert_eq!(names(&two), ["INBOX", "Personal/Notes"]);
+
+    // LIST-STATUS (RFC 5819): each selectable mailbox's STATUS right after its LIST line,
+    // the same as a STATUS command answers; none for \Noselect parents.
+    let with_status = c
+        .ok("LIST \"\" \"*\" RETURN (STATUS (MESSAGES UNSEEN))")
+        .await;
+    let mut statuses = 0;
+    for (i, line) in with_status.iter().enumerate() {
+        let Some((attrs, name)) = list_entry(line) else {
+            continue;
+        };
+        let next = with_status.get(i + 1).cloned().unwrap_or_default();
+        if attrs.contains(&"\\Noselect".to_string()) {
+            assert!(!next.starts_with("* STATUS"), "{line} then {next}");
+            continue;
+        }
+        let expected = c.ok(&format!("STATUS \"{name}\" (MESSAGES UNSEEN)")).await;
+        assert_eq!(next, expected[0], "after {line}");
+        statuses += 1;
+    }
+    assert!(statuses >= 10, "{with_status:#?}");
+    let inbox = c.ok("STATUS INBOX (MESSAGES)").await;
+    assert!(inbox[0].contains("MESSAGES 2"), "{inbox:?}");
+
+    // The delimiter query keeps its base meaning.
+    let root = c.ok("LIST (SUBSCRIBED) \"\" \"\"").await;
+    assert_eq!(root, c.ok("LIST \"\" \"\"").await);
+
+    // Bad options get a tagged BAD that says which.
+    let tagged = c.refused("LIST (BOGUS) \"\" \"*\"", "BAD").await;
+    assert!(tagged.contains("BOGUS"), "{tagged}");
+    let tagged = c.refused("LIST (RECURSIVEMATCH) \"\" \"*\"", "BAD").await;
+    assert!(tagged.contains("RECURSIVEMATCH"), "{tagged}");
+    let tagged = c
+        .refused("LIST \"\" \"*\" RETURN (STATUS (NOPE))", "BAD")
+        .await;
+    assert!(tagged.contains("STATUS"), "{tagged}");
+    // Before login: refused, not answered.
+    let mut anon = ImapConn::connect(d.imap_addr()).await;
+    anon.refused("LIST (SPECIAL-USE) \"\" \"*\"", "BAD").await;
+    d.stop().await;
+}
+
+/// The numbers of a plain `* SEARCH` answer.
+fn search_hits(lines: &[String]) -> Vec<u32> {
+    let line = lines.iter().find(|l| l.starts_with("* SEARCH")).unwrap();
+    line.split(' ')
+        .skip(2)
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+/// `n`, `a:b` and `,` of a sequence set, expanded.
+fn expand(set: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for part in set.split(',') {
+        match part.split_once(':') {
+            Some((a, b)) => out.extend(a.parse::<u32>().unwrap()..=b.parse().unwrap()),
+            None => out.push(part.parse().unwrap()),
+        }
+    }
+    out
+}
+
+/// The value after `key` in an ESEARCH line.
+fn item<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let mut words = line.split(' ');
+    words.find(|w| *w == key)?;
+    words.next()
+}
+
+#[tokio::test]
+async fn esearch_answers_what_search_finds() {
+    let d = TestDaemon::start().await;
+    for (i, subject) in ["alpha", "beta", "alpha again", "gamma", "alpha third"]
+        .iter()
+        .enumerate()
+    {
+        deliver(&d, subject, &format!("e{i}")).await;
+    }
+    let mut c = d.imap_as("alice", "alice-password").await;
+    let caps = c.ok("CAPABILITY").await;
+    assert!(caps[0].split(' ').any(|w| w == "ESEARCH"), "{caps:?}");
+    c.ok("SELECT INBOX").await;
+    c.ok("STORE 2 +FLAGS (\\Seen)").await;
+    // Roundcube's forms (RFC 4731 §3.1): compared with the base SEARCH of the same keys.
+    for (prefix, keys) in [
+        ("UID SEARCH", "ALL"),
+        ("UID SEARCH", "UNSEEN"),
+        ("SEARCH", "SUBJECT alpha"),
+        ("SEARCH", "NOT SUBJECT alpha"),
+    ] {
+        let hits = search_hits(&c.ok(&format!("{prefix} {keys}")).await);
+        assert!(!hits.is_empty(), "{prefix} {keys}");
+        let (lines, tagged) = c
+            .run(&format!("{prefix} RETURN (MIN MAX COUNT ALL) {keys}"))
+            .await;
+        assert!(tagged.contains(" OK "), "{tagged}");
+        let tag = tagged.split(' ').next().unwrap();
+        let [line] = lines.as_slice() else {
+            panic!("{lines:?}")
+        };
+        assert!(
+            line.starts_with(&format!("* ESEARCH (TAG \"{tag}\")")),
+            "{line}"
+        );
+        assert_eq!(line.contains(" UID "), prefix.starts_with("UID"), "{line}");
+        assert_eq!(item(line, "MIN"), Some(hits[0].to_string().as_str()));
+        assert_eq!(
+            item(line, "MAX"),
+            Some(hits[hits.len() - 1].to_string().as_str())
+        );
+        assert_eq!(item(line, "COUNT"), Some(hits.len().to_string().as_str()));
+        assert_eq!(expand(item(line, "ALL").unwrap()), hits, "{line}");
+        // `RETURN ()` means ALL.
+        let empty = c.ok(&format!("{prefix} RETURN () {keys}")).await;
+        assert_eq!(expand(item(&empty[0], "ALL").unwrap()), hits, "{empty:?}");
+    }
+    // Only what was asked; no hits: COUNT 0 and nothing else.
+    let count = c.ok("SEARCH RETURN (COUNT) SUBJECT alpha").await;
+    assert!(count[0].ends_with(" COUNT 3"), "{count:?}");
+    let none = c
+        .ok("UID SEARCH RETURN (MIN MAX COUNT ALL) SUBJECT nowhere")
+        .await;
+    assert!(none[0].ends_with(" UID COUNT 0"), "{none:?}");
+    // A search key as a literal, as clients send non-ASCII text.
+    c.send_raw(b"L1 SEARCH RETURN (COUNT) CHARSET UTF-8 SUBJECT {5}\r\n")
+        .await;
+    let cont = c.read_line().await.unwrap();
+    assert!(cont.starts_with(b"+"), "{}", String::from_utf8_lossy(&cont));
+    c.send_raw(b"alpha\r\n").await;
+    let (lines, tagged) = c.until_tagged("L1").await;
+    assert!(tagged.starts_with("L1 OK"), "{tagged}");
+    assert!(lines[0].ends_with(" COUNT 3"), "{lines:?}");
+    let tagged = c.refused("SEARCH RETURN (SAVE) ALL", "BAD").await;
+    assert!(tagged.contains("SAVE"), "{tagged}");
+    let tagged = c.refused("SEARCH RETURN (MIN) NOSUCHKEY", "BAD").await;
+    assert!(tagged.contains("criteria"), "{tagged}");
+    c.ok("UNSELECT").await;
+    c.refused("SEARCH RETURN (MIN) ALL", "BAD").await;
+    d.stop().await;
+}
