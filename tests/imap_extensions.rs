@@ -238,3 +238,260 @@ async fn esearch_answers_what_search_finds() {
     c.refused("SEARCH RETURN (MIN) ALL", "BAD").await;
     d.stop().await;
 }
+
+/// Appends `raw` to `mailbox` with a LITERAL+ literal and internal date `date`; its UID.
+async fn append(c: &mut ImapConn, mailbox: &str, date: &str, raw: &str) -> u32 {
+    c.send_raw(
+        format!(
+            "ap APPEND {mailbox} \"{date}\" {{{}+}}\r\n{raw}\r\n",
+            raw.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let (_, tagged) = c.until_tagged("ap").await;
+    let code = tagged.split("[APPENDUID ").nth(1).expect(&tagged);
+    code.split([' ', ']']).nth(1).unwrap().parse().unwrap()
+}
+
+/// Numbers of a `* SORT` answer.
+fn sorted(lines: &[String]) -> Vec<u32> {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("* SORT"))
+        .expect("SORT");
+    line.split(' ')
+        .skip(2)
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+fn thread_line(lines: &[String]) -> String {
+    let line = lines
+        .iter()
+        .find(|l| l.starts_with("* THREAD"))
+        .expect("THREAD");
+    line.trim_start_matches("* THREAD").trim().to_string()
+}
+
+/// A message for the SORT/THREAD tests.
+struct Msg {
+    subject: &'static str,
+    from: &'static str,
+    /// Day of November 2026: the Date header.
+    day: u32,
+    /// Day of October 2026: the internal date.
+    arrived: u32,
+    padding: usize,
+    id: &'static str,
+    refs: &'static str,
+}
+
+const MSGS: [Msg; 5] = [
+    Msg {
+        subject: "Printer",
+        from: "zed",
+        day: 3,
+        arrived: 5,
+        padding: 10,
+        id: "a",
+        refs: "",
+    },
+    Msg {
+        subject: "Re: Printer",
+        from: "amy",
+        day: 4,
+        arrived: 1,
+        padding: 300,
+        id: "b",
+        refs: "<a@x>",
+    },
+    Msg {
+        subject: "Budget",
+        from: "bob",
+        day: 1,
+        arrived: 3,
+        padding: 50,
+        id: "c",
+        refs: "",
+    },
+    Msg {
+        subject: "RE: [ops] Printer",
+        from: "Cat",
+        day: 5,
+        arrived: 4,
+        padding: 0,
+        id: "d",
+        refs: "<a@x> <b@x>",
+    },
+    Msg {
+        subject: "Fwd: Budget (fwd)",
+        from: "dan",
+        day: 2,
+        arrived: 2,
+        padding: 120,
+        id: "e",
+        refs: "<c@x>",
+    },
+];
+
+fn raw(m: &Msg) -> String {
+    let refs = if m.refs.is_empty() {
+        String::new()
+    } else {
+        format!("References: {}\r\n", m.refs)
+    };
+    format!(
+        "From: {0} <{0}@customer.example>\r\nTo: support@example.test\r\nSubject: {1}\r\nDate: {2:02} Nov 2026 10:00:00 +0000\r\nMessage-ID: <{3}@x>\r\n{refs}\r\n{4}\r\n",
+        m.from,
+        m.subject,
+        m.day,
+        m.id,
+        "x".repeat(m.padding)
+    )
+}
+
+#[tokio::test]
+async fn sort_and_thread_on_a_personal_folder() {
+    let d = TestDaemon::start().await;
+    let mut c = d.imap_as("alice", "alice-password").await;
+    let caps = c.ok("CAPABILITY").await;
+    for cap in ["SORT", "THREAD=REFERENCES", "THREAD=ORDEREDSUBJECT"] {
+        assert!(
+            caps[0].split(' ').any(|w| w == cap),
+            "missing {cap}: {caps:?}"
+        );
+    }
+    c.ok("CREATE Personal/T").await;
+    let mut uids = Vec::new();
+    for m in &MSGS {
+        let date = format!("{:02}-Oct-2026 09:00:00 +0000", m.arrived);
+        uids.push(append(&mut c, "Personal/T", &date, &raw(m)).await);
+    }
+    c.ok("SELECT Personal/T").await;
+    let by = |key: &dyn Fn(&Msg) -> u64| {
+        let mut order: Vec<usize> = (0..MSGS.len()).collect();
+        order.sort_by_key(|&i| (key(&MSGS[i]), i));
+        order.into_iter().map(|i| uids[i]).collect::<Vec<u32>>()
+    };
+    // Roundcube's forms.
+    let date = sorted(&c.ok("UID SORT (DATE) UTF-8 ALL").await);
+    assert_eq!(date, by(&|m| m.day as u64));
+    let arrival = sorted(&c.ok("UID SORT (REVERSE ARRIVAL) US-ASCII ALL").await);
+    let mut expected = by(&|m| m.arrived as u64);
+    expected.reverse();
+    assert_eq!(arrival, expected);
+    // SIZE against the daemon's own RFC822.SIZE.
+    let sizes = c.ok("UID FETCH 1:* (RFC822.SIZE)").await;
+    let size_of = |uid: u32| -> u64 {
+        let line = sizes
+            .iter()
+            .find(|l| l.contains(&format!("UID {uid} ")))
+            .unwrap();
+        line.split("RFC822.SIZE ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches(')')
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let size = sorted(&c.ok("UID SORT (SIZE) UTF-8 ALL").await);
+    let mut expected = uids.clone();
+    expected.sort_by_key(|&u| (size_of(u), u));
+    assert_eq!(size, expected);
+    // FROM is the mailbox part, case-insensitively: amy bob Cat dan zed.
+    let from = sorted(&c.ok("UID SORT (FROM) UTF-8 ALL").await);
+    assert_eq!(from, [uids[1], uids[2], uids[3], uids[4], uids[0]]);
+    // SUBJECT is the base subject (RFC 5256 §2.1): the Budgets, then the Printers, each
+    // by sequence; a second key breaks the ties.
+    let subject = sorted(&c.ok("UID SORT (SUBJECT) UTF-8 ALL").await);
+    assert_eq!(subject, [uids[2], uids[4], uids[0], uids[1], uids[3]]);
+    let two = sorted(&c.ok("UID SORT (SUBJECT REVERSE DATE) UTF-8 ALL").await);
+    assert_eq!(two, [uids[4], uids[2], uids[3], uids[1], uids[0]]);
+    // Sequence numbers without UID, and search criteria narrow the set.
+    let seqs = sorted(&c.ok("SORT (DATE) UTF-8 SUBJECT printer").await);
+    assert_eq!(seqs, [1, 2, 4]);
+
+    // THREAD=REFERENCES (RFC 5256 §2.2): b and c answer a; d answers b; e answers c;
+    // the roots by date.
+    let refs = thread_line(&c.ok("UID THREAD REFERENCES UTF-8 ALL").await);
+    let u = |i: usize| uids[i];
+    assert_eq!(
+        refs,
+        format!("({} {})({} {} {})", u(2), u(4), u(0), u(1), u(3))
+    );
+    // ORDEREDSUBJECT: groups by base subject, the first is the parent of the rest.
+    let ordered = thread_line(&c.ok("THREAD ORDEREDSUBJECT UTF-8 ALL").await);
+    assert_eq!(ordered, "(3 5)(1 (2)(4))");
+    let tagged = c.refused("THREAD NOSUCH UTF-8 ALL", "BAD").await;
+    assert!(tagged.contains("NOSUCH"), "{tagged}");
+    let tagged = c.refused("SORT (DATE) KOI8-R ALL", "NO").await;
+    assert!(tagged.contains("BADCHARSET"), "{tagged}");
+    c.ok("UNSELECT").await;
+    c.refused("SORT (DATE) UTF-8 ALL", "BAD").await;
+    d.stop().await;
+}
+
+#[tokio::test]
+async fn thread_on_a_team_view_is_the_conversations() {
+    let d = TestDaemon::start().await;
+    let mut smtp = d.smtp().await;
+    smtp.cmd("EHLO client.example", 250).await;
+    // Two conversations: a question and its follow-up, and an unrelated one.
+    for m in [&MSGS[0], &MSGS[2], &MSGS[1]] {
+        let from = format!("{}@customer.example", m.from);
+        let (code, text) = smtp
+            .send_mail(&from, &["support@example.test"], raw(m).as_bytes())
+            .await;
+        assert_eq!(code, 250, "{text:?}");
+    }
+    let conversations = d.handle.store().list_conversations().unwrap();
+    let mut c = d.imap_as("alice", "alice-password").await;
+    c.ok("SELECT INBOX").await;
+    let ids = c
+        .ok("UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        .await;
+    let id_of = |uid: &str| -> String {
+        let line = ids
+            .iter()
+            .find(|l| l.contains(&format!("UID {uid} ")))
+            .unwrap();
+        line.split('<')
+            .nth(1)
+            .unwrap()
+            .split('>')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let threads = thread_line(&c.ok("UID THREAD REFERENCES UTF-8 ALL").await);
+    let mut groups: Vec<Vec<String>> = threads
+        .trim_matches(['(', ')'])
+        .split(")(")
+        .map(|t| {
+            let mut g: Vec<String> = t
+                .split([' ', '(', ')'])
+                .filter(|s| !s.is_empty())
+                .map(id_of)
+                .collect();
+            g.sort();
+            g
+        })
+        .collect();
+    groups.sort();
+    let mut expected: Vec<Vec<String>> = conversations
+        .iter()
+        .map(|c| {
+            let mut g = c.message_ids.clone();
+            g.sort();
+            g
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(groups, expected, "{threads}");
+    assert_eq!(expected.len(), 2, "{conversations:?}");
+    d.stop().await;
+}

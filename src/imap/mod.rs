@@ -10,4 +10,5 @@ pub mod render;
 pub mod search;
 pub mod server;
 pub mod session;
+mod sort_thread;
 mod wire;

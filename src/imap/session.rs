@@ -9,6 +9,7 @@ use imap_codec::imap_types::{
     auth::AuthMechanism,
     command::{Command, CommandBody},
     core::{AString, Atom, IString, NString, Tag, Vec1},
+    extensions::thread::ThreadingAlgorithm,
     response::{Capability, Code, CodeOther, Data, Greeting, Status},
     secret::Secret,
 };
@@ -171,6 +172,10 @@ impl Session {
             Capability::Id,
             Capability::Enable,
             Capability::Unselect,
+            // RFC 5256, answered in `cmd/sort_thread.rs`.
+            Capability::Sort(None),
+            Capability::Thread(ThreadingAlgorithm::References),
+            Capability::Thread(ThreadingAlgorithm::OrderedSubject),
         ]);
         // The extended forms are answered by `cmd/extended.rs` (RFC 5258, 5819, 4731).
         for other in [
@@ -284,6 +289,24 @@ impl Session {
                 uid,
             } => {
                 self.handle_copy_or_move(&sequence_set, &mailbox, uid, true)
+                    .await
+            }
+            C::Sort {
+                sort_criteria,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                self.handle_sort(&sort_criteria, charset, &search_criteria, uid)
+                    .await
+            }
+            C::Thread {
+                algorithm,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                self.handle_thread(&algorithm, charset, &search_criteria, uid)
                     .await
             }
             C::Idle => self.handle_idle(),

@@ -9,4 +9,5 @@ mod folders;
 mod idle;
 mod search;
 mod select;
+mod sort_thread;
 mod store;
