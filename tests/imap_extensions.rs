@@ -1,5 +1,6 @@
 //! IMAP extensions clients rely on, against the real daemon with the command lines those
-//! clients send: LIST-EXTENDED with SPECIAL-USE and LIST-STATUS, ESEARCH. Expected answers
+//! clients send: LIST-EXTENDED with SPECIAL-USE and LIST-STATUS, ESEARCH, SORT, THREAD and
+//! BINARY. Expected answers
 //! come from the daemon's own base-form answers (plain LIST, STATUS, SEARCH).
 
 use crate::harness::{ImapConn, TestDaemon, simple_message};
@@ -494,4 +495,115 @@ async fn thread_on_a_team_view_is_the_conversations() {
     assert_eq!(groups, expected, "{threads}");
     assert_eq!(expected.len(), 2, "{conversations:?}");
     d.stop().await;
+}
+
+const ATTACHED: &str = "From: a@customer.example\r\nSubject: bin\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9 =\r\nau lait\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECA/8=\r\n--b\r\nContent-Type: application/x-odd\r\nContent-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 x\r\n--b--\r\n";
+
+/// The bytes of the literal that ends a FETCH response line (after its `{n}\r\n`).
+fn literal_of(line: &[u8]) -> Vec<u8> {
+    let start = line
+        .windows(3)
+        .position(|w| w == b"}\r\n")
+        .expect("literal")
+        + 3;
+    // Then the closing ")" of the FETCH and CRLF.
+    let end = line.len() - 3;
+    line[start..end].to_vec()
+}
+
+#[tokio::test]
+async fn binary_fetch_and_literal8_append() {
+    use base64::Engine as _;
+    let d = TestDaemon::start().await;
+    let mut c = d.imap_as("alice", "alice-password").await;
+    let caps = c.ok("CAPABILITY").await;
+    assert!(caps[0].split(' ').any(|w| w == "BINARY"), "{caps:?}");
+    c.ok("CREATE Personal/Bin").await;
+    let uid = append(
+        &mut c,
+        "Personal/Bin",
+        "01-Oct-2026 09:00:00 +0000",
+        ATTACHED,
+    )
+    .await;
+    c.ok("SELECT Personal/Bin").await;
+    // Part 2 decoded is base64 of what BODY[2] sends; BINARY.SIZE is its length.
+    c.send_raw(format!("b1 UID FETCH {uid} (BINARY.PEEK[2])\r\n").as_bytes())
+        .await;
+    let line = c.read_line().await.unwrap();
+    let decoded = literal_of(&line);
+    c.until_tagged("b1").await;
+    c.send_raw(format!("b2 UID FETCH {uid} (BODY.PEEK[2])\r\n").as_bytes())
+        .await;
+    let encoded = literal_of(&c.read_line().await.unwrap());
+    c.until_tagged("b2").await;
+    let expected = base64::engine::general_purpose::STANDARD
+        .decode(String::from_utf8(encoded).unwrap().trim())
+        .unwrap();
+    assert_eq!(decoded, expected);
+    let size = c
+        .ok(&format!("UID FETCH {uid} (BINARY.SIZE[2] BINARY.SIZE[1])"))
+        .await;
+    assert!(
+        size[0].contains(&format!("BINARY.SIZE[2] {}", expected.len())),
+        "{size:?}"
+    );
+    assert!(
+        size[0].contains(&format!("BINARY.SIZE[1] {}", "café au lait".len())),
+        "{size:?}"
+    );
+    assert!(
+        !has_seen(&c.ok("FETCH 1 (FLAGS)").await),
+        "PEEK and SIZE leave \\Seen"
+    );
+    // Quoted-printable undone, with a partial range; no PEEK sets \Seen.
+    c.send_raw(b"b3 FETCH 1 (BINARY[1]<0.5>)\r\n").await;
+    let line = c.read_line().await.unwrap();
+    assert!(
+        line.windows(5).any(|w| w == "café".as_bytes()),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
+    let (rest, _) = c.until_tagged("b3").await;
+    let flags = c.ok("FETCH 1 (FLAGS)").await;
+    assert!(
+        has_seen(&flags) || rest.iter().any(|l| l.contains("\\Seen")),
+        "{flags:?}"
+    );
+    // An encoding we cannot undo: NO [UNKNOWN-CTE] (RFC 3516 §4.3).
+    let tagged = c.refused("FETCH 1 (BINARY.PEEK[3])", "NO").await;
+    assert!(tagged.contains("[UNKNOWN-CTE]"), "{tagged}");
+
+    // APPEND with a literal8 carrying NUL, read back with BINARY[] as a literal8.
+    let with_nul = b"From: a@customer.example\r\nSubject: nul\r\n\r\nbefore\0after\r\n";
+    c.send_raw(format!("b4 APPEND Personal/Bin ~{{{}}}\r\n", with_nul.len()).as_bytes())
+        .await;
+    let cont = c.read_line().await.unwrap();
+    assert!(cont.starts_with(b"+"), "{}", String::from_utf8_lossy(&cont));
+    c.send_raw(with_nul).await;
+    c.send_raw(b"\r\n").await;
+    let (_, tagged) = c.until_tagged("b4").await;
+    assert!(tagged.contains("OK [APPENDUID "), "{tagged}");
+    let new_uid: u32 = tagged
+        .split(' ')
+        .nth(4)
+        .unwrap()
+        .trim_end_matches(']')
+        .parse()
+        .unwrap();
+    c.send_raw(format!("b5 UID FETCH {new_uid} (BINARY.PEEK[])\r\n").as_bytes())
+        .await;
+    let line = c.read_line().await.unwrap();
+    assert!(
+        line.windows(2).any(|w| w == b"~{"),
+        "{}",
+        String::from_utf8_lossy(&line)
+    );
+    assert_eq!(literal_of(&line), with_nul);
+    c.until_tagged("b5").await;
+    d.stop().await;
+}
+
+fn has_seen(lines: &[String]) -> bool {
+    lines.iter().any(|l| l.contains("\\Seen"))
 }

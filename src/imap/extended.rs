@@ -1,6 +1,6 @@
 //! Command forms imap-codec 2.0.0-alpha.10 does not parse: LIST-EXTENDED (RFC 5258, with
-//! RFC 6154 SPECIAL-USE and RFC 5819 LIST-STATUS), SEARCH RETURN (RFC 4731 ESEARCH). The driver hands us a command
-//! imap-codec rejected (already framed by imap-next, literals included); we recognise the
+//! RFC 6154 SPECIAL-USE and RFC 5819 LIST-STATUS) and SEARCH RETURN (RFC 4731 ESEARCH).
+//! The driver hands us a command imap-codec rejected (already framed by imap-next, literals included); we recognise the
 //! extended part and give the rest back to imap-codec as a base command, so mailbox names,
 //! search keys and STATUS items keep one parser.
 

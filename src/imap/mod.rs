@@ -1,8 +1,10 @@
-//! IMAP: `extended` (command forms imap-codec does not parse), `mailbox` (which mailboxes an agent sees and what they mean), `render` (FETCH
-//! data from stored bytes), `search` (SEARCH keys), `session` (state, login and command
+//! IMAP: `binary` (BINARY content), `extended` (command forms imap-codec does not parse),
+//! `mailbox` (which mailboxes an agent sees and what they mean), `render` (FETCH data from
+//! stored bytes), `sort_thread` (SORT and THREAD orders), `search` (SEARCH keys), `session` (state, login and command
 //! routing), `cmd` (the handlers per command family), `wire` (conversions to and from
 //! imap-codec types) and `server` (the I/O driver around imap-next).
 
+mod binary;
 mod cmd;
 mod extended;
 pub mod mailbox;

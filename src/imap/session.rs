@@ -172,7 +172,8 @@ impl Session {
             Capability::Id,
             Capability::Enable,
             Capability::Unselect,
-            // RFC 5256, answered in `cmd/sort_thread.rs`.
+            // RFC 3516 (`binary.rs`) and RFC 5256 (`cmd/sort_thread.rs`).
+            Capability::Binary,
             Capability::Sort(None),
             Capability::Thread(ThreadingAlgorithm::References),
             Capability::Thread(ThreadingAlgorithm::OrderedSubject),
