@@ -1,7 +1,7 @@
 //! IMAP extensions clients rely on, against the real daemon with the command lines those
 //! clients send: LIST-EXTENDED with SPECIAL-USE and LIST-STATUS, ESEARCH, SORT, THREAD and
-//! BINARY. Expected answers
-//! come from the daemon's own base-form answers (plain LIST, STATUS, SEARCH).
+//! BINARY. Expected answers come from the daemon's own base-form answers (plain LIST,
+//! STATUS, SEARCH, FETCH) or from the RFC's rules applied to the messages the test made.
 
 use crate::harness::{ImapConn, TestDaemon, simple_message};
 
