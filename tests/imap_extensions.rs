@@ -1,6 +1,6 @@
 //! IMAP extensions clients rely on, against the real daemon with the command lines those
-//! clients send: LIST-EXTENDED with SPECIAL-USE and LIST-STATUS, ESEARCH, SORT, THREAD and
-//! BINARY. Expected answers come from the daemon's own base-form answers (plain LIST,
+//! clients send: LIST-EXTENDED with SPECIAL-USE and LIST-STATUS, ESEARCH, SORT, THREAD,
+//! BINARY and MULTIAPPEND. Expected answers come from the daemon's own base-form answers (plain LIST,
 //! STATUS, SEARCH, FETCH) or from the RFC's rules applied to the messages the test made.
 
 use crate::harness::{ImapConn, TestDaemon, simple_message};
@@ -606,4 +606,92 @@ async fn binary_fetch_and_literal8_append() {
 
 fn has_seen(lines: &[String]) -> bool {
     lines.iter().any(|l| l.contains("\\Seen"))
+}
+
+/// Sends `tag APPEND mailbox` with `parts` (each `(arguments before the literal, message)`)
+/// as synchronizing literals, waiting for each `+`; returns the tagged line.
+async fn multi_append(
+    c: &mut ImapConn,
+    tag: &str,
+    mailbox: &str,
+    parts: &[(&str, &str)],
+) -> String {
+    let mut line = format!("{tag} APPEND {mailbox}");
+    for (args, msg) in parts {
+        line.push_str(&format!(" {args}{{{}}}\r\n", msg.len()));
+        c.send_raw(line.as_bytes()).await;
+        let cont = c.read_line().await.unwrap();
+        assert!(cont.starts_with(b"+"), "{}", String::from_utf8_lossy(&cont));
+        line = msg.to_string();
+    }
+    line.push_str("\r\n");
+    c.send_raw(line.as_bytes()).await;
+    c.until_tagged(tag).await.1
+}
+
+#[tokio::test]
+async fn multiappend_is_all_or_none() {
+    let d = TestDaemon::start().await;
+    let mut c = d.imap_as("alice", "alice-password").await;
+    let caps = c.ok("CAPABILITY").await;
+    assert!(caps[0].split(' ').any(|w| w == "MULTIAPPEND"), "{caps:?}");
+    c.ok("CREATE Personal/M").await;
+    let one = "From: a@customer.example\r\nSubject: one\r\n\r\nfirst\r\n";
+    let two = "From: a@customer.example\r\nSubject: two\r\n\r\nsecond\r\n";
+    let three = "From: a@customer.example\r\nSubject: three\r\n\r\nthird\r\n";
+    let tagged = multi_append(
+        &mut c,
+        "m1",
+        "Personal/M",
+        &[
+            ("(\\Seen) ", one),
+            ("", two),
+            ("\"01-Oct-2026 09:00:00 +0000\" ", three),
+        ],
+    )
+    .await;
+    assert!(tagged.starts_with("m1 OK [APPENDUID "), "{tagged}");
+    // The APPENDUID set names exactly the messages now in the folder, in order.
+    let set = tagged.split(' ').nth(4).unwrap().trim_end_matches(']');
+    let uids = expand(set);
+    let fetched = c.ok("EXAMINE Personal/M").await;
+    assert!(fetched.iter().any(|l| l == "* 3 EXISTS"), "{fetched:?}");
+    let subjects = c
+        .ok("UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        .await;
+    for (i, (uid, subject)) in uids.iter().zip(["one", "two", "three"]).enumerate() {
+        let line = &subjects[i];
+        assert!(
+            line.contains(&format!("UID {uid} ")) && line.contains(subject),
+            "{line}"
+        );
+        assert_eq!(line.contains("\\Seen"), i == 0, "{line}");
+    }
+    let dated = c.ok("FETCH 3 (INTERNALDATE)").await;
+    assert!(dated[0].contains("01-Oct-2026 09:00:00 +0000"), "{dated:?}");
+    c.ok("UNSELECT").await;
+
+    // None stored when one is refused: too big, a bad argument, or a team mailbox.
+    let d = {
+        d.stop().await;
+        TestDaemon::start_with(|c| c.smtp.max_message_size = 100).await
+    };
+    let mut c = d.imap_as("alice", "alice-password").await;
+    c.ok("CREATE Personal/M").await;
+    // A second message over the size limit: its literal is refused (RFC 7888 §4), and with
+    // it the whole command.
+    c.send_raw(format!("m2 APPEND Personal/M {{{}}}\r\n", one.len()).as_bytes())
+        .await;
+    assert!(c.read_line().await.unwrap().starts_with(b"+"));
+    c.send_raw(format!("{one} {{200}}\r\n").as_bytes()).await;
+    let (_, tagged) = c.until_tagged("m2").await;
+    assert!(tagged.starts_with("m2 BAD"), "{tagged}");
+    let tagged = multi_append(&mut c, "m3", "Personal/M", &[("", one), ("(\\Bogus ", two)]).await;
+    assert!(tagged.starts_with("m3 BAD"), "{tagged}");
+    let tagged = multi_append(&mut c, "m4", "INBOX", &[("", one), ("", two)]).await;
+    assert!(tagged.starts_with("m4 NO [CANNOT]"), "{tagged}");
+    let status = c.ok("STATUS Personal/M (MESSAGES)").await;
+    assert!(status[0].contains("MESSAGES 0"), "{status:?}");
+    assert!(d.handle.store().list_conversations().unwrap().is_empty());
+    d.stop().await;
 }

@@ -19,7 +19,7 @@ mod conversations;
 mod faults;
 // The IMAP view: protocol, conversation actions by moving, flags, IDLE, real clients.
 mod imap;
-// IMAP extensions with the commands real clients send: LIST-EXTENDED, LIST-STATUS, ESEARCH, SORT, THREAD, BINARY.
+// IMAP extensions with the commands real clients send: LIST-EXTENDED, LIST-STATUS, ESEARCH, SORT, THREAD, BINARY, MULTIAPPEND.
 mod imap_extensions;
 // Agents' replies through submission: AUTH, sender rules, logging, notes, collisions.
 mod submission;

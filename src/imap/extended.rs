@@ -1,8 +1,9 @@
 //! Command forms imap-codec 2.0.0-alpha.10 does not parse: LIST-EXTENDED (RFC 5258, with
-//! RFC 6154 SPECIAL-USE and RFC 5819 LIST-STATUS) and SEARCH RETURN (RFC 4731 ESEARCH).
+//! RFC 6154 SPECIAL-USE and RFC 5819 LIST-STATUS), SEARCH RETURN (RFC 4731 ESEARCH) and
+//! several messages in one APPEND (RFC 3502 MULTIAPPEND).
 //! The driver hands us a command imap-codec rejected (already framed by imap-next, literals included); we recognise the
 //! extended part and give the rest back to imap-codec as a base command, so mailbox names,
-//! search keys and STATUS items keep one parser.
+//! search keys, STATUS items and APPEND arguments keep one parser.
 
 use imap_codec::{
     CommandCodec, ResponseCodec,
@@ -34,6 +35,8 @@ pub enum ExtCommand {
         /// The same command without `RETURN (...)`: a base SEARCH for imap-codec.
         base: CommandBody<'static>,
     },
+    /// Two or more base APPENDs (one message each), to run all or none.
+    MultiAppend(Vec<CommandBody<'static>>),
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -96,6 +99,7 @@ pub fn parse(bytes: &[u8]) -> Option<Result<Extended, Malformed>> {
     let command = match (uid, name.as_str()) {
         (false, "LIST") => list(rest),
         (_, "SEARCH") => search(uid, rest),
+        (false, "APPEND") => multi_append(rest),
         _ => return None,
     }?;
     Some(
@@ -258,6 +262,34 @@ fn search(uid: bool, args: &[Token]) -> Option<Result<ExtCommand, String>> {
         }
         _ => Some(Err("bad SEARCH criteria".into())),
     }
+}
+
+/// `APPEND mailbox 1*(SP [flag-list SP] [date-time SP] literal)` (RFC 3502 §6.3.11); one
+/// message is imap-codec's, so we answer two or more.
+fn multi_append(args: &[Token]) -> Option<Result<ExtCommand, String>> {
+    let (mailbox, mut rest) = args.split_first()?;
+    let mut messages = Vec::new();
+    while !rest.is_empty() {
+        let Some(end) = rest.iter().position(|t| matches!(t, Token::Literal(..))) else {
+            return Some(Err("APPEND arguments without a message literal".into()));
+        };
+        let mut line = b"x APPEND ".to_vec();
+        mailbox.encode(&mut line);
+        for t in &rest[..=end] {
+            line.push(b' ');
+            t.encode(&mut line);
+        }
+        line.extend_from_slice(b"\r\n");
+        match base(&line) {
+            Some(append @ CommandBody::Append { .. }) => messages.push(append),
+            _ => return Some(Err("bad APPEND arguments".into())),
+        }
+        rest = &rest[end + 1..];
+    }
+    if messages.len() < 2 {
+        return None;
+    }
+    Some(Ok(ExtCommand::MultiAppend(messages)))
 }
 
 fn base(line: &[u8]) -> Option<CommandBody<'static>> {
@@ -498,9 +530,23 @@ mod tests {
     }
 
     #[test]
+    fn multiappend_splits_into_base_appends() {
+        let e = ok(
+            "t APPEND Personal/x (\\Seen) {4}\r\nHi\r\n ~{3}\r\na\0b \"01-Jan-2024 10:00:00 +0000\" {2+}\r\nok\r\n",
+        );
+        let ExtCommand::MultiAppend(messages) = e.command else {
+            panic!()
+        };
+        assert_eq!(messages.len(), 3);
+        assert!(bad("t APPEND x {1}\r\na BOGUS {1}\r\nb\r\n").contains("APPEND"));
+        assert!(bad("t APPEND x {1}\r\na (\\Seen)\r\n").contains("literal"));
+    }
+
+    #[test]
     fn base_forms_and_garbage_are_not_ours() {
         for line in [
             "a SEARCH ALL\r\n",
+            "a APPEND x {1}\r\na\r\n",
             "a FETCH 1 BODY[]\r\n",
             "a LIST (\r\n",
             "a SEARCH RETURN (ALL) SUBJECT {9}\r\nshort\r\n",

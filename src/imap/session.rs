@@ -178,13 +178,14 @@ impl Session {
             Capability::Thread(ThreadingAlgorithm::References),
             Capability::Thread(ThreadingAlgorithm::OrderedSubject),
         ]);
-        // The extended forms are answered by `cmd/extended.rs` (RFC 5258, 5819, 4731).
+        // The extended forms are answered by `cmd/extended.rs` (RFC 5258, 5819, 4731, 3502).
         for other in [
             "SPECIAL-USE",
             "CHILDREN",
             "LIST-EXTENDED",
             "LIST-STATUS",
             "ESEARCH",
+            "MULTIAPPEND",
         ] {
             if let Ok(atom) = Atom::try_from(other) {
                 caps.push(Capability::from(atom));

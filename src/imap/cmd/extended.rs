@@ -1,5 +1,5 @@
 //! Answers to the extended commands of `imap/extended.rs`: LIST-EXTENDED with SPECIAL-USE
-//! and LIST-STATUS, and ESEARCH. imap-codec 2.0.0-alpha.10 has no types for a LIST
+//! and LIST-STATUS, ESEARCH and MULTIAPPEND. imap-codec 2.0.0-alpha.10 has no types for a LIST
 //! response's extended data (CHILDINFO) or for ESEARCH, so these answers are encoded here:
 //! what imap-codec can encode (LIST, STATUS, statuses) it encodes, and only the extension
 //! parts are written by hand.
@@ -12,14 +12,14 @@ use imap_codec::{
         core::{QuotedChar, Tag},
         flag::FlagNameAttribute,
         mailbox::Mailbox,
-        response::{Data, Response, Status},
+        response::{Code, CodeOther, Data, Response, Status},
     },
 };
 
 use crate::imap::{
     extended::{ExtCommand, Extended, ListExtended, SearchReturn},
-    mailbox,
-    session::{Refusal, Session, bad, respond},
+    mailbox::{self, Target},
+    session::{Refusal, Session, bad, no, respond},
     wire::{attribute, mailbox_name, wildcard},
 };
 
@@ -34,14 +34,15 @@ impl Session {
                 if uid { "UID SEARCH" } else { "SEARCH" },
                 self.esearch(&tag, uid, returns, base).await,
             ),
+            ExtCommand::MultiAppend(messages) => ("APPEND", self.multi_append(messages).await),
         };
         let mut out = Vec::new();
         match outcome {
-            Ok((lines, text)) => {
+            Ok(Done { lines, code, text }) => {
                 for line in lines {
                     out.extend_from_slice(&line);
                 }
-                let status = Status::ok(Some(tag), None, text).map_err(bad);
+                let status = Status::ok(Some(tag), code, text).map_err(bad);
                 match status {
                     Ok(status) => out.extend(encode(&Response::Status(status))),
                     Err(_) => out.extend_from_slice(b"* BAD status\r\n"),
@@ -55,10 +56,7 @@ impl Session {
     }
 
     /// RFC 5258 with RFC 6154 §3 (SPECIAL-USE) and RFC 5819 (STATUS return option).
-    async fn list_extended(
-        &mut self,
-        list: ListExtended,
-    ) -> Result<(Vec<Vec<u8>>, &'static str), Refusal> {
+    async fn list_extended(&mut self, list: ListExtended) -> Result<Done, Refusal> {
         let ListExtended {
             selection,
             reference,
@@ -75,7 +73,10 @@ impl Session {
                 delimiter,
                 mailbox: Mailbox::try_from("").map_err(bad)?,
             };
-            return Ok((vec![encode(&Response::Data(data))], "LIST completed"));
+            return Ok(Done::new(
+                vec![encode(&Response::Data(data))],
+                "LIST completed",
+            ));
         }
         let boxes = self.mailboxes()?;
         let mut lines = Vec::new();
@@ -134,7 +135,73 @@ impl Session {
                 }
             }
         }
-        Ok((lines, "LIST completed"))
+        Ok(Done::new(lines, "LIST completed"))
+    }
+
+    /// RFC 3502: every message appended, or none. Only into private folders, where an
+    /// append can be taken back; a team mailbox's intake cannot.
+    async fn multi_append(&mut self, messages: Vec<CommandBody<'static>>) -> Result<Done, Refusal> {
+        let mut appends = Vec::with_capacity(messages.len());
+        for m in messages {
+            if let CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } = m
+            {
+                appends.push((mailbox, flags, date, message));
+            }
+        }
+        let Some((mailbox, ..)) = appends.first() else {
+            return Err(Refusal::Bad("APPEND needs a message".into()));
+        };
+        let name = mailbox_name(mailbox);
+        let info = self
+            .lookup(&name)
+            .map_err(|_| no(Some("TRYCREATE"), format!("no mailbox {name}")))?;
+        let Some(Target::Folder(folder)) = info.target.clone() else {
+            return Err(no(
+                Some("CANNOT"),
+                format!("{}: append several messages one at a time here", info.name),
+            ));
+        };
+        let mut lines = Vec::new();
+        let mut uids = Vec::new();
+        let mut validity = None;
+        for (mailbox, flags, date, message) in appends {
+            match self.handle_append(&mailbox, &flags, date, message).await {
+                Ok(answer) => {
+                    lines.extend(
+                        answer
+                            .untagged
+                            .into_iter()
+                            .map(|d| encode(&Response::Data(d))),
+                    );
+                    if let Some(Code::AppendUid { uid_validity, uid }) = answer.status.code() {
+                        validity = Some(*uid_validity);
+                        uids.push(uid.get());
+                    }
+                }
+                Err(refusal) => {
+                    // None (a store failure mid-way; sizes are bounded by the literal limit
+                    // before we see the command): take back what was stored, unannounced.
+                    if !uids.is_empty() {
+                        self.ctx.store.folder_expunge(&folder, uids).await?;
+                        self.sync().await?;
+                    }
+                    return Err(refusal);
+                }
+            }
+        }
+        let mut done = Done::new(lines, "APPEND completed");
+        // RFC 4315 §3: APPENDUID with the set of new UIDs.
+        if let Some(validity) = validity {
+            uids.sort_unstable();
+            let code = format!("APPENDUID {validity} {}", sequence_set(&uids));
+            done.code = Some(Code::Other(CodeOther::unvalidated(code.into_bytes())));
+        }
+        Ok(done)
     }
 
     /// RFC 4731 §3.1: the base SEARCH, answered as one ESEARCH response.
@@ -144,7 +211,7 @@ impl Session {
         uid: bool,
         returns: SearchReturn,
         base: CommandBody<'static>,
-    ) -> Result<(Vec<Vec<u8>>, &'static str), Refusal> {
+    ) -> Result<Done, Refusal> {
         let CommandBody::Search {
             charset, criteria, ..
         } = base
@@ -162,7 +229,24 @@ impl Session {
         }
         hits.sort_unstable();
         lines.push(esearch_line(tag, uid, returns, &hits));
-        Ok((lines, "SEARCH completed"))
+        Ok(Done::new(lines, "SEARCH completed"))
+    }
+}
+
+/// An extended command's success: its untagged lines and the tagged OK's code and text.
+struct Done {
+    lines: Vec<Vec<u8>>,
+    code: Option<Code<'static>>,
+    text: &'static str,
+}
+
+impl Done {
+    fn new(lines: Vec<Vec<u8>>, text: &'static str) -> Done {
+        Done {
+            lines,
+            code: None,
+            text,
+        }
     }
 }
 
