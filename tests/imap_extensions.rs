@@ -1,7 +1,8 @@
 //! IMAP extensions clients rely on, against the real daemon with the command lines those
 //! clients send: LIST-EXTENDED with SPECIAL-USE and LIST-STATUS, ESEARCH, SORT, THREAD,
-//! BINARY and MULTIAPPEND. Expected answers come from the daemon's own base-form answers (plain LIST,
-//! STATUS, SEARCH, FETCH) or from the RFC's rules applied to the messages the test made.
+//! BINARY and MULTIAPPEND. Expected answers come from the daemon's own base-form answers
+//! (plain LIST, STATUS, SEARCH, FETCH) or from the RFC's rules applied to the messages the
+//! test made.
 
 use crate::harness::{ImapConn, TestDaemon, simple_message};
 
@@ -137,6 +138,17 @@ async fn list_extended_special_use_and_status() {
     // Before login: refused, not answered.
     let mut anon = ImapConn::connect(d.imap_addr()).await;
     anon.refused("LIST (SPECIAL-USE) \"\" \"*\"", "BAD").await;
+    // Malformed extended commands count towards the bad-command limit like any other.
+    let mut spam = d.imap_as("alice", "alice-password").await;
+    for _ in 0..20 {
+        spam.refused("LIST (BOGUS) \"\" \"*\"", "BAD").await;
+    }
+    spam.send_raw(b"last LIST (BOGUS) \"\" \"*\"\r\n").await;
+    let mut rest = Vec::new();
+    while let Some(line) = spam.read_line().await {
+        rest.push(String::from_utf8_lossy(&line).into_owned());
+    }
+    assert!(rest.iter().any(|l| l.starts_with("* BYE")), "{rest:?}");
     d.stop().await;
 }
 
@@ -273,6 +285,23 @@ fn thread_line(lines: &[String]) -> String {
         .find(|l| l.starts_with("* THREAD"))
         .expect("THREAD");
     line.trim_start_matches("* THREAD").trim().to_string()
+}
+
+/// The top-level `(...)` groups of a THREAD answer.
+fn top_level(threads: &str) -> Vec<String> {
+    let (mut out, mut depth, mut current) = (Vec::new(), 0, String::new());
+    for ch in threads.chars() {
+        match ch {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            _ => {}
+        }
+        current.push(ch);
+        if depth == 0 && !current.trim().is_empty() {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    out
 }
 
 /// A message for the SORT/THREAD tests.
@@ -449,6 +478,26 @@ async fn thread_on_a_team_view_is_the_conversations() {
             .await;
         assert_eq!(code, 250, "{text:?}");
     }
+    // A colleague writes with the conversation's [#n] tag and nothing in common by the
+    // RFC's rules (no references, another subject): teamgate joins it, so THREAD must.
+    let printer = d.handle.store().list_conversations().unwrap();
+    let printer = printer
+        .iter()
+        .find(|c| c.subject.contains("Printer"))
+        .unwrap()
+        .id
+        .0;
+    let tagged = format!(
+        "From: Kim <kim@customer.example>\r\nTo: support@example.test\r\nSubject: [#{printer}] Toner is low too\r\nDate: 06 Nov 2026 10:00:00 +0000\r\nMessage-ID: <k@x>\r\n\r\nsame here\r\n"
+    );
+    let (code, text) = smtp
+        .send_mail(
+            "kim@customer.example",
+            &["support@example.test"],
+            tagged.as_bytes(),
+        )
+        .await;
+    assert_eq!(code, 250, "{text:?}");
     let conversations = d.handle.store().list_conversations().unwrap();
     let mut c = d.imap_as("alice", "alice-password").await;
     c.ok("SELECT INBOX").await;
@@ -469,9 +518,8 @@ async fn thread_on_a_team_view_is_the_conversations() {
             .to_string()
     };
     let threads = thread_line(&c.ok("UID THREAD REFERENCES UTF-8 ALL").await);
-    let mut groups: Vec<Vec<String>> = threads
-        .trim_matches(['(', ')'])
-        .split(")(")
+    let mut groups: Vec<Vec<String>> = top_level(&threads)
+        .iter()
         .map(|t| {
             let mut g: Vec<String> = t
                 .split([' ', '(', ')'])

@@ -215,30 +215,33 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Err(Interrupt::Io(Io::NeedMoreInput)) => break,
                 Err(Interrupt::Error(e)) => {
-                    // Forms imap-codec does not parse (LIST-EXTENDED, ESEARCH) arrive here,
-                    // whole and framed by imap-next; send queue empty, so writing keeps order.
-                    if let imap_next::server::Error::MalformedMessage { discarded_bytes } = &e
-                        && let Some(parsed) = extended::parse(discarded_bytes.declassify())
-                    {
-                        let out = match parsed {
-                            Ok(command) => {
-                                let started = Instant::now();
-                                let (name, out) = session.extended(command).await;
-                                metrics.imap_command(name, started.elapsed());
-                                out
+                    // Forms imap-codec does not parse (LIST-EXTENDED, ESEARCH, MULTIAPPEND)
+                    // arrive here, whole and framed by imap-next. Its send queue is empty
+                    // by now, so writing the answer ourselves keeps the order.
+                    let parsed = match &e {
+                        imap_next::server::Error::MalformedMessage { discarded_bytes } => {
+                            extended::parse(discarded_bytes.declassify())
+                        }
+                        _ => None,
+                    };
+                    match parsed {
+                        Some(Ok(command)) => {
+                            let started = Instant::now();
+                            let (name, out) = session.extended(command).await;
+                            metrics.imap_command(name, started.elapsed());
+                            write_timed(io, &out).await?;
+                            continue;
+                        }
+                        Some(Err(malformed)) => {
+                            bad_commands += 1;
+                            write_timed(io, &extended::refusal(malformed)).await?;
+                        }
+                        None => {
+                            bad_commands += 1;
+                            if let Some(status) = tagged_bad(&e) {
+                                server.enqueue_status(status);
                             }
-                            Err(malformed) => extended::refusal(malformed),
-                        };
-                        timeout(WRITE_TIMEOUT, io.write_all(&out))
-                            .await
-                            .map_err(|_| {
-                                std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")
-                            })??;
-                        continue;
-                    }
-                    bad_commands += 1;
-                    if let Some(status) = tagged_bad(&e) {
-                        server.enqueue_status(status);
+                        }
                     }
                     if bad_commands > MAX_BAD_COMMANDS {
                         let bye = Status::bye(None, "too many bad commands")
@@ -297,6 +300,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+async fn write_timed<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    timeout(WRITE_TIMEOUT, io.write_all(bytes))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))?
 }
 
 /// Writes what is queued (a BYE) without taking more input.
