@@ -95,6 +95,15 @@ async fn list_extended_special_use_and_status() {
         "{recursive:#?}"
     );
 
+    // No CHILDINFO when the children are listed themselves.
+    let listed = c
+        .ok("LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (Personal \"Personal/*\")")
+        .await;
+    assert_eq!(names(&listed), ["Personal", "Personal/Notes"]);
+    assert!(
+        !listed.iter().any(|l| l.contains("CHILDINFO")),
+        "{listed:#?}"
+    );
     // Several patterns at once (RFC 5258 §3).
     let two = c.ok("LIST \"\" (INBOX \"Personal/*\")").await;
     assert_eq!(names(&two), ["INBOX", "Personal/Notes"]);
@@ -612,6 +621,9 @@ async fn binary_fetch_and_literal8_append() {
         "{}",
         String::from_utf8_lossy(&line)
     );
+    // RFC 3516 §4.2: a partial answer names its origin.
+    let text = String::from_utf8_lossy(&line);
+    assert!(text.contains("BINARY[1]<0> {5}"), "{text}");
     let (rest, _) = c.until_tagged("b3").await;
     let flags = c.ok("FETCH 1 (FLAGS)").await;
     assert!(

@@ -1,17 +1,24 @@
 //! BINARY (RFC 3516): a part's content with its Content-Transfer-Encoding undone, and
 //! its size. Pure: the stored bytes in, the decoded bytes out; the part is found by
-//! `render.rs`, as for `BODY[section]`.
+//! `render.rs`, as for `BODY[section]`. imap-types has no origin for a partial BINARY
+//! answer (`BINARY[1]<0>`), so a FETCH with one is encoded here, item by item.
 
 use std::num::NonZeroU32;
 
-use imap_codec::imap_types::{
-    core::{IString, Literal, LiteralMode, NString, NString8},
-    extensions::binary::Literal8,
-    fetch::{Part, Section},
+use imap_codec::{
+    ResponseCodec,
+    encode::Encoder,
+    imap_types::{
+        command::CommandBody,
+        core::{IString, Literal, LiteralMode, NString, NString8, Vec1},
+        extensions::binary::Literal8,
+        fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Part, Section},
+        response::{Data, Response},
+    },
 };
 use mail_parser::{HeaderName, MessageParser};
 
-use super::render::Rendered;
+use super::{render::Rendered, session::Answer};
 
 /// The part's encoding is not one we can undo (RFC 3516 §4.3: `[UNKNOWN-CTE]`).
 #[derive(Debug, PartialEq, Eq)]
@@ -67,6 +74,79 @@ pub fn value(data: Vec<u8>) -> NString8<'static> {
         Ok(lit) => NString8::NString(NString(Some(IString::Literal(lit)))),
         Err(_) => NString8::NString(NString(None)),
     }
+}
+
+/// For a FETCH asking for a partial BINARY: the origin of each BINARY item in request
+/// order (`None` for a whole one); `None` when imap-codec can encode the answer itself.
+pub fn partial_origins(body: &CommandBody<'_>) -> Option<Vec<Option<u32>>> {
+    let CommandBody::Fetch {
+        macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(names),
+        ..
+    } = body
+    else {
+        return None;
+    };
+    let origins: Vec<Option<u32>> = names
+        .iter()
+        .filter_map(|n| match n {
+            MessageDataItemName::Binary { partial, .. } => Some(partial.map(|(o, _)| o)),
+            _ => None,
+        })
+        .collect();
+    origins.iter().any(Option::is_some).then_some(origins)
+}
+
+/// The answer encoded, each FETCH's k-th BINARY item with the k-th origin (RFC 3516
+/// §4.2: `BINARY[section]<origin>`, as `BODY[section]<origin>` in RFC 3501 §7.4.2).
+pub fn encode_with_origins(answer: Answer, origins: &[Option<u32>]) -> Vec<u8> {
+    let codec = ResponseCodec::default();
+    let mut out = Vec::new();
+    for status in answer.untagged_status {
+        out.extend(codec.encode(&Response::Status(status)).dump());
+    }
+    for data in answer.untagged {
+        let Data::Fetch { seq, items } = data else {
+            out.extend(codec.encode(&Response::Data(data)).dump());
+            continue;
+        };
+        out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
+        let mut binary_index = 0;
+        for (i, item) in items.into_iter().enumerate() {
+            let origin = match item {
+                MessageDataItem::Binary { .. } => {
+                    binary_index += 1;
+                    origins.get(binary_index - 1).copied().flatten()
+                }
+                _ => None,
+            };
+            // One item alone in a FETCH, then cut out of `* n FETCH (` ... `)\r\n`.
+            let one = codec
+                .encode(&Response::Data(Data::Fetch {
+                    seq,
+                    items: Vec1::from(item),
+                }))
+                .dump();
+            let prefix = format!("* {seq} FETCH (").len();
+            let mut item = one
+                .get(prefix..one.len().saturating_sub(3))
+                .unwrap_or_default()
+                .to_vec();
+            if let Some(origin) = origin
+                && let Some(close) = item.iter().position(|b| *b == b']')
+            {
+                let tail = item.split_off(close + 1);
+                item.extend_from_slice(format!("<{origin}>").as_bytes());
+                item.extend(tail);
+            }
+            if i > 0 {
+                out.push(b' ');
+            }
+            out.extend(item);
+        }
+        out.extend_from_slice(b")\r\n");
+    }
+    out.extend(codec.encode(&Response::Status(answer.status)).dump());
+    out
 }
 
 #[cfg(test)]

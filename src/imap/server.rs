@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::{
-    extended,
+    binary, extended,
     session::{After, Answer, ImapContext, Session},
 };
 use crate::{config::Config, metrics::Metrics};
@@ -134,9 +134,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Ok(Event::CommandReceived { command }) => {
                     let name = command_name(&command.body);
+                    let origins = binary::partial_origins(&command.body);
                     let started = Instant::now();
                     let answer = session.command(command).await;
                     metrics.imap_command(name, started.elapsed());
+                    // A partial BINARY needs an origin imap-types cannot encode; the send
+                    // queue is empty here, so writing it ourselves keeps the order.
+                    if let Some(origins) = origins {
+                        write_timed(io, &binary::encode_with_origins(answer, &origins)).await?;
+                        continue;
+                    }
                     let after = answer.after;
                     let handle = enqueue(&mut server, answer);
                     if matches!(after, After::Logout | After::StartTls) {

@@ -79,10 +79,12 @@ impl Session {
             ));
         }
         let boxes = self.mailboxes()?;
+        let matches_box = |p: &String, b: &mailbox::MailboxInfo| {
+            mailbox::wildcard_match(&format!("{reference}{p}"), &b.name)
+        };
         let mut lines = Vec::new();
         for b in &boxes {
-            let matches = |p: &String| mailbox::wildcard_match(&format!("{reference}{p}"), &b.name);
-            if !patterns.iter().any(matches) {
+            if !patterns.iter().any(|p| matches_box(p, b)) {
                 continue;
             }
             // Every mailbox is subscribed (SUBSCRIBE is a no-op), so the SUBSCRIBED
@@ -117,8 +119,12 @@ impl Session {
                 delimiter,
                 mailbox: name.clone(),
             }));
-            if selection.recursive_match && children {
-                // RFC 5258 §3.5: `mbox-list-extended` after the name.
+            // RFC 5258 §3.5: a (subscribed) descendant the patterns do not list.
+            let unlisted_child = boxes.iter().any(|o| {
+                o.name.starts_with(&prefix) && !patterns.iter().any(|p| matches_box(p, o))
+            });
+            if selection.recursive_match && unlisted_child {
+                // `mbox-list-extended` after the name.
                 line.truncate(line.len().saturating_sub(2));
                 line.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n");
             }
