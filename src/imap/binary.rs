@@ -177,6 +177,21 @@ mod tests {
     }
 
     #[test]
+    fn only_partial_binary_fetches_are_encoded_here() {
+        use imap_codec::{CommandCodec, decode::Decoder};
+        let origins = |line: &str| {
+            let (_, cmd) = CommandCodec::default().decode(line.as_bytes()).unwrap();
+            partial_origins(&cmd.body)
+        };
+        assert_eq!(
+            origins("a FETCH 1 (BINARY[1] BINARY.PEEK[2]<5.10> UID)\r\n"),
+            Some(vec![None, Some(5)])
+        );
+        assert_eq!(origins("a FETCH 1 (BINARY[1] BODY[]<0.5>)\r\n"), None);
+        assert_eq!(origins("a NOOP\r\n"), None);
+    }
+
+    #[test]
     fn nul_needs_literal8() {
         assert!(matches!(value(vec![0, 1]), NString8::Literal8(_)));
         assert!(matches!(value(b"text".to_vec()), NString8::NString(_)));
