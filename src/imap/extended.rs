@@ -414,9 +414,11 @@ fn tokenize(bytes: &[u8]) -> Option<Vec<Token>> {
                 if body.get(start..start + 2)? != b"\r\n" {
                     return None;
                 }
-                let data = body.get(start + 2..start + 2 + len)?;
+                // Checked: the length is the peer's.
+                let end = start.checked_add(2)?.checked_add(len)?;
+                let data = body.get(start + 2..end)?;
                 stack.last_mut()?.push(Token::Literal(data.to_vec(), eight));
-                pos = start + 2 + len;
+                pos = end;
             }
             _ => {
                 let (atom, next) = atom(body, pos);
@@ -552,6 +554,10 @@ mod tests {
             "a SEARCH RETURN (ALL) SUBJECT {9}\r\nshort\r\n",
             "\r\n",
             "no-crlf",
+            "a SEARCH RETURN () SUBJECT {18446744073709551615}\r\nx\r\n",
+            "a LIST \"\" \"unterminated\r\n",
+            "a LIST ) (\r\n",
+            "a SEARCH RETURN () SUBJECT {5x}\r\nx\r\n",
         ] {
             assert!(parse(line.as_bytes()).is_none(), "{line:?}");
         }

@@ -104,8 +104,12 @@ pub fn base_subject(subject: &str) -> (String, bool) {
         // Step 2: trailing "(fwd)" and whitespace.
         loop {
             let t = s.trim_end();
-            if t.len() >= 5 && t[t.len() - 5..].eq_ignore_ascii_case("(fwd)") {
-                s = t[..t.len() - 5].to_string();
+            // `get`: subjects are UTF-8, and a byte offset may fall inside a character.
+            let cut = t.len().saturating_sub(5);
+            if t.get(cut..)
+                .is_some_and(|e| e.eq_ignore_ascii_case("(fwd)"))
+            {
+                s = t[..cut].to_string();
                 reply = true;
             } else {
                 s = t.to_string();
@@ -131,7 +135,10 @@ pub fn base_subject(subject: &str) -> (String, bool) {
             }
         }
         // Step 6: "[fwd: ... ]" wraps the subject; unwrap and start over.
-        if s.len() >= 6 && s[..5].eq_ignore_ascii_case("[fwd:") && s.ends_with(']') {
+        if s.len() >= 6
+            && s.get(..5).is_some_and(|h| h.eq_ignore_ascii_case("[fwd:"))
+            && s.ends_with(']')
+        {
             s = s[5..s.len() - 1].to_string();
             reply = true;
             continue;
@@ -521,6 +528,10 @@ mod tests {
             ("[only a blob]", "[ONLY A BLOB]", false),
             ("Rename: x", "RENAME: X", false),
             ("", "", false),
+            ("ééé", "ééé", false),
+            ("Re: Grüße (fwd)", "GRüßE", true),
+            ("[fwdé x]", "[FWDé X]", false),
+            ("reé", "REé", false),
         ] {
             assert_eq!(
                 base_subject(subject),
