@@ -6,7 +6,7 @@
 
 mod binary;
 mod cmd;
-mod extended;
+pub mod extended;
 pub mod mailbox;
 pub mod render;
 pub mod search;
