@@ -36,7 +36,7 @@ use crate::{
     filter::Filters,
     forward,
     imap::{
-        extended,
+        binary, extended,
         session::{After, Answer, ImapContext, Session},
     },
     ingest::{Accepted, Ingest, Origin},
@@ -539,7 +539,13 @@ async fn drive(
             }
             Event::CommandReceived { command } => {
                 commands += 1;
+                let origins = binary::partial_origins(&command.body);
                 let answer = session.command(command).await;
+                if let Some(origins) = origins {
+                    answer.untagged.iter().for_each(&mut seen);
+                    written += binary::encode_with_origins(answer, &origins).len();
+                    continue;
+                }
                 let after = answer.after;
                 let handle = enqueue(&mut server, answer, &mut seen);
                 if matches!(after, After::Logout | After::StartTls) {

@@ -4,7 +4,7 @@
 //! routing), `cmd` (the handlers per command family), `wire` (conversions to and from
 //! imap-codec types) and `server` (the I/O driver around imap-next).
 
-mod binary;
+pub mod binary;
 mod cmd;
 pub mod extended;
 pub mod mailbox;
