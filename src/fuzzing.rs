@@ -35,7 +35,10 @@ use crate::{
     config::{self, AgentConfig, Config, InboxConfig},
     filter::Filters,
     forward,
-    imap::session::{After, Answer, ImapContext, Session},
+    imap::{
+        binary, extended,
+        session::{After, Answer, ImapContext, Session},
+    },
     ingest::{Accepted, Ingest, Origin},
     mail::{
         envelope::{Envelope, Recipient},
@@ -497,7 +500,25 @@ async fn drive(
                 continue;
             }
             Err(Interrupt::Io(Io::NeedMoreInput)) => break,
-            Err(Interrupt::Error(_)) => {
+            Err(Interrupt::Error(e)) => {
+                // The extended forms, answered as `imap::server::run` answers them.
+                let parsed = match &e {
+                    imap_next::server::Error::MalformedMessage { discarded_bytes } => {
+                        extended::parse(discarded_bytes.declassify())
+                    }
+                    _ => None,
+                };
+                if let Some(Ok(command)) = parsed {
+                    commands += 1;
+                    written += session.extended(command).await.1.len();
+                    if commands >= max_commands {
+                        break;
+                    }
+                    continue;
+                }
+                if let Some(Err(malformed)) = parsed {
+                    written += extended::refusal(malformed).len();
+                }
                 bad_commands += 1;
                 if bad_commands > MAX_BAD_COMMANDS {
                     break;
@@ -519,7 +540,13 @@ async fn drive(
             }
             Event::CommandReceived { command } => {
                 commands += 1;
+                let origins = binary::partial_origins(&command.body);
                 let answer = session.command(command).await;
+                if let Some(origins) = origins {
+                    answer.untagged.iter().for_each(&mut seen);
+                    written += binary::encode_with_origins(answer, &origins).len();
+                    continue;
+                }
                 let after = answer.after;
                 let handle = enqueue(&mut server, answer, &mut seen);
                 if matches!(after, After::Logout | After::StartTls) {

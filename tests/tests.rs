@@ -23,6 +23,8 @@ mod imap;
 mod imaptest;
 // RFC 3501 base-protocol rules imaptest checks, one focused test each.
 mod imap_rfc3501;
+// IMAP extensions with the commands real clients send: LIST-EXTENDED, LIST-STATUS, ESEARCH, SORT, THREAD, BINARY, MULTIAPPEND.
+mod imap_extensions;
 // Agents' replies through submission: AUTH, sender rules, logging, notes, collisions.
 mod submission;
 // A loopback SMTP sink standing in for the relay or a recipient's MX.

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::{
+    binary, extended,
     session::{After, Answer, ImapContext, Session},
     trace::{Trace, TraceConfig},
 };
@@ -177,9 +178,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Ok(Event::CommandReceived { command }) => {
                     let name = command_name(&command.body);
+                    let origins = binary::partial_origins(&command.body);
                     let started = Instant::now();
                     let answer = session.command(command).await;
                     metrics.imap_command(name, started.elapsed());
+                    // A partial BINARY needs an origin imap-types cannot encode; the send
+                    // queue is empty here, so writing it ourselves keeps the order.
+                    if let Some(origins) = origins {
+                        write_timed(io, &binary::encode_with_origins(answer, &origins)).await?;
+                        continue;
+                    }
                     let after = answer.after;
                     let handle = enqueue(&mut server, answer);
                     if matches!(after, After::Logout | After::StartTls) {
@@ -261,9 +269,33 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 Err(Interrupt::Io(Io::NeedMoreInput)) => break,
                 Err(Interrupt::Error(e)) => {
-                    bad_commands += 1;
-                    if let Some(status) = tagged_bad(&e) {
-                        server.enqueue_status(status);
+                    // Forms imap-codec does not parse (LIST-EXTENDED, ESEARCH, MULTIAPPEND)
+                    // arrive here, whole and framed by imap-next. Its send queue is empty
+                    // by now, so writing the answer ourselves keeps the order.
+                    let parsed = match &e {
+                        imap_next::server::Error::MalformedMessage { discarded_bytes } => {
+                            extended::parse(discarded_bytes.declassify())
+                        }
+                        _ => None,
+                    };
+                    match parsed {
+                        Some(Ok(command)) => {
+                            let started = Instant::now();
+                            let (name, out) = session.extended(command).await;
+                            metrics.imap_command(name, started.elapsed());
+                            write_timed(io, &out).await?;
+                            continue;
+                        }
+                        Some(Err(malformed)) => {
+                            bad_commands += 1;
+                            write_timed(io, &extended::refusal(malformed)).await?;
+                        }
+                        None => {
+                            bad_commands += 1;
+                            if let Some(status) = tagged_bad(&e) {
+                                server.enqueue_status(status);
+                            }
+                        }
                     }
                     if bad_commands > MAX_BAD_COMMANDS {
                         let bye = Status::bye(None, "too many bad commands")
@@ -330,6 +362,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+async fn write_timed<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+    timeout(WRITE_TIMEOUT, io.write_all(bytes))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))?
 }
 
 /// Writes what is queued (a BYE) without taking more input.

@@ -10,6 +10,7 @@ use imap_codec::imap_types::{
     command::{Command, CommandBody},
     core::{AString, Atom, IString, NString, Tag, Vec1},
     extensions::enable::CapabilityEnable,
+    extensions::thread::ThreadingAlgorithm,
     response::{Capability, Code, CodeOther, Data, Greeting, Status},
     secret::Secret,
 };
@@ -192,8 +193,21 @@ impl Session {
             Capability::Id,
             Capability::Enable,
             Capability::Unselect,
+            // RFC 3516 (`binary.rs`) and RFC 5256 (`cmd/sort_thread.rs`).
+            Capability::Binary,
+            Capability::Sort(None),
+            Capability::Thread(ThreadingAlgorithm::References),
+            Capability::Thread(ThreadingAlgorithm::OrderedSubject),
         ]);
-        for other in ["SPECIAL-USE", "CHILDREN"] {
+        // The extended forms are answered by `cmd/extended.rs` (RFC 5258, 5819, 4731, 3502).
+        for other in [
+            "SPECIAL-USE",
+            "CHILDREN",
+            "LIST-EXTENDED",
+            "LIST-STATUS",
+            "ESEARCH",
+            "MULTIAPPEND",
+        ] {
             if let Ok(atom) = Atom::try_from(other) {
                 caps.push(Capability::from(atom));
             }
@@ -300,6 +314,24 @@ impl Session {
                 uid,
             } => {
                 self.handle_copy_or_move(&sequence_set, &mailbox, uid, true)
+                    .await
+            }
+            C::Sort {
+                sort_criteria,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                self.handle_sort(&sort_criteria, charset, &search_criteria, uid)
+                    .await
+            }
+            C::Thread {
+                algorithm,
+                charset,
+                search_criteria,
+                uid,
+            } => {
+                self.handle_thread(&algorithm, charset, &search_criteria, uid)
                     .await
             }
             C::Idle => self.handle_idle(),

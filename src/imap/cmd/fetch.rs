@@ -12,8 +12,9 @@ use imap_codec::imap_types::{
 use super::select::shown_flag;
 use crate::{
     imap::{
+        binary,
         render::{Rendered, partial},
-        session::{Outcome, Refusal, Session, State, done},
+        session::{Outcome, Refusal, Session, State, done, no},
         wire::{flag_list, header_section, internal_date, nstring, nz, seq_of, text_section},
     },
     store::{FlagOp, Flags, MessageKey},
@@ -46,6 +47,8 @@ impl Session {
                     | MessageDataItemName::Rfc822
                     | MessageDataItemName::Rfc822Header
                     | MessageDataItemName::Rfc822Text
+                    | MessageDataItemName::Binary { .. }
+                    | MessageDataItemName::BinarySize { .. }
             )
         });
         let marks_seen = sel.writable
@@ -53,6 +56,7 @@ impl Session {
                 matches!(
                     n,
                     MessageDataItemName::BodyExt { peek: false, .. }
+                        | MessageDataItemName::Binary { peek: false, .. }
                         | MessageDataItemName::Rfc822
                         | MessageDataItemName::Rfc822Text
                 )
@@ -148,6 +152,33 @@ impl Session {
                         }
                         None => continue,
                     },
+                    // RFC 3516 §4.2.
+                    MessageDataItemName::Binary {
+                        section,
+                        partial: part,
+                        ..
+                    } => {
+                        let Some(r) = &rendered else { continue };
+                        let bytes = binary::binary(r, &raw, section).map_err(unknown_cte)?;
+                        let data = match part {
+                            Some((origin, length)) => {
+                                partial(&bytes, *origin, length.get()).to_vec()
+                            }
+                            None => bytes,
+                        };
+                        MessageDataItem::Binary {
+                            section: section.clone(),
+                            value: binary::value(data),
+                        }
+                    }
+                    MessageDataItemName::BinarySize { section } => {
+                        let Some(r) = &rendered else { continue };
+                        let bytes = binary::binary(r, &raw, section).map_err(unknown_cte)?;
+                        MessageDataItem::BinarySize {
+                            section: section.clone(),
+                            size: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
+                        }
+                    }
                     _ => return Err(Refusal::Bad("unsupported FETCH item".into())),
                 };
                 out.push(item);
@@ -171,4 +202,8 @@ impl Session {
         }
         Ok(done(untagged, "FETCH completed"))
     }
+}
+
+fn unknown_cte(e: binary::UnknownCte) -> Refusal {
+    no(Some("UNKNOWN-CTE"), e.0)
 }

@@ -90,7 +90,7 @@ impl Session {
     /// unsubscribed them, private folders below `Personal/` once it subscribed them (as
     /// CREATE does not, RFC 3501 §6.3.3), and subscribed names whose mailbox is gone
     /// (§6.3.6: the server MUST NOT drop them on its own). Mailbox order, then the rest.
-    fn subscribed(&self, boxes: &[MailboxInfo]) -> Result<Vec<String>, Refusal> {
+    pub(super) fn subscribed(&self, boxes: &[MailboxInfo]) -> Result<Vec<String>, Refusal> {
         let login = &self.agent()?.login;
         let said: BTreeMap<String, bool> =
             self.ctx.store.subscriptions(login)?.into_iter().collect();
@@ -316,7 +316,12 @@ impl Session {
 
 /// LIST / LSUB attributes of an existing mailbox: \Noselect for groups, CHILDREN (RFC 3348)
 /// and SPECIAL-USE (RFC 6154).
-fn attributes(b: &MailboxInfo, boxes: &[MailboxInfo]) -> Vec<FlagNameAttribute<'static>> {
+/// A mailbox's LIST attributes: `\Noselect`, CHILDREN (RFC 3348) and SPECIAL-USE
+/// (RFC 6154), shared by LIST, LSUB and LIST-EXTENDED.
+pub(super) fn attributes(
+    b: &MailboxInfo,
+    boxes: &[MailboxInfo],
+) -> Vec<FlagNameAttribute<'static>> {
     let prefix = format!("{}{}", b.name, mailbox::DELIMITER);
     let children = boxes.iter().any(|o| o.name.starts_with(&prefix));
     let mut items = Vec::new();

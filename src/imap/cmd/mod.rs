@@ -3,6 +3,7 @@
 
 mod append;
 mod copy_move;
+mod extended;
 mod fetch;
 mod folders;
 mod idle;
@@ -10,4 +11,5 @@ mod keywords;
 mod names;
 mod search;
 mod select;
+mod sort_thread;
 mod store;
