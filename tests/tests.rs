@@ -19,6 +19,8 @@ mod conversations;
 mod faults;
 // The IMAP view: protocol, conversation actions by moving, flags, IDLE, real clients.
 mod imap;
+// CONDSTORE/QRESYNC: mod-sequences, conditional STORE races, VANISHED, reconnect figures.
+mod imap_condstore;
 // Agents' replies through submission: AUTH, sender rules, logging, notes, collisions.
 mod submission;
 // A loopback SMTP sink standing in for the relay or a recipient's MX.

@@ -1,5 +1,5 @@
 //! IMAP session (RFC 3501 + IDLE, UIDPLUS, MOVE, SPECIAL-USE, NAMESPACE, ID, ENABLE,
-//! UNSELECT): the NotAuthenticated / Authenticated / Selected state, the login gate,
+//! UNSELECT, CONDSTORE, QRESYNC): the NotAuthenticated / Authenticated / Selected state, the login gate,
 //! capabilities and `dispatch`, which routes each command to its family's handler in
 //! `cmd/`. No socket I/O: the driver in `server.rs` feeds commands in and writes the answers.
 
@@ -14,6 +14,7 @@ use imap_codec::imap_types::{
 };
 
 use super::{
+    cmd::condstore::Condstore,
     mailbox::{Mailboxes, Target},
     wire::{fallback_greeting, fallback_ok},
 };
@@ -70,6 +71,8 @@ pub(super) struct Agent {
 pub(super) struct Selected {
     pub(super) name: String,
     pub(super) target: Target,
+    /// The store's UID space id (mod-sequences are kept under it).
+    pub(super) space: u64,
     pub(super) writable: bool,
     pub(super) uid_validity: u32,
     pub(super) uid_next: u32,
@@ -115,6 +118,8 @@ pub struct Session {
     peer: SocketAddr,
     tls_active: bool,
     pub(super) state: State,
+    /// CONDSTORE / QRESYNC as enabled by this client (RFC 7162).
+    pub(super) condstore: Condstore,
 }
 
 impl Session {
@@ -126,6 +131,7 @@ impl Session {
             peer,
             tls_active,
             state: State::NotAuthenticated,
+            condstore: Condstore::default(),
         }
     }
 
@@ -171,6 +177,8 @@ impl Session {
             Capability::Id,
             Capability::Enable,
             Capability::Unselect,
+            Capability::CondStore,
+            Capability::QResync,
         ]);
         for other in ["SPECIAL-USE", "CHILDREN"] {
             if let Ok(atom) = Atom::try_from(other) {
@@ -206,10 +214,16 @@ impl Session {
                 Err(Refusal::Bad("AUTHENTICATE is handled by the driver".into()))
             }
             C::Id { .. } => self.handle_id(),
-            C::Enable { .. } => self.handle_enable(),
+            C::Enable { capabilities } => self.handle_enable(capabilities.as_ref()),
             C::Namespace => self.handle_namespace(),
-            C::Select { mailbox, .. } => self.handle_select(&mailbox, false).await,
-            C::Examine { mailbox, .. } => self.handle_select(&mailbox, true).await,
+            C::Select {
+                mailbox,
+                parameters,
+            } => self.handle_select(&mailbox, false, &parameters).await,
+            C::Examine {
+                mailbox,
+                parameters,
+            } => self.handle_select(&mailbox, true, &parameters).await,
             C::Unselect => self.handle_unselect(),
             C::Close => self.handle_close().await,
             C::Expunge => self.handle_expunge().await,
@@ -247,9 +261,9 @@ impl Session {
                 sequence_set,
                 macro_or_item_names,
                 uid,
-                ..
+                modifiers,
             } => {
-                self.handle_fetch(&sequence_set, &macro_or_item_names, uid)
+                self.handle_fetch(&sequence_set, &macro_or_item_names, uid, &modifiers)
                     .await
             }
             C::Store {
@@ -258,9 +272,9 @@ impl Session {
                 response,
                 flags,
                 uid,
-                ..
+                modifiers,
             } => {
-                self.handle_store(&sequence_set, kind, response, &flags, uid)
+                self.handle_store(&sequence_set, kind, response, &flags, uid, &modifiers)
                     .await
             }
             C::Copy {
@@ -342,16 +356,6 @@ impl Session {
                 parameters: Some(params),
             }],
             "ID completed",
-        ))
-    }
-
-    fn handle_enable(&self) -> Outcome {
-        self.agent()?;
-        Ok(done(
-            vec![Data::Enabled {
-                capabilities: Vec::new(),
-            }],
-            "ENABLE completed",
         ))
     }
 

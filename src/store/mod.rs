@@ -38,7 +38,7 @@
 //!   every change runs against), and the writer protocol, `request.rs`;
 //! - `handle.rs`: [`Store`] and its request channel to the writer;
 //! - features, each with its changes (methods of the writer state) and its `Store`
-//!   methods: `flags.rs`, `uid_space.rs`, `conversation_action.rs`, `quarantine.rs`,
+//!   methods: `flags.rs`, `modseq.rs` (RFC 7162 mod-sequences), `uid_space.rs`, `conversation_action.rs`, `quarantine.rs`,
 //!   `junk.rs`, `ingest_tx.rs`, `queue.rs`, `lookup.rs`, `backup.rs`, `restore.rs`;
 //! - `writer.rs`: the commit loop and the request dispatch.
 
@@ -57,6 +57,7 @@ pub mod keys;
 mod lookup;
 mod membership;
 pub mod model;
+mod modseq;
 mod options;
 mod quarantine;
 mod queue;
@@ -83,6 +84,7 @@ pub use backup_format::{BackupManifest, BackupSegment, BackupSnapshot, MetaExpor
 pub use error::StoreError;
 pub use handle::Store;
 pub use model::*;
+pub use modseq::UnchangedSince;
 pub use options::StoreOptions;
 pub use recovery::RecoveryReport;
 pub use restore::{RestoreReport, restore, verify_backup};
@@ -192,6 +194,7 @@ impl Store {
             max_batch,
             counters.clone(),
             changes.clone(),
+            opts.expunge_log_len,
         )?;
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -329,6 +332,7 @@ impl Store {
             keys,
             op,
             flags,
+            guard: None,
         };
         match self.op(op).await? {
             OpOutput::Flags(f) => Ok(f),

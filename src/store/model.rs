@@ -339,6 +339,8 @@ pub struct Entry {
 /// A mailbox's UID space as of one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailboxSnapshot {
+    /// The UID space's id: what its mod-sequences are kept under (`Store::modseqs`).
+    pub space: u64,
     pub uid_validity: u32,
     pub uid_next: u32,
     /// `(uid, entry)`, ascending uid.

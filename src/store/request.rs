@@ -13,6 +13,7 @@ use super::model::{
     JunkId, MailboxSnapshot, MessageKey, MessageSummary, NewJunk, OutboundMessage, QuarantineId,
     QueueId, QueueItem, QueueRecorded, RecipientOutcome, TeamView,
 };
+use super::modseq::UnchangedSince;
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -49,6 +50,8 @@ pub enum Op {
         keys: Vec<MessageKey>,
         op: FlagOp,
         flags: Flags,
+        /// RFC 7162 UNCHANGEDSINCE: checked here, on the writer (see `modseq.rs`).
+        guard: Option<UnchangedSince>,
     },
     Action {
         id: ConversationId,
@@ -90,6 +93,8 @@ pub enum OpOutput {
     Done,
     Snapshot(MailboxSnapshot),
     Flags(Vec<Flags>),
+    /// A STORE with UNCHANGEDSINCE: the flags, and the indices that failed the test.
+    GuardedFlags(Vec<Flags>, Vec<usize>),
     /// UIDVALIDITY, uid.
     Appended(u32, u32),
     /// UIDVALIDITY, uids in order.
