@@ -14,7 +14,6 @@ use imap_codec::imap_types::{
 };
 
 use super::{
-    cmd::condstore::Condstore,
     mailbox::{Mailboxes, Target},
     wire::{fallback_greeting, fallback_ok},
 };
@@ -83,6 +82,15 @@ pub(super) struct Selected {
     /// (store change counter, `$Replying` generation) this state reflects: while both
     /// stand still there is nothing to report, so commands skip the per-message work.
     pub(super) synced_at: (u64, u64),
+}
+
+/// What this session turned on (RFC 7162 §3.1, §3.2.3).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Condstore {
+    /// MODSEQ in every FETCH with FLAGS and every unsolicited FETCH (RFC 7162 §3.1).
+    pub(super) enabled: bool,
+    /// VANISHED instead of EXPUNGE, the QRESYNC select parameter (RFC 7162 §3.2.3).
+    pub(super) qresync: bool,
 }
 
 #[derive(Debug)]

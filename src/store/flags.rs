@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use sled::Transactional;
 
 use super::keys::{self, TreeId};
-use super::model::{FlagOp, Flags, MessageKey};
-use super::modseq::{self, UnchangedSince};
+use super::model::{FlagOp, Flags, MessageKey, UnchangedSince};
+use super::modseq;
 use super::records::{self, SharedFlagsRecord};
 use super::tx::{Tx, TxResult, tx_error};
 use super::writer_state::WriterState;

@@ -38,7 +38,7 @@
 //!   every change runs against), and the writer protocol, `request.rs`;
 //! - `handle.rs`: [`Store`] and its request channel to the writer;
 //! - features, each with its changes (methods of the writer state) and its `Store`
-//!   methods: `flags.rs`, `modseq.rs` (RFC 7162 mod-sequences), `uid_space.rs`, `conversation_action.rs`, `quarantine.rs`,
+//!   methods: `modseq.rs` (RFC 7162 mod-sequences), `flags.rs`, `uid_space.rs`, `conversation_action.rs`, `quarantine.rs`,
 //!   `junk.rs`, `ingest_tx.rs`, `queue.rs`, `lookup.rs`, `backup.rs`, `restore.rs`;
 //! - `writer.rs`: the commit loop and the request dispatch.
 
@@ -84,7 +84,6 @@ pub use backup_format::{BackupManifest, BackupSegment, BackupSnapshot, MetaExpor
 pub use error::StoreError;
 pub use handle::Store;
 pub use model::*;
-pub use modseq::UnchangedSince;
 pub use options::StoreOptions;
 pub use recovery::RecoveryReport;
 pub use restore::{RestoreReport, restore, verify_backup};

@@ -20,21 +20,11 @@ use super::db::Trees;
 use super::error::StoreError;
 use super::handle::Store;
 use super::keys::{self, TreeId};
-use super::model::{FlagOp, Flags, MessageKey};
+use super::model::{FlagOp, Flags, MessageKey, UnchangedSince};
 use super::records;
 use super::request::{Op, OpOutput, unexpected};
 use super::tx::{Tx, TxResult};
 use super::writer_state::WriterState;
-
-/// A conditional STORE (RFC 7162 §3.1.3 UNCHANGEDSINCE), checked on the writer in the
-/// request that writes, so two agents racing for the same message cannot both win.
-#[derive(Debug, Clone)]
-pub struct UnchangedSince {
-    pub space: u64,
-    /// The uid of each key of the STORE, in the same order.
-    pub uids: Vec<u32>,
-    pub modseq: u64,
-}
 
 fn read_u64(trees: &Trees, key: &[u8]) -> Result<u64, StoreError> {
     match trees.get(TreeId::Modseq).get(key)? {

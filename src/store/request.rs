@@ -11,9 +11,8 @@ use super::error::StoreError;
 use super::model::{
     ConversationAction, ConversationId, FlagOp, Flags, FolderId, IncomingMessage, IngestOutcome,
     JunkId, MailboxSnapshot, MessageKey, MessageSummary, NewJunk, OutboundMessage, QuarantineId,
-    QueueId, QueueItem, QueueRecorded, RecipientOutcome, TeamView,
+    QueueId, QueueItem, QueueRecorded, RecipientOutcome, TeamView, UnchangedSince,
 };
-use super::modseq::UnchangedSince;
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 

@@ -1,5 +1,5 @@
 //! CONDSTORE and QRESYNC (RFC 7162), the IMAP side: what ENABLE and the CONDSTORE-enabling
-//! commands turn on ([`Condstore`]), the mod-sequences of the selected messages,
+//! commands turn on (`Condstore`, in `session.rs`), the mod-sequences of the selected messages,
 //! HIGHESTMODSEQ, the QRESYNC select parameter, and VANISHED. The mod-sequences
 //! themselves are kept by the store (`store/modseq.rs`).
 //!
@@ -26,15 +26,6 @@ use crate::{
     },
     store::{MailboxSnapshot, MessageKey, StoreError},
 };
-
-/// What this session turned on (RFC 7162 §3.1, §3.2.3).
-#[derive(Debug, Default, Clone, Copy)]
-pub(in crate::imap) struct Condstore {
-    /// MODSEQ in every FETCH with FLAGS and every unsolicited FETCH (RFC 7162 §3.1).
-    pub(in crate::imap) enabled: bool,
-    /// VANISHED instead of EXPUNGE, the QRESYNC select parameter (RFC 7162 §3.2.3).
-    pub(in crate::imap) qresync: bool,
-}
 
 /// The capability name ENABLE turns QRESYNC on with (imap-codec has no variant).
 const QRESYNC: &str = "QRESYNC";

@@ -2,7 +2,7 @@
 //! over the state in `session.rs`, whose `dispatch` routes commands to the `handle_*` here.
 
 mod append;
-pub(super) mod condstore;
+mod condstore;
 mod copy_move;
 mod fetch;
 mod folders;
