@@ -431,3 +431,53 @@ async fn issue_11_qresync_reselect_transfers_only_the_changes() {
     );
     assert!(qresync_bytes < full_bytes);
 }
+
+#[tokio::test]
+async fn a_client_older_than_the_expunge_log_gets_the_full_vanished_answer() {
+    let d = TestDaemon::start_with(|c| {
+        team(c);
+        c.imap.expunge_log_len = 2;
+    })
+    .await;
+    deliver_many(&d, "old", 6).await;
+    let mut alice = d.imap_as("alice", "alice-password").await;
+    alice.ok("ENABLE QRESYNC").await;
+    let selected = alice.ok("SELECT INBOX").await;
+    let (validity, h) = (uid_validity(&selected), highest_modseq(&selected));
+    let uids: Vec<u32> = all_uids(&mut alice).await.into_iter().collect();
+    alice.ok("LOGOUT").await;
+    let mut bob = d.imap_as("bob", "alice-password").await;
+    bob.ok("SELECT INBOX").await;
+    let moved: BTreeSet<u32> = uids.iter().take(4).copied().collect();
+    for uid in &moved {
+        bob.ok(&format!("UID MOVE {uid} Closed")).await;
+    }
+    // The log kept only the last two moves; the answer still names all four.
+    let mut alice = d.imap_as("alice", "alice-password").await;
+    alice.ok("ENABLE QRESYNC").await;
+    let reselect = alice
+        .ok(&format!("SELECT INBOX (QRESYNC ({validity} {h}))"))
+        .await;
+    assert_eq!(vanished(&reselect, true), moved, "{reselect:?}");
+    // A client within the log's reach gets exactly what left since.
+    let h2 = highest_modseq(&reselect);
+    bob.ok(&format!("UID MOVE {} Closed", uids[4])).await;
+    alice.ok("UNSELECT").await;
+    let recent = alice
+        .ok(&format!("SELECT INBOX (QRESYNC ({validity} {h2}))"))
+        .await;
+    assert_eq!(
+        vanished(&recent, true),
+        BTreeSet::from([uids[4]]),
+        "{recent:?}"
+    );
+    // Another UIDVALIDITY: no VANISHED, no FETCH, a plain SELECT (RFC 7162 §3.2.5.2).
+    alice.ok("UNSELECT").await;
+    let other = alice
+        .ok(&format!("SELECT INBOX (QRESYNC ({} {h}))", validity + 1))
+        .await;
+    assert!(
+        !has(&other, "VANISHED") && !has(&other, " FETCH "),
+        "{other:?}"
+    );
+}
