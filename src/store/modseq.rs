@@ -133,16 +133,15 @@ impl WriterState {
                 w.removes.push(k.to_vec());
                 dropped += 1;
             }
-            // Not yet written: this change's own expunges go last.
-            let mut own = removed.iter();
-            while dropped < excess {
-                let Some(&uid) = own.next() else { break };
-                let own_key = keys::expunged(space, modseq, uid);
-                w.puts.retain(|(k, _)| k.as_slice() != own_key.as_slice());
-                floor = floor.max(modseq);
-                dropped += 1;
-            }
             logged -= dropped;
+            // Still too many: this change alone overflows the log. Past the floor its
+            // expunges could never be answered from the log, so none is kept.
+            if dropped < excess {
+                let prefix = keys::expunged_prefix(space);
+                w.puts.retain(|(k, _)| !k.starts_with(&prefix));
+                floor = floor.max(modseq);
+                logged -= removed.len() as u64;
+            }
         }
         w.puts.push((
             keys::modseq_space(space).to_vec(),
@@ -273,5 +272,77 @@ impl Store {
             OpOutput::GuardedFlags(f, modified) => Ok((f, modified)),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{T0, TestResult, summary};
+    use super::super::{FolderId, StoreOptions};
+    use super::*;
+
+    /// Appends `n` messages to a fresh folder of a store whose expunge log holds 3.
+    async fn folder_with(n: usize) -> Result<(tempfile::TempDir, Store, FolderId), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::io("temp dir", e))?;
+        let opts = StoreOptions {
+            expunge_log_len: 3,
+            ..StoreOptions::default()
+        };
+        let (store, _) = Store::open(dir.path(), opts)?;
+        let f = FolderId {
+            owner: "alice".into(),
+            name: "Notes".into(),
+        };
+        store.folder_create(&f).await?;
+        for i in 0..n {
+            let s = summary(&format!("m{i}@x"), "s", "me@x", &[], &[]);
+            store
+                .folder_append(&f, b"Subject: x\r\n\r\n".to_vec(), s, Flags::default(), T0)
+                .await?;
+        }
+        Ok((dir, store, f))
+    }
+
+    #[tokio::test]
+    async fn expunge_log_is_bounded_and_says_when_it_no_longer_reaches() -> TestResult {
+        let (_dir, store, f) = folder_with(6).await?;
+        let space = store.sync_folder(&f).await?.space;
+        let start = store.change_counter();
+        for uid in 1..=5 {
+            store.folder_expunge(&f, vec![uid]).await?;
+        }
+        // Five expunges, three remembered: from `start` the log cannot answer.
+        assert_eq!(store.vanished_since(space, start)?, None);
+        let after_two = start + 2;
+        assert_eq!(store.vanished_since(space, after_two)?, Some(vec![3, 4, 5]));
+        assert_eq!(store.vanished_since(space, after_two + 2)?, Some(vec![5]));
+        let t = &store.inner.trees;
+        let logged = t
+            .get(TreeId::Modseq)
+            .scan_prefix(keys::expunged_prefix(space))
+            .count();
+        assert_eq!(logged, 3);
+        // Expunges move HIGHESTMODSEQ; the survivor keeps its own mod-sequence.
+        let snap = store.sync_folder(&f).await?;
+        let keys: Vec<(u32, MessageKey)> =
+            snap.entries.iter().map(|(u, e)| (*u, e.message)).collect();
+        let h = store.highest_modseq(space, "alice", &keys, snap.highest_change)?;
+        assert_eq!(h, store.change_counter());
+        assert!(store.modseqs(space, "alice", &keys)?[0] < h);
+        // One batch larger than the log: none of it is kept, the floor moves to it.
+        let (_dir, store, f) = folder_with(5).await?;
+        let space = store.sync_folder(&f).await?.space;
+        let before = store.change_counter();
+        store.folder_expunge(&f, vec![1, 2, 3, 4, 5]).await?;
+        assert_eq!(store.vanished_since(space, before)?, None);
+        assert_eq!(store.vanished_since(space, before + 1)?, Some(vec![]));
+        let logged = store
+            .inner
+            .trees
+            .get(TreeId::Modseq)
+            .scan_prefix(keys::expunged_prefix(space))
+            .count();
+        assert_eq!(logged, 0);
+        Ok(())
     }
 }
