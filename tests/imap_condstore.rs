@@ -152,12 +152,13 @@ async fn changedsince_names_only_what_changed_for_this_agent() {
     deliver_many(&d, "cs", 4).await;
     let mut alice = d.imap_as("alice", "alice-password").await;
     let mut bob = d.imap_as("bob", "alice-password").await;
-    let selected = alice.ok("SELECT INBOX (CONDSTORE)").await;
+    // Thunderbird's forms: a quoted name, lower-case `fetch`.
+    let selected = alice.ok("SELECT \"INBOX\" (CONDSTORE)").await;
     let h0 = highest_modseq(&selected);
     let uids: Vec<u32> = all_uids(&mut alice).await.into_iter().collect();
     assert_eq!(uids.len(), 4);
     let none = alice
-        .ok(&format!("UID FETCH 1:* (FLAGS) (CHANGEDSINCE {h0})"))
+        .ok(&format!("UID fetch 1:* (FLAGS) (CHANGEDSINCE {h0})"))
         .await;
     assert!(fetched_uids(&none).is_empty(), "{none:?}");
 
@@ -168,6 +169,14 @@ async fn changedsince_names_only_what_changed_for_this_agent() {
     // Bob's \Seen is his own: alice's mod-sequences stay.
     bob.ok(&format!("UID STORE {} +FLAGS (\\Seen)", uids[2]))
         .await;
+    // Pushed to alice with its MODSEQ (RFC 7162 §3.1); bob's \Seen is not hers.
+    let pushed = alice.ok("NOOP").await;
+    assert_eq!(
+        fetched_uids(&pushed),
+        BTreeSet::from([uids[1]]),
+        "{pushed:?}"
+    );
+    assert!(has(&pushed, "MODSEQ ("), "{pushed:?}");
     let changed = alice
         .ok(&format!("UID FETCH 1:* (FLAGS) (CHANGEDSINCE {h0})"))
         .await;
@@ -198,6 +207,12 @@ async fn changedsince_names_only_what_changed_for_this_agent() {
     // HIGHESTMODSEQ covers the change.
     let again = alice.ok("SELECT INBOX (CONDSTORE)").await;
     assert!(highest_modseq(&again) >= m, "{again:?}");
+    let status = alice.ok("STATUS INBOX (HIGHESTMODSEQ)").await;
+    assert_eq!(
+        number_after(&status[0], "HIGHESTMODSEQ"),
+        Some(highest_modseq(&again)),
+        "{status:?}"
+    );
     // A new message is a change too.
     deliver_many(&d, "late", 1).await;
     assert!(has(&alice.ok("NOOP").await, "EXISTS"));
