@@ -486,7 +486,7 @@ async fn a_client_older_than_the_expunge_log_gets_the_full_vanished_answer() {
         BTreeSet::from([uids[4]]),
         "{recent:?}"
     );
-    // Another UIDVALIDITY: no VANISHED, no FETCH, a plain SELECT (RFC 7162 §3.2.5.2).
+    // Another UIDVALIDITY: no VANISHED, no FETCH, a plain SELECT (RFC 7162 §3.2.5).
     alice.ok("UNSELECT").await;
     let other = alice
         .ok(&format!("SELECT INBOX (QRESYNC ({} {h}))", validity + 1))

@@ -8,7 +8,7 @@
 //!   (`FlagWrite::apply`), so an agent's `\Seen` moves only that agent's mod-sequences;
 //! - the mod-sequence at which a uid entered its space (view sync, APPEND, COPY);
 //! - per space, a header: the mod-sequence of its last add or remove (so HIGHESTMODSEQ
-//!   also moves on expunges, RFC 7162 §3.2.10) and a bounded expunge log for VANISHED
+//!   also moves on expunges, RFC 7162 §3.2) and a bounded expunge log for VANISHED
 //!   (`StoreOptions::expunge_log_len`; a client further behind gets the full answer of
 //!   RFC 7162 §3.2.5.2).
 //!

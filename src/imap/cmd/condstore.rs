@@ -7,6 +7,10 @@
 //! m) +FLAGS (<shared keyword>)` is checked and written in one store writer request, so
 //! one agent wins and the other gets `[MODIFIED]`. MOVE has no conditional form in RFC
 //! 7162 and stays last-writer-wins; clients that need a claim before moving tag first.
+//!
+//! QUIRK(teamgate): `$Replying` is derived presence, not stored, so it has no
+//! mod-sequence: CHANGEDSINCE and QRESYNC do not report it coming and going; selected
+//! sessions still get it pushed as a FETCH (`select.rs` compares shown flags).
 
 use std::num::{NonZeroU32, NonZeroU64};
 

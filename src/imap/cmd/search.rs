@@ -86,7 +86,7 @@ impl Session {
                 }
             }
         }
-        // RFC 7162 §3.1.5: the highest mod-sequence of the matches, unless none matched.
+        // RFC 7162 §3.1.6: the highest mod-sequence of the matches, unless none matched.
         let modseq = mods
             .is_some()
             .then_some(highest)

@@ -202,6 +202,7 @@ impl Session {
                     out.push(StatusDataItem::Messages(snapshot.entries.len() as u32))
                 }
                 StatusDataItemName::Recent => out.push(StatusDataItem::Recent(0)),
+                // RFC 7162 §3.1.7: the value SELECT's HIGHESTMODSEQ would give.
                 StatusDataItemName::HighestModSeq => {
                     let h = condstore::highest(&self.ctx, &login, &snapshot)?;
                     out.push(StatusDataItem::HighestModSeq(h.get()));
