@@ -496,3 +496,46 @@ async fn a_client_older_than_the_expunge_log_gets_the_full_vanished_answer() {
         "{other:?}"
     );
 }
+
+/// The real binary killed with SIGKILL right after a STORE was answered: the mod-sequence
+/// it reported survives, HIGHESTMODSEQ does not go back, and the next change is higher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modseqs_never_go_back_across_kill_9() {
+    let sink = crate::sink::Sink::start().await;
+    let mut d = crate::faults::Spawned::new(sink.port(), "", "", "");
+    tokio::task::block_in_place(|| d.start());
+    let mut smtp = SmtpConn::connect(d.smtp).await;
+    smtp.cmd("EHLO client.example", 250).await;
+    for i in 0..3 {
+        let from = format!("k{i}@customer.example");
+        let msg = simple_message(&from, &format!("kill {i}"), &from);
+        let (code, text) = smtp.send_mail(&from, &["support@example.test"], &msg).await;
+        assert_eq!(code, 250, "{text:?}");
+    }
+    let mut alice = ImapConn::login(d.imap, "alice", "pw").await;
+    alice.ok("SELECT INBOX (CONDSTORE)").await;
+    let stored = alice.ok("UID STORE 1:* +FLAGS ($Survives)").await;
+    let m = stored
+        .iter()
+        .filter_map(|l| number_after(l, "MODSEQ"))
+        .max()
+        .expect("MODSEQ after STORE");
+    let h = highest_modseq(&alice.ok("SELECT INBOX (CONDSTORE)").await);
+    tokio::task::block_in_place(|| d.kill9());
+    drop(alice);
+
+    tokio::task::block_in_place(|| d.start());
+    let mut alice = ImapConn::login(d.imap, "alice", "pw").await;
+    let selected = alice.ok("SELECT INBOX (CONDSTORE)").await;
+    assert!(highest_modseq(&selected) >= h, "{selected:?}");
+    let fetched = alice.ok("UID FETCH 1:* (MODSEQ FLAGS)").await;
+    assert!(
+        fetched
+            .iter()
+            .all(|l| l.contains("$Survives") && number_after(l, "MODSEQ") == Some(m)),
+        "{fetched:?}"
+    );
+    let again = alice.ok("UID STORE 1 +FLAGS ($After)").await;
+    assert!(number_after(&again[0], "MODSEQ") > Some(h), "{again:?}");
+    tokio::task::block_in_place(|| d.kill9());
+}
