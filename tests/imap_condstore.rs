@@ -539,3 +539,26 @@ async fn modseqs_never_go_back_across_kill_9() {
     assert!(number_after(&again[0], "MODSEQ") > Some(h), "{again:?}");
     tokio::task::block_in_place(|| d.kill9());
 }
+
+/// imaptest's `esearch-condstore` opening: a FETCH of MODSEQ in a mailbox selected without
+/// CONDSTORE enables it and announces HIGHESTMODSEQ (RFC 7162 §3.1); later STOREs answer
+/// with MODSEQ.
+#[tokio::test]
+async fn a_condstore_enabling_fetch_announces_highestmodseq() {
+    let d = TestDaemon::start_with(team).await;
+    deliver_many(&d, "en", 2).await;
+    let mut c = d.imap_as("alice", "alice-password").await;
+    let selected = c.ok("SELECT INBOX").await;
+    let h = highest_modseq(&selected);
+    let fetched = c.ok("fetch 1 modseq").await;
+    assert!(
+        has(&fetched, &format!("* OK [HIGHESTMODSEQ {h}]")),
+        "{fetched:?}"
+    );
+    assert!(has(&fetched, "* 1 FETCH (MODSEQ ("), "{fetched:?}");
+    // Announced once only.
+    assert!(!has(&c.ok("fetch 2 modseq").await, "HIGHESTMODSEQ"));
+    let stored = c.ok("store 1 +flags \\seen").await;
+    let m = number_after(&stored[0], "MODSEQ").expect("MODSEQ in the STORE answer");
+    assert!(m > h, "{stored:?}");
+}

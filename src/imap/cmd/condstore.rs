@@ -19,14 +19,14 @@ use imap_codec::imap_types::{
     core::Vec1,
     extensions::enable::CapabilityEnable,
     fetch::MessageDataItem,
-    response::Data,
+    response::{Code, Data, Status},
     sequence::{SeqOrUid, Sequence, SequenceSet},
 };
 
 use crate::{
     imap::{
         session::{ImapContext, Outcome, Selected, Session, done},
-        wire::{flag_list, nz, seq_of},
+        wire::{flag_list, nz, ok_code, seq_of},
     },
     store::{MailboxSnapshot, MessageKey, StoreError},
 };
@@ -94,6 +94,21 @@ pub(in crate::imap) fn highest(
         .store
         .highest_modseq(snapshot.space, login, &keys, snapshot.highest_change)?;
     Ok(modseq_value(h))
+}
+
+/// `* OK [HIGHESTMODSEQ n]` for the selected mailbox, sent when a command other than
+/// SELECT turned CONDSTORE on while it was selected (RFC 7162 §3.1). Capped at the change
+/// counter of its last sync, like SELECT's.
+pub(in crate::imap) fn announce_highest(
+    ctx: &ImapContext,
+    login: &str,
+    sel: &Selected,
+) -> Result<Status<'static>, StoreError> {
+    let keys: Vec<(u32, MessageKey)> = sel.entries.iter().map(|(u, e)| (*u, e.message)).collect();
+    let h = ctx
+        .store
+        .highest_modseq(sel.space, login, &keys, sel.synced_at.0)?;
+    Ok(ok_code(Code::HighestModSeq(modseq_value(h))))
 }
 
 pub(in crate::imap) fn modseq_value(m: u64) -> NonZeroU64 {

@@ -55,7 +55,9 @@ impl Session {
         }
         // RFC 7162 §3.1: CHANGEDSINCE and MODSEQ enable CONDSTORE; CHANGEDSINCE implies
         // MODSEQ (§3.1.4.1), and once enabled, FLAGS come with MODSEQ.
-        if changed_since.is_some() || names.contains(&MessageDataItemName::ModSeq) {
+        let enables = changed_since.is_some() || names.contains(&MessageDataItemName::ModSeq);
+        let announce = enables && !self.condstore.enabled;
+        if enables {
             self.condstore.enabled = true;
         }
         if !names.contains(&MessageDataItemName::ModSeq)
@@ -218,6 +220,11 @@ impl Session {
                 });
             }
         }
-        Ok(done(untagged, "FETCH completed"))
+        let mut answer = done(untagged, "FETCH completed");
+        if announce {
+            let status = condstore::announce_highest(&self.ctx, &agent.login, sel)?;
+            answer.untagged_status.push(status);
+        }
+        Ok(answer)
     }
 }

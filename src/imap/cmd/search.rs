@@ -91,10 +91,16 @@ impl Session {
             .is_some()
             .then_some(highest)
             .and_then(std::num::NonZeroU64::new);
+        let mut answer = done(vec![Data::Search(hits, modseq)], "SEARCH completed");
+        if mods.is_some() && !self.condstore.enabled {
+            answer
+                .untagged_status
+                .push(condstore::announce_highest(&self.ctx, &agent.login, sel)?);
+        }
         if mods.is_some() {
             self.condstore.enabled = true;
         }
-        Ok(done(vec![Data::Search(hits, modseq)], "SEARCH completed"))
+        Ok(answer)
     }
 }
 

@@ -42,6 +42,7 @@ impl Session {
         });
         let unchanged_since = unchanged_since.next_back();
         // RFC 7162 §3.1: UNCHANGEDSINCE is a CONDSTORE-enabling command.
+        let announce = unchanged_since.is_some() && !self.condstore.enabled;
         if unchanged_since.is_some() {
             self.condstore.enabled = true;
         }
@@ -110,6 +111,10 @@ impl Session {
             });
         }
         let mut answer = done(untagged, "STORE completed");
+        if announce {
+            let status = condstore::announce_highest(&self.ctx, &agent.login, sel)?;
+            answer.untagged_status.push(status);
+        }
         modified.sort_unstable();
         // RFC 7162 §3.1.3: the messages that failed UNCHANGEDSINCE, in the tagged OK.
         if let Some(set) = condstore::compact_set(&modified) {
