@@ -1,7 +1,8 @@
 //! IMAP session (RFC 3501 + IDLE, UIDPLUS, MOVE, SPECIAL-USE, NAMESPACE, ID, ENABLE,
-//! UNSELECT, CONDSTORE, QRESYNC): the NotAuthenticated / Authenticated / Selected state, the login gate,
-//! capabilities and `dispatch`, which routes each command to its family's handler in
-//! `cmd/`. No socket I/O: the driver in `server.rs` feeds commands in and writes the answers.
+//! UNSELECT, CONDSTORE, QRESYNC): the NotAuthenticated / Authenticated / Selected state,
+//! the login gate, capabilities and `dispatch`, which routes each command to its family's
+//! handler in `cmd/`. No socket I/O: the driver in `server.rs` feeds commands in and writes
+//! the answers.
 
 use std::{net::SocketAddr, sync::Arc};
 
