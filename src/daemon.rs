@@ -92,13 +92,16 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         source,
     })?;
     let store_dir = data_dir.clone();
-    let (store, report) =
-        tokio::task::spawn_blocking(move || Store::open(&store_dir, StoreOptions::default()))
-            .await?
-            .map_err(|source| DaemonError::Store {
-                path: data_dir.display().to_string(),
-                source,
-            })?;
+    let opts = StoreOptions {
+        expunge_log_len: config.imap.expunge_log_len,
+        ..StoreOptions::default()
+    };
+    let (store, report) = tokio::task::spawn_blocking(move || Store::open(&store_dir, opts))
+        .await?
+        .map_err(|source| DaemonError::Store {
+            path: data_dir.display().to_string(),
+            source,
+        })?;
     if report.bad_records.is_empty() {
         info!(messages = report.messages_checked, "store opened");
     } else {

@@ -75,7 +75,13 @@ async fn list_extended_special_use_and_status() {
     let ret = c.ok("LIST \"\" \"*\" RETURN (SPECIAL-USE)").await;
     assert_eq!(ret, plain);
 
-    // Thunderbird with LIST-EXTENDED asks this instead of LSUB: every mailbox is subscribed.
+    // Thunderbird with LIST-EXTENDED asks this instead of LSUB. CREATE does not subscribe
+    // (RFC 3501 §6.3.3): Personal/Notes is listed once it is subscribed.
+    let before = c.ok("list (subscribed) \"\" \"*\"").await;
+    let mut expected = names(&plain);
+    expected.retain(|n| n != "Personal/Notes");
+    assert_eq!(names(&before), expected, "{before:#?}");
+    c.ok("SUBSCRIBE Personal/Notes").await;
     let subscribed = c.ok("list (subscribed) \"\" \"*\"").await;
     assert_eq!(names(&subscribed), names(&plain));
     for line in &subscribed {

@@ -25,6 +25,8 @@ mod imaptest;
 mod imap_rfc3501;
 // IMAP extensions with the commands real clients send: LIST-EXTENDED, LIST-STATUS, ESEARCH, SORT, THREAD, BINARY, MULTIAPPEND.
 mod imap_extensions;
+// CONDSTORE/QRESYNC: mod-sequences, conditional STORE races, VANISHED, reconnect figures.
+mod imap_condstore;
 // Agents' replies through submission: AUTH, sender rules, logging, notes, collisions.
 mod submission;
 // A loopback SMTP sink standing in for the relay or a recipient's MX.

@@ -43,6 +43,9 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 26_214_400;
 pub const DEFAULT_MAX_RECIPIENTS: u64 = 100;
 /// Enough for a busy MX, far below the default file-descriptor limit.
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 500;
+/// Expunges kept per mailbox for QRESYNC: weeks of a busy shared view; a client further
+/// behind gets every vanished UID of its range instead (RFC 7162 §3.2.5.2).
+pub const DEFAULT_EXPUNGE_LOG_LEN: u64 = 10_000;
 /// RFC 5321 §4.5.3.2.7: the server timeout should be at least 5 minutes.
 pub const DEFAULT_TIMEOUT_SECS: u64 = 300;
 /// RFC 5321 §4.5.3.1.6 asks for 1000 octets; 4096 tolerates sloppy senders.
@@ -137,6 +140,8 @@ pub struct ImapConfig {
     pub max_connections: usize,
     pub timeout: Duration,
     pub login_timeout: Duration,
+    /// Expunges kept per UID space for QRESYNC (`StoreOptions::expunge_log_len`).
+    pub expunge_log_len: usize,
 }
 
 /// Checked to be readable and to hold a certificate chain / a private key at load time.
@@ -315,6 +320,7 @@ impl Config {
                 max_connections: DEFAULT_MAX_CONNECTIONS as usize,
                 timeout: Duration::from_secs(30 * 60),
                 login_timeout: Duration::from_secs(10),
+                expunge_log_len: DEFAULT_EXPUNGE_LOG_LEN as usize,
             },
             tls: None,
             allow_plaintext_auth: true,

@@ -9,10 +9,11 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use super::{
     DEFAULT_BLOCKED_EXTENSIONS, DEFAULT_COLLISION_WINDOW_SECS, DEFAULT_DATA_TIMEOUT_SECS,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ERRORS, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_LINE_LENGTH,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS, DEFAULT_METRICS_MAX_CONNECTIONS,
-    DEFAULT_METRICS_TIMEOUT_SECS, DEFAULT_RETRY_SCHEDULE_SECS, DEFAULT_SHUTDOWN_GRACE_SECS,
-    DEFAULT_SPAM_THRESHOLD, DEFAULT_TIMEOUT_SECS, DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
+    DEFAULT_EXPUNGE_LOG_LEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ERRORS, DEFAULT_MAX_HEADER_SIZE,
+    DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS,
+    DEFAULT_METRICS_MAX_CONNECTIONS, DEFAULT_METRICS_TIMEOUT_SECS, DEFAULT_RETRY_SCHEDULE_SECS,
+    DEFAULT_SHUTDOWN_GRACE_SECS, DEFAULT_SPAM_THRESHOLD, DEFAULT_TIMEOUT_SECS,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -124,6 +125,8 @@ pub(super) struct RawImap {
     pub(super) timeout_secs: u64,
     /// Time a client gets to log in.
     pub(super) login_timeout_secs: u64,
+    /// Expunges remembered per mailbox for QRESYNC's VANISHED (read at start).
+    pub(super) expunge_log_len: u64,
 }
 
 impl Default for RawImap {
@@ -134,6 +137,7 @@ impl Default for RawImap {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             timeout_secs: 30 * 60,
             login_timeout_secs: 60,
+            expunge_log_len: DEFAULT_EXPUNGE_LOG_LEN,
         }
     }
 }

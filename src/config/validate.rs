@@ -300,6 +300,7 @@ fn validate_tls_and_listeners(
         max_connections: ck.limit("imap.max_connections", imap.max_connections),
         timeout: ck.secs("imap.timeout_secs", imap.timeout_secs),
         login_timeout: ck.secs("imap.login_timeout_secs", imap.login_timeout_secs),
+        expunge_log_len: ck.limit("imap.expunge_log_len", imap.expunge_log_len),
     };
     if tls_files.is_none() {
         for (key, list) in [

@@ -112,7 +112,7 @@ impl<'a> Eval<'_, 'a> {
                 let header = self.message().map(header_text).unwrap_or_default();
                 contains_lower(&header, &needle) || contains_lower(&self.body_text(), &needle)
             }
-            // CONDSTORE is not offered, so no message has a mod-sequence to compare.
+            // `cmd/search.rs` replaces MODSEQ by the UIDs it matches before evaluating.
             SearchKey::ModSequence { .. } => false,
         })
     }

@@ -1,7 +1,8 @@
 //! IMAP session (RFC 3501 + IDLE, UIDPLUS, MOVE, SPECIAL-USE, NAMESPACE, ID, ENABLE,
-//! UNSELECT): the NotAuthenticated / Authenticated / Selected state, the login gate,
-//! capabilities and `dispatch`, which routes each command to its family's handler in
-//! `cmd/`. No socket I/O: the driver in `server.rs` feeds commands in and writes the answers.
+//! UNSELECT, CONDSTORE, QRESYNC): the NotAuthenticated / Authenticated / Selected state,
+//! the login gate, capabilities and `dispatch`, which routes each command to its family's
+//! handler in `cmd/`. No socket I/O: the driver in `server.rs` feeds commands in and writes
+//! the answers.
 
 use std::{collections::BTreeSet, net::SocketAddr, sync::Arc};
 
@@ -9,7 +10,6 @@ use imap_codec::imap_types::{
     auth::AuthMechanism,
     command::{Command, CommandBody},
     core::{AString, Atom, IString, NString, Tag, Vec1},
-    extensions::enable::CapabilityEnable,
     extensions::thread::ThreadingAlgorithm,
     response::{Capability, Code, CodeOther, Data, Greeting, Status},
     secret::Secret,
@@ -76,6 +76,8 @@ pub(super) struct Agent {
 pub(super) struct Selected {
     pub(super) name: String,
     pub(super) target: Target,
+    /// The store's UID space id (mod-sequences are kept under it).
+    pub(super) space: u64,
     pub(super) writable: bool,
     pub(super) uid_validity: u32,
     pub(super) uid_next: u32,
@@ -90,6 +92,15 @@ pub(super) struct Selected {
     /// (store change counter, `$Replying` generation) this state reflects: while both
     /// stand still there is nothing to report, so commands skip the per-message work.
     pub(super) synced_at: (u64, u64),
+}
+
+/// What this session turned on (RFC 7162 §3.1, §3.2.3).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Condstore {
+    /// MODSEQ in every FETCH with FLAGS and every unsolicited FETCH (RFC 7162 §3.1).
+    pub(super) enabled: bool,
+    /// VANISHED instead of EXPUNGE, the QRESYNC select parameter (RFC 7162 §3.2.3).
+    pub(super) qresync: bool,
 }
 
 #[derive(Debug)]
@@ -128,6 +139,8 @@ pub struct Session {
     pub(super) state: State,
     /// Modified UTF-7 until `ENABLE UTF8=ACCEPT` (`names.rs`).
     pub(super) names: NameForm,
+    /// CONDSTORE / QRESYNC as enabled by this client (RFC 7162).
+    pub(super) condstore: Condstore,
 }
 
 impl Session {
@@ -140,6 +153,7 @@ impl Session {
             tls_active,
             state: State::NotAuthenticated,
             names: NameForm::default(),
+            condstore: Condstore::default(),
         }
     }
 
@@ -198,6 +212,8 @@ impl Session {
             Capability::Sort(None),
             Capability::Thread(ThreadingAlgorithm::References),
             Capability::Thread(ThreadingAlgorithm::OrderedSubject),
+            Capability::CondStore,
+            Capability::QResync,
         ]);
         // The extended forms are answered by `cmd/extended.rs` (RFC 5258, 5819, 4731, 3502).
         for other in [
@@ -246,8 +262,14 @@ impl Session {
             C::Id { .. } => self.handle_id(),
             C::Enable { capabilities } => self.handle_enable(capabilities.as_ref()),
             C::Namespace => self.handle_namespace(),
-            C::Select { mailbox, .. } => self.handle_select(&mailbox, false).await,
-            C::Examine { mailbox, .. } => self.handle_select(&mailbox, true).await,
+            C::Select {
+                mailbox,
+                parameters,
+            } => self.handle_select(&mailbox, false, &parameters).await,
+            C::Examine {
+                mailbox,
+                parameters,
+            } => self.handle_select(&mailbox, true, &parameters).await,
             C::Unselect => self.handle_unselect(),
             C::Close => self.handle_close().await,
             C::Expunge => self.handle_expunge().await,
@@ -284,9 +306,9 @@ impl Session {
                 sequence_set,
                 macro_or_item_names,
                 uid,
-                ..
+                modifiers,
             } => {
-                self.handle_fetch(&sequence_set, &macro_or_item_names, uid)
+                self.handle_fetch(&sequence_set, &macro_or_item_names, uid, &modifiers)
                     .await
             }
             C::Store {
@@ -295,9 +317,9 @@ impl Session {
                 response,
                 flags,
                 uid,
-                ..
+                modifiers,
             } => {
-                self.handle_store(&sequence_set, kind, response, &flags, uid)
+                self.handle_store(&sequence_set, kind, response, &flags, uid, &modifiers)
                     .await
             }
             C::Copy {
@@ -397,15 +419,6 @@ impl Session {
                 parameters: Some(params),
             }],
             "ID completed",
-        ))
-    }
-
-    fn handle_enable(&mut self, capabilities: &[CapabilityEnable<'_>]) -> Outcome {
-        self.agent()?;
-        let capabilities = self.enable_names(capabilities);
-        Ok(done(
-            vec![Data::Enabled { capabilities }],
-            "ENABLE completed",
         ))
     }
 

@@ -8,7 +8,8 @@
 //! shared record (which still decodes as before) until that message's shared flags are
 //! next written, and is dropped then.
 //! Reading and combining them, and writing them on the writer: [`FlagWrite`] (a STORE,
-//! and the flags an APPEND or COPY gives a folder's new message) and `store_flags`.
+//! and the flags an APPEND or COPY gives a folder's new message) and `store_flags`. Each
+//! write also records its mod-sequence (`modseq.rs`).
 
 use super::db::Trees;
 use super::error::StoreError;
@@ -17,7 +18,8 @@ use std::collections::HashMap;
 use sled::Transactional;
 
 use super::keys::{self, TreeId};
-use super::model::{FlagOp, Flags, MessageKey};
+use super::model::{FlagOp, Flags, MessageKey, UnchangedSince};
+use super::modseq;
 use super::records::{self, SharedFlagsRecord};
 use super::tx::{Tx, TxResult, tx_error};
 use super::writer_state::WriterState;
@@ -193,18 +195,22 @@ impl FlagWrite {
         self.agent.is_none() && self.shared.is_none()
     }
 
-    pub(super) fn apply(&self, tx: &Tx<'_>) -> TxResult<()> {
+    /// Writes the flags and, for each part written, that it changed at `modseq`.
+    pub(super) fn apply(&self, tx: &Tx<'_>, modseq: u64) -> TxResult<()> {
         if let Some((k, v)) = &self.agent {
             match v {
                 Some(b) => tx.t(TreeId::Flags).insert(k.as_slice(), &[*b][..])?,
                 None => tx.t(TreeId::Flags).remove(k.as_slice())?,
             };
+            modseq::write_flag_modseq(tx, &keys::modseq_agent(k), modseq)?;
         }
         if let Some((k, v)) = &self.shared {
             match v {
                 Some(b) => tx.t(TreeId::SharedFlags).insert(&k[..], b.as_slice())?,
                 None => tx.t(TreeId::SharedFlags).remove(&k[..])?,
             };
+            let msg = MessageKey(u64::from_be_bytes(*k));
+            modseq::write_flag_modseq(tx, &keys::modseq_shared(msg), modseq)?;
         }
         Ok(())
     }
@@ -217,11 +223,16 @@ impl WriterState {
         keys: &[MessageKey],
         op: FlagOp,
         given: &Flags,
-    ) -> Result<Vec<Flags>, StoreError> {
+        guard: Option<&UnchangedSince>,
+    ) -> Result<(Vec<Flags>, Vec<usize>), StoreError> {
+        let modified = match guard {
+            Some(g) => self.modified_since(g, agent, keys)?,
+            None => Vec::new(),
+        };
         // (flags before this STORE, flags now) per distinct key.
         let mut state: HashMap<MessageKey, (Flags, Flags)> = HashMap::new();
         let mut results = Vec::with_capacity(keys.len());
-        for &key in keys {
+        for (i, &key) in keys.iter().enumerate() {
             let current = match state.get(&key) {
                 Some((_, now)) => now.clone(),
                 None => {
@@ -229,7 +240,12 @@ impl WriterState {
                     read(&self.trees, agent, key)?
                 }
             };
-            let new = combine(op, &current, given);
+            // RFC 7162 §3.1.3: a message that failed UNCHANGEDSINCE keeps its flags.
+            let new = if modified.contains(&i) {
+                current.clone()
+            } else {
+                combine(op, &current, given)
+            };
             state
                 .entry(key)
                 .or_insert_with(|| (current, Flags::default()))
@@ -246,21 +262,21 @@ impl WriterState {
             }
         }
         if writes.is_empty() {
-            return Ok(results);
+            return Ok((results, modified));
         }
         let bump = self.bump(false);
         self.trees.all[..]
             .transaction(|t| {
                 let tx = Tx(t);
                 for w in &writes {
-                    w.apply(&tx)?;
+                    w.apply(&tx, bump.modseq())?;
                 }
                 bump.write(&tx)
             })
             .map_err(tx_error)?;
         self.bumped(bump);
         self.flags_touched_only(written);
-        Ok(results)
+        Ok((results, modified))
     }
 }
 

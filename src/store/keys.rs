@@ -93,11 +93,15 @@ pub enum TreeId {
     /// [`subscription`] → one byte, 1 subscribed / 0 unsubscribed: an agent's IMAP
     /// SUBSCRIBE / UNSUBSCRIBE of a mailbox name (store/subscriptions.rs).
     Subscriptions,
+    /// Mod-sequences (RFC 7162, `store/modseq.rs`): [`modseq_agent`], [`modseq_shared`],
+    /// [`modseq_entry`] → u64 BE; [`modseq_space`] → [`space_modseq_value`];
+    /// [`expunged`] → empty (the expunge log).
+    Modseq,
 }
 
 impl TreeId {
     /// Every tree, in discriminant order.
-    pub const ALL: [TreeId; 24] = [
+    pub const ALL: [TreeId; 25] = [
         TreeId::Meta,
         TreeId::Messages,
         TreeId::Conversations,
@@ -122,6 +126,7 @@ impl TreeId {
         TreeId::Quarantine,
         TreeId::QuarantineByMessage,
         TreeId::Subscriptions,
+        TreeId::Modseq,
     ];
 
     /// The sled tree name (part of the on-disk format).
@@ -151,6 +156,7 @@ impl TreeId {
             TreeId::Quarantine => "quarantine",
             TreeId::QuarantineByMessage => "quarantine_by_message",
             TreeId::Subscriptions => "subscriptions",
+            TreeId::Modseq => "modseq",
         }
     }
 
@@ -484,6 +490,74 @@ pub fn parse_entry(v: &[u8]) -> Option<Entry> {
         }),
         _ => None,
     }
+}
+
+/// `modseq` key of the mod-sequence of an agent's flags: `A` ++ its [`agent_flags`] key.
+pub fn modseq_agent(agent_flags_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + agent_flags_key.len());
+    k.push(b'A');
+    k.extend_from_slice(agent_flags_key);
+    k
+}
+
+/// `modseq` key of the mod-sequence of a message's shared flags: `S` ++ message.
+pub fn modseq_shared(msg: MessageKey) -> [u8; 9] {
+    let mut k = [b'S'; 9];
+    k[1..].copy_from_slice(&msg.0.to_be_bytes());
+    k
+}
+
+/// `modseq` key of the mod-sequence at which a uid entered its space: `E` ++ space ++ uid.
+pub fn modseq_entry(space: u64, uid: u32) -> [u8; 13] {
+    let mut k = [b'E'; 13];
+    k[1..9].copy_from_slice(&space.to_be_bytes());
+    k[9..].copy_from_slice(&uid.to_be_bytes());
+    k
+}
+
+/// `modseq` key of a space's mod-sequence header: `H` ++ space.
+pub fn modseq_space(space: u64) -> [u8; 9] {
+    let mut k = [b'H'; 9];
+    k[1..].copy_from_slice(&space.to_be_bytes());
+    k
+}
+
+/// [`modseq_space`] value: the space's last add/remove mod-sequence, the expunge log's
+/// floor (expunges at or below it were dropped) and the number of logged expunges, each
+/// u64 BE.
+pub fn space_modseq_value(highest: u64, floor: u64, logged: u64) -> [u8; 24] {
+    let mut v = [0u8; 24];
+    v[..8].copy_from_slice(&highest.to_be_bytes());
+    v[8..16].copy_from_slice(&floor.to_be_bytes());
+    v[16..].copy_from_slice(&logged.to_be_bytes());
+    v
+}
+
+/// Inverse of [`space_modseq_value`].
+pub fn parse_space_modseq(v: &[u8]) -> Option<(u64, u64, u64)> {
+    (v.len() == 24).then_some((be_u64(v, 0)?, be_u64(v, 8)?, be_u64(v, 16)?))
+}
+
+/// Prefix of one space's expunge log.
+pub fn expunged_prefix(space: u64) -> [u8; 9] {
+    let mut k = [b'X'; 9];
+    k[1..].copy_from_slice(&space.to_be_bytes());
+    k
+}
+
+/// `modseq` key of one expunge: `X` ++ space ++ mod-sequence ++ uid, so a space's log
+/// scans oldest first.
+pub fn expunged(space: u64, modseq: u64, uid: u32) -> [u8; 21] {
+    let mut k = [b'X'; 21];
+    k[1..9].copy_from_slice(&space.to_be_bytes());
+    k[9..17].copy_from_slice(&modseq.to_be_bytes());
+    k[17..].copy_from_slice(&uid.to_be_bytes());
+    k
+}
+
+/// The (mod-sequence, uid) of an [`expunged`] key.
+pub fn parse_expunged(k: &[u8]) -> Option<(u64, u32)> {
+    (k.len() == 21).then_some((be_u64(k, 9)?, be_u32(k.get(17..)?)?))
 }
 
 /// `queue` key.

@@ -38,7 +38,7 @@
 //!   every change runs against), and the writer protocol, `request.rs`;
 //! - `handle.rs`: [`Store`] and its request channel to the writer;
 //! - features, each with its changes (methods of the writer state) and its `Store`
-//!   methods: `flags.rs`, `uid_space.rs`, `conversation_action.rs`, `quarantine.rs`,
+//!   methods: `modseq.rs` (RFC 7162 mod-sequences), `flags.rs`, `uid_space.rs`, `conversation_action.rs`, `quarantine.rs`,
 //!   `junk.rs`, `ingest_tx.rs`, `queue.rs`, `lookup.rs`, `backup.rs`, `restore.rs`;
 //! - `writer.rs`: the commit loop and the request dispatch.
 
@@ -57,6 +57,7 @@ pub mod keys;
 mod lookup;
 mod membership;
 pub mod model;
+mod modseq;
 mod options;
 mod quarantine;
 mod queue;
@@ -194,6 +195,7 @@ impl Store {
             max_batch,
             counters.clone(),
             changes.clone(),
+            opts.expunge_log_len,
         )?;
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -331,6 +333,7 @@ impl Store {
             keys,
             op,
             flags,
+            guard: None,
         };
         match self.op(op).await? {
             OpOutput::Flags(f) => Ok(f),

@@ -339,9 +339,21 @@ pub struct Entry {
     pub message: MessageKey,
 }
 
+/// A conditional STORE (RFC 7162 §3.1.3 UNCHANGEDSINCE), checked on the writer in the
+/// request that writes (`store/modseq.rs`), so two agents racing for the same message cannot both win.
+#[derive(Debug, Clone)]
+pub struct UnchangedSince {
+    pub space: u64,
+    /// The uid of each key of the STORE, in the same order.
+    pub uids: Vec<u32>,
+    pub modseq: u64,
+}
+
 /// A mailbox's UID space as of one moment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailboxSnapshot {
+    /// The UID space's id: what its mod-sequences are kept under (`Store::modseqs`).
+    pub space: u64,
     pub uid_validity: u32,
     pub uid_next: u32,
     /// `(uid, entry)`, ascending uid.

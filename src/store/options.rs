@@ -12,6 +12,10 @@ pub struct StoreOptions {
     /// Most requests answered by one durability barrier. 256 covers every SMTP session
     /// a busy gateway has in DATA at once; the bound keeps a batch's latency finite.
     pub max_batch: usize,
+    /// Expunges remembered per UID space for QRESYNC's VANISHED (RFC 7162 §3.2.5). 10,000
+    /// covers weeks of a busy shared view; a client further behind gets every vanished
+    /// uid of its known range instead (correct, only larger).
+    pub expunge_log_len: usize,
 }
 
 impl Default for StoreOptions {
@@ -20,6 +24,7 @@ impl Default for StoreOptions {
             segment_max_bytes: 64 << 20,
             cache_capacity_bytes: 64 << 20,
             max_batch: 256,
+            expunge_log_len: 10_000,
         }
     }
 }

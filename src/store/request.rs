@@ -11,7 +11,7 @@ use super::error::StoreError;
 use super::model::{
     ConversationAction, ConversationId, FlagOp, Flags, FolderId, IncomingMessage, IngestOutcome,
     JunkId, MailboxSnapshot, MessageKey, MessageSummary, NewJunk, OutboundMessage, QuarantineId,
-    QueueId, QueueItem, QueueRecorded, RecipientOutcome, TeamView,
+    QueueId, QueueItem, QueueRecorded, RecipientOutcome, TeamView, UnchangedSince,
 };
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -49,6 +49,8 @@ pub enum Op {
         keys: Vec<MessageKey>,
         op: FlagOp,
         flags: Flags,
+        /// RFC 7162 UNCHANGEDSINCE: checked here, on the writer (see `modseq.rs`).
+        guard: Option<UnchangedSince>,
     },
     Action {
         id: ConversationId,
@@ -100,6 +102,8 @@ pub enum OpOutput {
     Done,
     Snapshot(MailboxSnapshot),
     Flags(Vec<Flags>),
+    /// A STORE with UNCHANGEDSINCE: the flags, and the indices that failed the test.
+    GuardedFlags(Vec<Flags>, Vec<usize>),
     /// UIDVALIDITY, uid.
     Appended(u32, u32),
     /// UIDVALIDITY, uids in order.

@@ -62,6 +62,7 @@ pub(super) fn snapshot(
     change: u64,
 ) -> Result<MailboxSnapshot, StoreError> {
     Ok(MailboxSnapshot {
+        space: rec.space,
         uid_validity: rec.uid_validity,
         uid_next: rec.uid_next,
         entries: read_entries(trees, rec.space)?,
@@ -256,6 +257,7 @@ impl WriterState {
             };
             self.remember_view(&name, rec, &entries);
             return Ok(MailboxSnapshot {
+                space: rec.space,
                 uid_validity: rec.uid_validity,
                 uid_next: rec.uid_next,
                 entries,
@@ -313,12 +315,19 @@ impl WriterState {
         let space = rec.space;
         let value = records::encode(TreeId::UidSpaces, &rec)?;
         let inserts: Vec<(u32, Entry)> = (first..rec.uid_next).zip(added).collect();
+        // Entries enter or leave at the current change counter: it is above what this
+        // space held at its last sync (the view change that moved them came after it),
+        // and HIGHESTMODSEQ never exceeds a snapshot's counter (`Store::highest_modseq`).
+        let added: Vec<u32> = inserts.iter().map(|(u, _)| *u).collect();
+        let gone: Vec<u32> = removed.iter().map(|(u, _)| *u).collect();
+        let space_write = self.space_write(space, &added, &gone, self.change)?;
         self.trees.all[..]
             .transaction(|t| {
                 let tx = Tx(t);
                 if let Some(a) = &alloc {
                     a.write(&tx)?;
                 }
+                space_write.apply(&tx)?;
                 tx.t(TreeId::UidSpaces)
                     .insert(name.as_slice(), value.as_slice())?;
                 let map = tx.t(TreeId::UidMap);
@@ -336,6 +345,7 @@ impl WriterState {
         entries.extend(inserts);
         self.remember_view(&name, &rec, &entries);
         Ok(MailboxSnapshot {
+            space,
             uid_validity: rec.uid_validity,
             uid_next: rec.uid_next,
             entries,
@@ -372,10 +382,12 @@ impl WriterState {
             .into_iter()
             .map(|(u, _)| u)
             .collect();
+        let forget = self.space_forget(rec.space)?;
         let bump = self.bump(false);
         self.trees.all[..]
             .transaction(|t| {
                 let tx = Tx(t);
+                forget.apply(&tx)?;
                 tx.t(TreeId::UidSpaces).remove(name.as_slice())?;
                 for uid in &uids {
                     tx.t(TreeId::UidMap)
@@ -446,6 +458,8 @@ impl WriterState {
         }
         let space_value = records::encode(TreeId::UidSpaces, &rec)?;
         let bump = self.bump(false);
+        let uids: Vec<u32> = rows.iter().map(|r| r.0).collect();
+        let space_write = self.space_write(rec.space, &uids, &[], bump.modseq())?;
         self.trees.all[..]
             .transaction(|t| {
                 let tx = Tx(t);
@@ -460,8 +474,9 @@ impl WriterState {
                         &keys::uid_map(rec.space, *uid)[..],
                         keys::entry_value(&entry),
                     )?;
-                    fw.apply(&tx)?;
+                    fw.apply(&tx, bump.modseq())?;
                 }
+                space_write.apply(&tx)?;
                 tx.t(TreeId::UidSpaces)
                     .insert(name.as_slice(), space_value.as_slice())?;
                 bump.write(&tx)
@@ -518,19 +533,23 @@ impl WriterState {
         let (_, rec) = self.folder_space(folder)?;
         let map = self.trees.get(TreeId::UidMap);
         let mut gone = Vec::new();
+        let mut gone_uids = Vec::new();
         for &uid in uids {
             let k = keys::uid_map(rec.space, uid);
-            if map.contains_key(k)? {
+            if map.contains_key(k)? && !gone.contains(&k) {
                 gone.push(k);
+                gone_uids.push(uid);
             }
         }
         if gone.is_empty() {
             return Ok(());
         }
         let bump = self.bump(false);
+        let space_write = self.space_write(rec.space, &[], &gone_uids, bump.modseq())?;
         self.trees.all[..]
             .transaction(|t| {
                 let tx = Tx(t);
+                space_write.apply(&tx)?;
                 for k in &gone {
                     tx.t(TreeId::UidMap).remove(&k[..])?;
                 }

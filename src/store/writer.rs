@@ -130,8 +130,9 @@ impl Writer {
         max_batch: usize,
         counters: Arc<Counters>,
         changes: Arc<watch::Sender<u64>>,
+        expunge_log_len: usize,
     ) -> Result<Self, StoreError> {
-        let state = WriterState::new(db, trees, segments, counters)?;
+        let state = WriterState::new(db, trees, segments, counters, expunge_log_len)?;
         state.counters.change.store(state.change, Ordering::SeqCst);
         changes.send_replace(state.change);
         Ok(Writer {
@@ -341,9 +342,15 @@ impl WriterState {
                 keys,
                 op,
                 flags,
-            } => self
-                .store_flags(agent, keys, *op, flags)
-                .map(OpOutput::Flags),
+                guard,
+            } => {
+                let (flags, modified) =
+                    self.store_flags(agent, keys, *op, flags, guard.as_ref())?;
+                Ok(match guard {
+                    Some(_) => OpOutput::GuardedFlags(flags, modified),
+                    None => OpOutput::Flags(flags),
+                })
+            }
             Op::Action { id, action } => self
                 .conversation_action(*id, action)
                 .map(|()| OpOutput::Done),

@@ -35,6 +35,8 @@ pub struct WriterState {
     view_log: VecDeque<(u64, ViewChange)>,
     /// Each team view's entries as last synced, by UID space name (memory only).
     pub(super) view_cache: HashMap<Vec<u8>, CachedView>,
+    /// Expunges kept per UID space for VANISHED (`StoreOptions::expunge_log_len`).
+    pub(super) expunge_log_len: usize,
 }
 
 /// View generations remembered for incremental syncs; a space synced longer ago is
@@ -69,6 +71,11 @@ pub struct Bump {
 }
 
 impl Bump {
+    /// The change counter this change writes: its mod-sequence (`modseq.rs`).
+    pub fn modseq(&self) -> u64 {
+        self.change
+    }
+
     /// Writes the new counter values (inside the change's transaction).
     pub fn write(&self, tx: &Tx<'_>) -> TxResult<()> {
         let meta = tx.t(TreeId::Meta);
@@ -86,6 +93,7 @@ impl WriterState {
         trees: Trees,
         segments: SegmentWriter,
         counters: Arc<Counters>,
+        expunge_log_len: usize,
     ) -> Result<Self, StoreError> {
         let meta = trees.get(TreeId::Meta);
         let read = |k: &[u8]| -> Result<u64, StoreError> {
@@ -106,6 +114,7 @@ impl WriterState {
             dirty: false,
             view_log: VecDeque::new(),
             view_cache: HashMap::new(),
+            expunge_log_len,
         })
     }
 

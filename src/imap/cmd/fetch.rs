@@ -3,12 +3,14 @@
 
 use imap_codec::imap_types::{
     ToStatic,
+    command::FetchModifier,
     core::Vec1,
     fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName},
     response::Data,
     sequence::SequenceSet,
 };
 
+use super::condstore;
 use super::select::shown_flag;
 use crate::{
     imap::{
@@ -26,10 +28,25 @@ impl Session {
         set: &SequenceSet,
         items: &MacroOrMessageDataItemNames<'_>,
         uid: bool,
+        modifiers: &[FetchModifier],
     ) -> Outcome {
         let State::Selected(agent, sel) = &mut self.state else {
             return Err(Refusal::Bad("select a mailbox first".into()));
         };
+        let mut changed_since = None;
+        let mut vanished = false;
+        for m in modifiers {
+            match m {
+                FetchModifier::ChangedSince(v) => changed_since = Some(v.get()),
+                FetchModifier::Vanished => vanished = true,
+            }
+        }
+        // RFC 7162 §3.2.6: VANISHED only in UID FETCH with CHANGEDSINCE, after ENABLE QRESYNC.
+        if vanished && !(uid && changed_since.is_some() && self.condstore.qresync) {
+            return Err(Refusal::Bad(
+                "VANISHED needs UID FETCH, CHANGEDSINCE and ENABLE QRESYNC".into(),
+            ));
+        }
         let mut names: Vec<MessageDataItemName<'_>> = match items {
             MacroOrMessageDataItemNames::Macro(m) => m.expand(),
             MacroOrMessageDataItemNames::MessageDataItemNames(n) => n.clone(),
@@ -37,6 +54,20 @@ impl Session {
         if uid && !names.contains(&MessageDataItemName::Uid) {
             names.insert(0, MessageDataItemName::Uid);
         }
+        // RFC 7162 §3.1: CHANGEDSINCE and MODSEQ enable CONDSTORE; CHANGEDSINCE implies
+        // MODSEQ (§3.1.4.1), and once enabled, FLAGS come with MODSEQ.
+        let enables = changed_since.is_some() || names.contains(&MessageDataItemName::ModSeq);
+        let announce = enables && !self.condstore.enabled;
+        if enables {
+            self.condstore.enabled = true;
+        }
+        if !names.contains(&MessageDataItemName::ModSeq)
+            && (changed_since.is_some()
+                || (self.condstore.enabled && names.contains(&MessageDataItemName::Flags)))
+        {
+            names.push(MessageDataItemName::ModSeq);
+        }
+        let wants_modseq = names.contains(&MessageDataItemName::ModSeq);
         let needs_body = names.iter().any(|n| {
             matches!(
                 n,
@@ -61,7 +92,22 @@ impl Session {
                         | MessageDataItemName::Rfc822Text
                 )
             });
-        let indices = Self::resolve(sel, set, uid);
+        let mut indices = Self::resolve(sel, set, uid);
+        let mut untagged = Vec::with_capacity(indices.len());
+        if let Some(since) = changed_since {
+            let mods = condstore::modseqs(&self.ctx, &agent.login, sel, &indices)?;
+            indices = indices
+                .into_iter()
+                .zip(mods)
+                .filter(|(_, m)| *m > since)
+                .map(|(i, _)| i)
+                .collect();
+            if vanished
+                && let Some(v) = condstore::vanished_earlier(&self.ctx, sel, since, Some(set))?
+            {
+                untagged.push(v);
+            }
+        }
         if marks_seen {
             let unseen: Vec<MessageKey> = indices
                 .iter()
@@ -79,8 +125,12 @@ impl Session {
                     .await?;
             }
         }
-        let mut untagged = Vec::with_capacity(indices.len());
-        for index in indices {
+        let mods = if wants_modseq {
+            condstore::modseqs(&self.ctx, &agent.login, sel, &indices)?
+        } else {
+            Vec::new()
+        };
+        for (n, index) in indices.into_iter().enumerate() {
             let (uid_value, entry) = sel.entries[index];
             let meta = self.ctx.store.message_meta(entry.message)?;
             let raw = if needs_body {
@@ -139,6 +189,10 @@ impl Session {
                             data: nstring(data),
                         }
                     }
+                    MessageDataItemName::ModSeq => match mods.get(n) {
+                        Some(m) => condstore::modseq_item(*m),
+                        None => continue,
+                    },
                     MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(nstring(raw.clone())),
                     MessageDataItemName::Rfc822Header => match &rendered {
                         Some(r) => MessageDataItem::Rfc822Header(nstring(
@@ -179,7 +233,6 @@ impl Session {
                             size: u32::try_from(bytes.len()).unwrap_or(u32::MAX),
                         }
                     }
-                    _ => return Err(Refusal::Bad("unsupported FETCH item".into())),
                 };
                 out.push(item);
             }
@@ -200,7 +253,12 @@ impl Session {
                 });
             }
         }
-        Ok(done(untagged, "FETCH completed"))
+        let mut answer = done(untagged, "FETCH completed");
+        if announce {
+            let status = condstore::announce_highest(&self.ctx, &agent.login, sel)?;
+            answer.untagged_status.push(status);
+        }
+        Ok(answer)
     }
 }
 

@@ -2,6 +2,7 @@
 //! over the state in `session.rs`, whose `dispatch` routes commands to the `handle_*` here.
 
 mod append;
+mod condstore;
 mod copy_move;
 mod extended;
 mod fetch;

@@ -7,6 +7,7 @@ use imap_codec::imap_types::{
     search::SearchKey,
 };
 
+use super::condstore;
 use crate::imap::{
     search::{self, Candidate},
     session::{Outcome, Refusal, Session, State, done, no},
@@ -27,13 +28,38 @@ impl Session {
             }
         }
         let criteria: &[SearchKey<'_>] = criteria.as_ref();
-        let State::Selected(_, sel) = &self.state else {
+        let State::Selected(agent, sel) = &self.state else {
             return Err(Refusal::Bad("select a mailbox first".into()));
         };
         let key = match criteria {
             [one] => one.clone(),
             many => SearchKey::And(Vec1::unvalidated(many.to_vec())),
         };
+        // RFC 7162 §3.1.5: MODSEQ matches a mod-sequence at or above its value; it is
+        // evaluated here, as the UIDs it matches, and enables CONDSTORE.
+        let mods = if has_modseq(&key) {
+            let all: Vec<usize> = (0..sel.entries.len()).collect();
+            Some(condstore::modseqs(&self.ctx, &agent.login, sel, &all)?)
+        } else {
+            None
+        };
+        let key = match &mods {
+            Some(mods) => with_modseq_resolved(key, &|at_least| {
+                let uids: Vec<u32> = sel
+                    .entries
+                    .iter()
+                    .zip(mods)
+                    .filter(|(_, m)| **m >= at_least)
+                    .map(|((u, _), _)| *u)
+                    .collect();
+                match condstore::compact_set(&uids) {
+                    Some(set) => SearchKey::Uid(set),
+                    None => SearchKey::Not(Box::new(SearchKey::All)),
+                }
+            }),
+            None => key,
+        };
+        let mut highest = 0;
         let needs_content = needs_content(&key);
         let max_seq = sel.entries.len() as u32;
         let max_uid = sel.entries.last().map(|(u, _)| *u).unwrap_or(0);
@@ -56,9 +82,60 @@ impl Session {
             };
             if search::matches(&key, &candidate, max_seq, max_uid) {
                 hits.push(nz(if uid { *uid_value } else { index as u32 + 1 }));
+                if let Some(m) = mods.as_ref().and_then(|m| m.get(index)) {
+                    highest = highest.max(*m);
+                }
             }
         }
-        Ok(done(vec![Data::Search(hits, None)], "SEARCH completed"))
+        // RFC 7162 §3.1.6: the highest mod-sequence of the matches, unless none matched.
+        let modseq = mods
+            .is_some()
+            .then_some(highest)
+            .and_then(std::num::NonZeroU64::new);
+        let mut answer = done(vec![Data::Search(hits, modseq)], "SEARCH completed");
+        if mods.is_some() && !self.condstore.enabled {
+            answer
+                .untagged_status
+                .push(condstore::announce_highest(&self.ctx, &agent.login, sel)?);
+        }
+        if mods.is_some() {
+            self.condstore.enabled = true;
+        }
+        Ok(answer)
+    }
+}
+
+fn has_modseq(key: &SearchKey<'_>) -> bool {
+    use SearchKey as K;
+    match key {
+        K::And(keys) => keys.as_ref().iter().any(has_modseq),
+        K::Not(k) => has_modseq(k),
+        K::Or(a, b) => has_modseq(a) || has_modseq(b),
+        K::ModSequence { .. } => true,
+        _ => false,
+    }
+}
+
+/// `key` with every MODSEQ criterion replaced by `resolve(value)`.
+fn with_modseq_resolved<'a>(
+    key: SearchKey<'a>,
+    resolve: &dyn Fn(u64) -> SearchKey<'a>,
+) -> SearchKey<'a> {
+    use SearchKey as K;
+    match key {
+        K::And(keys) => K::And(Vec1::unvalidated(
+            keys.into_inner()
+                .into_iter()
+                .map(|k| with_modseq_resolved(k, resolve))
+                .collect(),
+        )),
+        K::Not(k) => K::Not(Box::new(with_modseq_resolved(*k, resolve))),
+        K::Or(a, b) => K::Or(
+            Box::new(with_modseq_resolved(*a, resolve)),
+            Box::new(with_modseq_resolved(*b, resolve)),
+        ),
+        K::ModSequence { modseq, .. } => resolve(modseq),
+        other => other,
     }
 }
 

@@ -6,6 +6,7 @@
 use std::{borrow::Cow, collections::BTreeSet, num::NonZeroU32};
 
 use imap_codec::imap_types::{
+    command::SelectParameter,
     core::Vec1,
     fetch::MessageDataItem,
     mailbox::Mailbox,
@@ -14,6 +15,7 @@ use imap_codec::imap_types::{
     status::{StatusDataItem, StatusDataItemName},
 };
 
+use super::condstore;
 use crate::{
     imap::{
         cmd::keywords::{flags_data, initial_keywords, permanent_flags},
@@ -32,8 +34,27 @@ impl Session {
         &mut self,
         mailbox: &Mailbox<'_>,
         read_only: bool,
+        params: &[SelectParameter],
     ) -> Outcome {
         let name = &self.mailbox_arg(mailbox)?;
+        let mut qresync = None;
+        for p in params {
+            match p {
+                // RFC 7162 §3.1.8: a CONDSTORE-enabling command.
+                SelectParameter::CondStore => self.condstore.enabled = true,
+                SelectParameter::QResync { .. } => {
+                    // RFC 7162 §3.2.5: QRESYNC without ENABLE QRESYNC is a BAD.
+                    if !self.condstore.qresync {
+                        return Err(Refusal::Bad(
+                            "ENABLE QRESYNC before SELECT (QRESYNC)".into(),
+                        ));
+                    }
+                    qresync = Some(p);
+                }
+            }
+        }
+        // RFC 7162 §3.2.11: the previous mailbox's responses end with [CLOSED].
+        let was_selected = matches!(self.state, State::Selected(..));
         self.unselect();
         let info = self.lookup(name)?;
         let Some(target) = info.target.clone() else {
@@ -62,7 +83,11 @@ impl Session {
             Data::Exists(exists),
             Data::Recent(u32::try_from(recent.len()).unwrap_or(u32::MAX)),
         ];
-        let mut statuses = vec![permanent_flags(writable)];
+        let mut statuses = Vec::new();
+        if was_selected {
+            statuses.push(ok_code(Code::Closed));
+        }
+        statuses.push(permanent_flags(writable));
         if let Some(first_unseen) = flags.iter().position(|f| !f.seen)
             && let Some(n) = NonZeroU32::new(u32::try_from(first_unseen + 1).unwrap_or(u32::MAX))
         {
@@ -74,9 +99,13 @@ impl Session {
         if let Some(n) = NonZeroU32::new(snapshot.uid_next) {
             statuses.push(ok_code(Code::UidNext(n)));
         }
+        // RFC 7162 §3.1.2.1: every SELECT of a mailbox with persistent mod-sequences.
+        let highest = condstore::highest(&self.ctx, &agent.login, &snapshot)?;
+        statuses.push(ok_code(Code::HighestModSeq(highest)));
         let selected = Selected {
             name: info.name.clone(),
             target,
+            space: snapshot.space,
             writable,
             uid_validity: snapshot.uid_validity,
             uid_next: snapshot.uid_next,
@@ -86,6 +115,14 @@ impl Session {
             keywords,
             synced_at,
         };
+        if let Some(param) = qresync {
+            untagged.extend(condstore::qresync_answer(
+                &self.ctx,
+                &agent.login,
+                &selected,
+                param,
+            )?);
+        }
         let state = std::mem::replace(&mut self.state, State::NotAuthenticated);
         if let State::Authenticated(agent) = state {
             self.state = State::Selected(agent, Box::new(selected));
@@ -161,6 +198,11 @@ impl Session {
                     let n = self.ctx.recent.count(target, snapshot.uid_validity, &uids);
                     out.push(StatusDataItem::Recent(u32::try_from(n).unwrap_or(u32::MAX)));
                 }
+                // RFC 7162 §3.1.7: the value SELECT's HIGHESTMODSEQ would give.
+                StatusDataItemName::HighestModSeq => {
+                    let h = condstore::highest(&self.ctx, &login, &snapshot)?;
+                    out.push(StatusDataItem::HighestModSeq(h.get()));
+                }
                 StatusDataItemName::UidNext => {
                     out.push(StatusDataItem::UidNext(nz(snapshot.uid_next)))
                 }
@@ -225,6 +267,7 @@ impl Session {
     pub(super) async fn sync(&mut self) -> Result<Vec<Data<'static>>, Refusal> {
         // Read before looking: a change landing meanwhile is seen by the next sync.
         let generations = self.generations();
+        let cs = self.condstore;
         let State::Selected(agent, sel) = &mut self.state else {
             return Ok(Vec::new());
         };
@@ -237,6 +280,7 @@ impl Session {
                 Ok(s) => s,
                 // The folder was deleted by another session: everything is gone.
                 Err(StoreError::NotFound(_)) => MailboxSnapshot {
+                    space: 0,
                     uid_validity: sel.uid_validity,
                     uid_next: sel.uid_next,
                     entries: Vec::new(),
@@ -247,15 +291,28 @@ impl Session {
         };
         let mut untagged = Vec::new();
         let now: BTreeSet<u32> = snapshot.entries.iter().map(|(uid, _)| *uid).collect();
+        let mut vanished = Vec::new();
         for index in (0..sel.entries.len()).rev() {
             if !now.contains(&sel.entries[index].0) {
                 let (uid, _) = sel.entries.remove(index);
                 sel.flags.remove(index);
                 sel.recent.remove(&uid);
-                if let Some(seq) = NonZeroU32::new(u32::try_from(index + 1).unwrap_or(u32::MAX)) {
+                // RFC 7162 §3.2.10: with QRESYNC, VANISHED replaces EXPUNGE.
+                if cs.qresync {
+                    vanished.push(uid);
+                } else if let Some(seq) =
+                    NonZeroU32::new(u32::try_from(index + 1).unwrap_or(u32::MAX))
+                {
                     untagged.push(Data::Expunge(seq));
                 }
             }
+        }
+        vanished.reverse();
+        if let Some(known_uids) = condstore::compact_set(&vanished) {
+            untagged.push(Data::Vanished {
+                earlier: false,
+                known_uids,
+            });
         }
         let known_max = sel.entries.last().map(|(uid, _)| *uid).unwrap_or(0);
         let fresh: Vec<(u32, Entry)> = snapshot
@@ -279,22 +336,34 @@ impl Session {
         };
         let stale_entries: Vec<(u32, Entry)> = stale.iter().map(|&i| sel.entries[i]).collect();
         let current = shown_flags(&self.ctx, &agent.login, &stale_entries)?;
-        for (index, flags) in stale.into_iter().zip(current) {
-            if sel.flags[index] != flags {
-                let seq = seq_of(index);
-                let items = vec![
-                    MessageDataItem::Uid(nz(sel.entries[index].0)),
-                    MessageDataItem::Flags(flag_list(
-                        &flags,
-                        sel.recent.contains(&sel.entries[index].0),
-                    )),
-                ];
-                untagged.push(Data::Fetch {
-                    seq,
-                    items: Vec1::unvalidated(items),
-                });
-                sel.flags[index] = flags;
+        let changed: Vec<(usize, Flags)> = stale
+            .into_iter()
+            .zip(current)
+            .filter(|(index, flags)| sel.flags[*index] != *flags)
+            .collect();
+        // RFC 7162 §3.1: with CONDSTORE, unsolicited FETCHes carry MODSEQ.
+        let mods = if cs.enabled {
+            let indices: Vec<usize> = changed.iter().map(|(i, _)| *i).collect();
+            condstore::modseqs(&self.ctx, &agent.login, sel, &indices)?
+        } else {
+            Vec::new()
+        };
+        for (n, (index, flags)) in changed.into_iter().enumerate() {
+            let mut items = vec![
+                MessageDataItem::Uid(nz(sel.entries[index].0)),
+                MessageDataItem::Flags(flag_list(
+                    &flags,
+                    sel.recent.contains(&sel.entries[index].0),
+                )),
+            ];
+            if let Some(m) = mods.get(n) {
+                items.push(condstore::modseq_item(*m));
             }
+            untagged.push(Data::Fetch {
+                seq: seq_of(index),
+                items: Vec1::unvalidated(items),
+            });
+            sel.flags[index] = flags;
         }
         if !fresh.is_empty() {
             let fresh_flags = shown_flags(&self.ctx, &agent.login, &fresh)?;
