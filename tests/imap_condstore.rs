@@ -200,7 +200,11 @@ async fn changedsince_names_only_what_changed_for_this_agent() {
     assert!(m > h0, "{line}");
     // The MODSEQ item and SEARCH MODSEQ agree with CHANGEDSINCE.
     let fetched = alice.ok(&format!("UID FETCH {} (MODSEQ)", uids[1])).await;
-    assert_eq!(number_after(first_fetch(&fetched), "MODSEQ"), Some(m), "{fetched:?}");
+    assert_eq!(
+        number_after(first_fetch(&fetched), "MODSEQ"),
+        Some(m),
+        "{fetched:?}"
+    );
     let found = alice.ok(&format!("UID SEARCH MODSEQ {}", h0 + 1)).await;
     assert_eq!(search_uids(&found), BTreeSet::from([uids[1]]), "{found:?}");
     assert!(has(&found, &format!("(MODSEQ {m})")), "{found:?}");
@@ -545,7 +549,10 @@ async fn modseqs_never_go_back_across_kill_9() {
         "{fetched:?}"
     );
     let again = alice.ok("UID STORE 1 +FLAGS ($After)").await;
-    assert!(number_after(first_fetch(&again), "MODSEQ") > Some(h), "{again:?}");
+    assert!(
+        number_after(first_fetch(&again), "MODSEQ") > Some(h),
+        "{again:?}"
+    );
     tokio::task::block_in_place(|| d.kill9());
 }
 

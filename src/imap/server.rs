@@ -185,7 +185,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     // A partial BINARY needs an origin imap-types cannot encode; the send
                     // queue is empty here, so writing it ourselves keeps the order.
                     if let Some(origins) = origins {
-                        write_timed(io, &binary::encode_with_origins(answer, &origins)).await?;
+                        write_timed(io, &binary::encode_with_origins(answer, &origins), trace)
+                            .await?;
                         continue;
                     }
                     let after = answer.after;
@@ -258,14 +259,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         skip_greeting = false;
                         continue;
                     }
-                    if let Some(t) = trace.as_mut() {
-                        t.trace.server(&bytes);
-                    }
-                    timeout(WRITE_TIMEOUT, io.write_all(&bytes))
-                        .await
-                        .map_err(|_| {
-                            std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")
-                        })??;
+                    write_timed(io, &bytes, trace).await?;
                 }
                 Err(Interrupt::Io(Io::NeedMoreInput)) => break,
                 Err(Interrupt::Error(e)) => {
@@ -283,12 +277,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             let started = Instant::now();
                             let (name, out) = session.extended(command).await;
                             metrics.imap_command(name, started.elapsed());
-                            write_timed(io, &out).await?;
+                            write_timed(io, &out, trace).await?;
                             continue;
                         }
                         Some(Err(malformed)) => {
                             bad_commands += 1;
-                            write_timed(io, &extended::refusal(malformed)).await?;
+                            write_timed(io, &extended::refusal(malformed), trace).await?;
                         }
                         None => {
                             bad_commands += 1;
@@ -322,7 +316,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             _ = shutdown.cancelled() => {
                 let bye = Status::bye(None, "server shutting down").unwrap_or_else(|_| fallback_no());
                 server.enqueue_status(bye);
-                let _ = shutdown_write(io, &mut server).await;
+                let _ = shutdown_write(io, &mut server, trace).await;
                 return Ok(Outcome::Closed);
             }
             _ = changes.changed(), if idling.is_some() => {
@@ -337,7 +331,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     Err(_) => {
                         let bye = Status::bye(None, "autologout: idle too long").unwrap_or_else(|_| fallback_no());
                         server.enqueue_status(bye);
-                        let _ = shutdown_write(io, &mut server).await;
+                        let _ = shutdown_write(io, &mut server, trace).await;
                         return Ok(Outcome::Closed);
                     }
                 };
@@ -351,7 +345,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     if unauthenticated_bytes > MAX_UNAUTHENTICATED_BYTES || Instant::now() > login_deadline {
                         let bye = Status::bye(None, "log in first, and promptly").unwrap_or_else(|_| fallback_no());
                         server.enqueue_status(bye);
-                        let _ = shutdown_write(io, &mut server).await;
+                        let _ = shutdown_write(io, &mut server, trace).await;
                         return Ok(Outcome::Closed);
                     }
                 }
@@ -364,7 +358,15 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-async fn write_timed<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> std::io::Result<()> {
+/// Every write to the client goes through here, so the protocol trace sees all of it.
+async fn write_timed<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    bytes: &[u8],
+    trace: &mut Option<Traced>,
+) -> std::io::Result<()> {
+    if let Some(t) = trace.as_mut() {
+        t.trace.server(bytes);
+    }
     timeout(WRITE_TIMEOUT, io.write_all(bytes))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))?
@@ -374,16 +376,11 @@ async fn write_timed<S: AsyncWrite + Unpin>(io: &mut S, bytes: &[u8]) -> std::io
 async fn shutdown_write<S: AsyncWrite + Unpin>(
     io: &mut S,
     server: &mut Server,
+    trace: &mut Option<Traced>,
 ) -> std::io::Result<()> {
     for _ in 0..16 {
         match server.next() {
-            Err(Interrupt::Io(Io::Output(bytes))) => {
-                timeout(WRITE_TIMEOUT, io.write_all(&bytes))
-                    .await
-                    .map_err(|_| {
-                        std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")
-                    })??;
-            }
+            Err(Interrupt::Io(Io::Output(bytes))) => write_timed(io, &bytes, trace).await?,
             Ok(_) => {}
             Err(_) => break,
         }

@@ -50,11 +50,26 @@ impl Item {
         if let Some(d) = msg.date() {
             self.sent = d.to_timestamp();
         }
+        // RFC 5256 §3: the addr-mailbox of the first address as ENVELOPE gives it; for an
+        // RFC 5322 group that is the group's start, whose mailbox is the group name.
         let first = |a: Option<&mail_parser::Address<'_>>| {
-            a.and_then(|a| a.first())
-                .and_then(|a| a.address())
-                .map(|a| a.split('@').next().unwrap_or_default().to_ascii_uppercase())
-                .unwrap_or_default()
+            let mailbox = match a {
+                // mail-parser puts plain addresses before a group into an unnamed group.
+                Some(mail_parser::Address::Group(groups)) => groups.first().and_then(|g| {
+                    g.name.as_deref().map(str::to_owned).or_else(|| {
+                        g.addresses
+                            .first()
+                            .and_then(|a| a.address())
+                            .map(|a| a.split('@').next().unwrap_or_default().to_owned())
+                    })
+                }),
+                Some(list) => list
+                    .first()
+                    .and_then(|a| a.address())
+                    .map(|a| a.split('@').next().unwrap_or_default().to_owned()),
+                None => None,
+            };
+            mailbox.unwrap_or_default().to_ascii_uppercase()
         };
         self.from = first(msg.from());
         self.to = first(msg.to());

@@ -85,42 +85,96 @@ impl Session {
         let boxes = self.mailboxes()?;
         let subscribed = self.subscribed(&boxes)?;
         let is_subscribed = |name: &str| subscribed.iter().any(|s| s == name);
-        let matches_box = |p: &String, b: &mailbox::MailboxInfo| {
-            mailbox::wildcard_match(&format!("{reference}{p}"), &b.name)
+        let matches = |name: &str| {
+            patterns
+                .iter()
+                .any(|p| mailbox::wildcard_match(&format!("{reference}{p}"), name))
         };
+        // RFC 5258 §3.5: a subscribed descendant that the patterns do not list itself.
+        let unlisted_subscribed_child = |name: &str| {
+            let prefix = format!("{name}{}", mailbox::DELIMITER);
+            subscribed
+                .iter()
+                .any(|s| s.starts_with(&prefix) && !matches(s))
+        };
+        // Names to consider, in mailbox order: the mailboxes, then (for the SUBSCRIBED
+        // selection) subscribed names whose mailbox is gone and, with RECURSIVEMATCH,
+        // their parents (RFC 5258 §3.1, §3.5).
+        let mut candidates: Vec<(String, Option<&mailbox::MailboxInfo>)> =
+            boxes.iter().map(|b| (b.name.clone(), Some(b))).collect();
+        // RFC 3501 §6.3.8: with `%`, the levels above a mailbox that are no mailbox
+        // themselves are listed too (here \NonExistent \HasChildren, RFC 5258 §3.4).
+        let percent = patterns.iter().any(|p| p.contains('%'));
+        if percent {
+            for b in &boxes {
+                let mut parent = String::new();
+                let segments: Vec<&str> = b.name.split(mailbox::DELIMITER).collect();
+                for segment in segments.iter().take(segments.len().saturating_sub(1)) {
+                    if !parent.is_empty() {
+                        parent.push(mailbox::DELIMITER);
+                    }
+                    parent.push_str(segment);
+                    if !candidates.iter().any(|(n, _)| n == &parent) {
+                        candidates.push((parent.clone(), None));
+                    }
+                }
+            }
+        }
+        if selection.subscribed {
+            for name in &subscribed {
+                let mut parent = String::new();
+                for segment in name.split(mailbox::DELIMITER) {
+                    if !parent.is_empty() {
+                        parent.push(mailbox::DELIMITER);
+                    }
+                    parent.push_str(segment);
+                    let wanted = &parent == name || selection.recursive_match;
+                    if wanted && !candidates.iter().any(|(n, _)| n == &parent) {
+                        candidates.push((parent.clone(), None));
+                    }
+                }
+            }
+        }
         let mut lines = Vec::new();
-        for b in &boxes {
-            if !patterns.iter().any(|p| matches_box(p, b)) {
+        for (name, info) in candidates {
+            if !matches(&name) {
                 continue;
             }
-            if selection.special_use && b.special_use.is_none() {
+            if selection.special_use && info.is_none_or(|b| b.special_use.is_none()) {
                 continue;
             }
-            // RFC 5258 §3.1: the SUBSCRIBED selection lists subscribed mailboxes only.
-            if selection.subscribed && !is_subscribed(&b.name) {
+            let subscribed_here = is_subscribed(&name);
+            let child_info = selection.recursive_match && unlisted_subscribed_child(&name);
+            // RFC 5258 §3.1: the SUBSCRIBED selection lists subscribed names, and with
+            // RECURSIVEMATCH also the parents of subscribed names it does not list.
+            if selection.subscribed && !subscribed_here && !child_info {
                 continue;
             }
-            let prefix = format!("{}{}", b.name, mailbox::DELIMITER);
             // RFC 5258 §4 and RFC 6154 §2: CHILDREN and special-use attributes are sent
-            // whether or not asked for.
-            let mut items = attributes(b, &boxes);
+            // whether or not asked for; a subscribed name without a mailbox is
+            // \NonExistent (§3.4).
+            let mut items = match info {
+                Some(b) => attributes(b, &boxes),
+                None => {
+                    let prefix = format!("{name}{}", mailbox::DELIMITER);
+                    let mut items = vec![attribute("NonExistent")];
+                    if boxes.iter().any(|b| b.name.starts_with(&prefix)) {
+                        items.push(attribute("HasChildren"));
+                    }
+                    items
+                }
+            };
             // RFC 5258 §3.1/§3.3: \Subscribed when SUBSCRIBED is selected or returned.
-            if (selection.subscribed || returns.subscribed) && is_subscribed(&b.name) {
+            if (selection.subscribed || returns.subscribed) && subscribed_here {
                 items.push(attribute("Subscribed"));
             }
-            let name = self.wire_mailbox(&b.name)?;
+            let wire = self.wire_mailbox(&name)?;
             let mut line = encode(&Response::Data(Data::List {
                 items,
                 delimiter,
-                mailbox: name.clone(),
+                mailbox: wire.clone(),
             }));
-            // RFC 5258 §3.5: a subscribed descendant the patterns do not list.
-            let unlisted_child = boxes.iter().any(|o| {
-                o.name.starts_with(&prefix)
-                    && is_subscribed(&o.name)
-                    && !patterns.iter().any(|p| matches_box(p, o))
-            });
-            if selection.recursive_match && unlisted_child {
+            if child_info {
                 // `mbox-list-extended` after the name.
                 line.truncate(line.len().saturating_sub(2));
                 line.extend_from_slice(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))\r\n");
@@ -129,9 +183,10 @@ impl Session {
             // RFC 5819 §2: a STATUS for each selectable mailbox listed, right after its
             // LIST; a mailbox whose STATUS fails is listed without one.
             if let Some(items) = &returns.status
+                && let Some(b) = info
                 && !b.no_select
                 && b.target.is_some()
-                && let Ok(answer) = self.handle_status(&name, items).await
+                && let Ok(answer) = self.handle_status(&wire, items).await
             {
                 for data in answer.untagged {
                     lines.push(encode(&Response::Data(data)));
@@ -223,16 +278,59 @@ impl Session {
         };
         let answer = self.handle_search(charset, &criteria, uid).await?;
         let mut hits: Vec<u32> = Vec::new();
+        let mut with_modseq = false;
         let mut lines = Vec::new();
         for data in answer.untagged {
             match data {
-                Data::Search(found, ..) => hits.extend(found.iter().map(|n| n.get())),
+                Data::Search(found, modseq) => {
+                    hits.extend(found.iter().map(|n| n.get()));
+                    with_modseq |= modseq.is_some();
+                }
                 other => lines.push(encode(&Response::Data(other))),
             }
         }
         hits.sort_unstable();
-        lines.push(esearch_line(tag, uid, returns, &hits));
+        // RFC 7162 §3.1.5: with a MODSEQ criterion, ESEARCH names the highest
+        // mod-sequence of the messages it reports (with only MIN/MAX: just those).
+        let modseq = if with_modseq && !hits.is_empty() {
+            let reported: Vec<u32> = if returns.all || returns.count {
+                hits.clone()
+            } else {
+                let mut ends = Vec::new();
+                if returns.min {
+                    ends.push(hits[0]);
+                }
+                if returns.max {
+                    ends.push(hits[hits.len() - 1]);
+                }
+                ends
+            };
+            Some(self.highest_modseq_of(uid, &reported)?)
+        } else {
+            None
+        };
+        lines.push(esearch_line(tag, uid, returns, &hits, modseq));
         Ok(Done::new(lines, "SEARCH completed"))
+    }
+
+    /// The highest mod-sequence among these sequence numbers (or UIDs) of the selected
+    /// mailbox, for this agent.
+    fn highest_modseq_of(&self, uid: bool, numbers: &[u32]) -> Result<u64, Refusal> {
+        let login = self.agent()?.login.clone();
+        let sel = self.selected()?;
+        let indices: Vec<usize> = numbers
+            .iter()
+            .filter_map(|&n| {
+                if uid {
+                    sel.entries.iter().position(|(u, _)| *u == n)
+                } else {
+                    usize::try_from(n).ok()?.checked_sub(1)
+                }
+            })
+            .filter(|&i| i < sel.entries.len())
+            .collect();
+        let mods = super::condstore::modseqs(&self.ctx, &login, sel, &indices)?;
+        Ok(mods.into_iter().max().unwrap_or(0))
     }
 }
 
@@ -255,7 +353,13 @@ impl Done {
 
 /// `* ESEARCH (TAG "t") [UID] [MIN n] [MAX n] [COUNT n] [ALL set]` (RFC 4731 §3.1/§7);
 /// `hits` ascending. With no hits only COUNT is sent.
-fn esearch_line(tag: &Tag<'_>, uid: bool, returns: SearchReturn, hits: &[u32]) -> Vec<u8> {
+fn esearch_line(
+    tag: &Tag<'_>,
+    uid: bool,
+    returns: SearchReturn,
+    hits: &[u32],
+    modseq: Option<u64>,
+) -> Vec<u8> {
     // Tags are atoms without `"` or `\` (RFC 3501 §9 `tag`), so they quote as they are.
     let mut line = format!("* ESEARCH (TAG \"{}\")", tag.as_ref());
     if uid {
@@ -275,6 +379,9 @@ fn esearch_line(tag: &Tag<'_>, uid: bool, returns: SearchReturn, hits: &[u32]) -
     if returns.all && !hits.is_empty() {
         line.push_str(" ALL ");
         line.push_str(&sequence_set(hits));
+    }
+    if let Some(modseq) = modseq {
+        line.push_str(&format!(" MODSEQ {modseq}"));
     }
     line.push_str("\r\n");
     line.into_bytes()
@@ -325,12 +432,12 @@ mod tests {
             count: true,
             all: true,
         };
-        let line = String::from_utf8(esearch_line(&tag, true, all, &[])).unwrap();
+        let line = String::from_utf8(esearch_line(&tag, true, all, &[], None)).unwrap();
         assert_eq!(line, "* ESEARCH (TAG \"a1\") UID COUNT 0\r\n");
-        let line = String::from_utf8(esearch_line(&tag, false, all, &[2, 3, 9])).unwrap();
+        let line = String::from_utf8(esearch_line(&tag, false, all, &[2, 3, 9], Some(7))).unwrap();
         assert_eq!(
             line,
-            "* ESEARCH (TAG \"a1\") MIN 2 MAX 9 COUNT 3 ALL 2:3,9\r\n"
+            "* ESEARCH (TAG \"a1\") MIN 2 MAX 9 COUNT 3 ALL 2:3,9 MODSEQ 7\r\n"
         );
     }
 }
