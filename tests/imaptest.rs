@@ -136,5 +136,12 @@ async fn imaptest_scripted_suite_passes_in_a_personal_folder() {
     assert!(summary.groups > 0 && summary.base_total > 0, "{summary:?}");
     assert_eq!(summary.failed_groups, 0, "failed groups:\n{err}");
     assert_eq!(summary.base_failed, 0, "failed base commands:\n{err}");
+    // The extension groups (LIST-EXTENDED, SORT, THREAD, ESEARCH with CONDSTORE, BINARY,
+    // MULTIAPPEND, ...) run only when their capabilities are advertised.
+    assert_eq!(summary.ext_failed, 0, "failed extension commands:\n{err}");
+    assert!(
+        summary.ext_total >= 170,
+        "extension commands exercised: {summary:?}"
+    );
     d.stop().await;
 }
