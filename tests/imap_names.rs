@@ -203,6 +203,31 @@ async fn enable_utf8_accept_switches_names_to_utf8() {
             .unwrap()
             .contains(&format!("Personal/{GERMAN}"))
     );
+    // RFC 6855 §4: a message with UTF-8 headers, appended as `UTF8 (~{n})`.
+    let caps = c.ok("CAPABILITY").await;
+    assert!(has(&caps, "UTF8=ACCEPT"), "{caps:?}");
+    let message = format!(
+        "From: {JUERGEN} <support@example.test>\r\nSubject: Größe\r\nMessage-ID: <u8@example.test>\r\n\r\nHallo {JUERGEN}.\r\n"
+    );
+    c.send_raw(
+        format!(
+            "a1 APPEND \"Personal/{GERMAN}\" (\\Seen) UTF8 (~{{{}}}\r\n",
+            message.len()
+        )
+        .as_bytes(),
+    )
+    .await;
+    let go = c.read_line().await.expect("continuation");
+    assert!(go.starts_with(b"+"), "{}", String::from_utf8_lossy(&go));
+    c.send_raw(format!("{message})\r\n").as_bytes()).await;
+    let (_, appended) = c.until_tagged("a1").await;
+    assert!(appended.starts_with("a1 OK [APPENDUID "), "{appended}");
+    c.ok(&format!("SELECT \"Personal/{GERMAN}\"")).await;
+    let fetched = c.ok("FETCH 1 (FLAGS BODY.PEEK[])").await;
+    assert!(
+        has(&fetched, "\\Seen") && has(&fetched, "Subject: Größe"),
+        "{fetched:?}"
+    );
     // After ENABLE `&` is an ordinary character.
     c.ok("CREATE \"Personal/Q&A\"").await;
     let list = c.ok("LIST \"\" \"Personal/*\"").await;

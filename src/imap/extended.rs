@@ -37,6 +37,9 @@ pub enum ExtCommand {
     },
     /// Two or more base APPENDs (one message each), to run all or none.
     MultiAppend(Vec<CommandBody<'static>>),
+    /// One APPEND whose message came as `UTF8 (~{n})` (RFC 6855 §4), as a base APPEND
+    /// with that literal8.
+    Append(CommandBody<'static>),
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -267,7 +270,26 @@ fn search(uid: bool, args: &[Token]) -> Option<Result<ExtCommand, String>> {
 /// `APPEND mailbox 1*(SP [flag-list SP] [date-time SP] literal)` (RFC 3502 §6.3.11); one
 /// message is imap-codec's, so we answer two or more.
 fn multi_append(args: &[Token]) -> Option<Result<ExtCommand, String>> {
-    let (mailbox, mut rest) = args.split_first()?;
+    let (mailbox, rest) = args.split_first()?;
+    // RFC 6855 §4: `append-data =/ "UTF8" SP "(" literal8 ")"` is the message as a
+    // literal8; imap-codec knows the literal8, not this wrapper.
+    let mut utf8 = false;
+    let mut unwrapped = Vec::with_capacity(rest.len());
+    let mut i = 0;
+    while i < rest.len() {
+        if rest[i].atom().as_deref() == Some("UTF8")
+            && let Some(Token::List(items)) = rest.get(i + 1)
+            && let [Token::Literal(bytes, true)] = items.as_slice()
+        {
+            unwrapped.push(Token::Literal(bytes.clone(), true));
+            utf8 = true;
+            i += 2;
+            continue;
+        }
+        unwrapped.push(rest[i].clone());
+        i += 1;
+    }
+    let mut rest = unwrapped.as_slice();
     let mut messages = Vec::new();
     while !rest.is_empty() {
         let Some(end) = rest.iter().position(|t| matches!(t, Token::Literal(..))) else {
@@ -285,6 +307,9 @@ fn multi_append(args: &[Token]) -> Option<Result<ExtCommand, String>> {
             _ => return Some(Err("bad APPEND arguments".into())),
         }
         rest = &rest[end + 1..];
+    }
+    if messages.len() == 1 && utf8 {
+        return messages.pop().map(|m| Ok(ExtCommand::Append(m)));
     }
     if messages.len() < 2 {
         return None;
@@ -455,6 +480,7 @@ fn atom(body: &[u8], start: usize) -> (Vec<u8>, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use imap_codec::imap_types::extensions::binary::LiteralOrLiteral8;
 
     fn ok(line: &str) -> Extended {
         match parse(line.as_bytes()) {
@@ -542,6 +568,21 @@ mod tests {
         assert_eq!(messages.len(), 3);
         assert!(bad("t APPEND x {1}\r\na BOGUS {1}\r\nb\r\n").contains("APPEND"));
         assert!(bad("t APPEND x {1}\r\na (\\Seen)\r\n").contains("literal"));
+    }
+
+    #[test]
+    fn utf8_append_data_is_a_literal8() {
+        let e = ok("t APPEND INBOX (\\Seen) UTF8 (~{5}\r\nSü\r\n)\r\n");
+        let ExtCommand::Append(CommandBody::Append { message, .. }) = e.command else {
+            panic!("{e:?}");
+        };
+        let LiteralOrLiteral8::Literal8(message) = message else {
+            panic!("{message:?}");
+        };
+        assert_eq!(message.data.as_ref(), "Sü\r\n".as_bytes());
+        // Several, some UTF8: still one MULTIAPPEND.
+        let e = ok("t APPEND Personal/x UTF8 (~{1}\r\na) {1}\r\nb\r\n");
+        assert!(matches!(e.command, ExtCommand::MultiAppend(ref m) if m.len() == 2));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use imap_codec::imap_types::{
     auth::AuthMechanism,
     command::{Command, CommandBody},
     core::{AString, Atom, IString, NString, Tag, Vec1},
-    extensions::thread::ThreadingAlgorithm,
+    extensions::{thread::ThreadingAlgorithm, utf8::Utf8Kind},
     response::{Capability, Code, CodeOther, Data, Greeting, Status},
     secret::Secret,
 };
@@ -209,6 +209,9 @@ impl Session {
             Capability::Unselect,
             // RFC 3516 (`binary.rs`) and RFC 5256 (`cmd/sort_thread.rs`).
             Capability::Binary,
+            // RFC 6855: names after ENABLE (`cmd/names.rs`), APPEND's UTF8 form
+            // (`extended.rs`).
+            Capability::Utf8(Utf8Kind::Accept),
             Capability::Sort(None),
             Capability::Thread(ThreadingAlgorithm::References),
             Capability::Thread(ThreadingAlgorithm::OrderedSubject),

@@ -8,6 +8,7 @@ use imap_codec::{
     ResponseCodec,
     encode::Encoder,
     imap_types::{
+        IntoStatic,
         command::CommandBody,
         core::{QuotedChar, Tag},
         flag::FlagNameAttribute,
@@ -36,6 +37,7 @@ impl Session {
                 self.esearch(&tag, uid, returns, base).await,
             ),
             ExtCommand::MultiAppend(messages) => ("APPEND", self.multi_append(messages).await),
+            ExtCommand::Append(append) => ("APPEND", self.utf8_append(append).await),
         };
         let mut out = Vec::new();
         match outcome {
@@ -194,6 +196,30 @@ impl Session {
             }
         }
         Ok(Done::new(lines, "LIST completed"))
+    }
+
+    /// RFC 6855 §4: one message sent as `UTF8 (~{n})`, appended like any other.
+    async fn utf8_append(&mut self, append: CommandBody<'static>) -> Result<Done, Refusal> {
+        let CommandBody::Append {
+            mailbox,
+            flags,
+            date,
+            message,
+        } = append
+        else {
+            return Err(Refusal::Bad("not an APPEND".into()));
+        };
+        let answer = self.handle_append(&mailbox, &flags, date, message).await?;
+        let lines = answer
+            .untagged
+            .into_iter()
+            .map(|d| encode(&Response::Data(d)))
+            .collect();
+        Ok(Done {
+            lines,
+            code: answer.status.code().cloned().map(IntoStatic::into_static),
+            text: "APPEND completed",
+        })
     }
 
     /// RFC 3502: every message appended, or none. Only into private folders, where an
