@@ -283,6 +283,26 @@ pub fn teamgate(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// A runtime for tests that run a blocking client (a Python script, mbsync) between the
+/// daemon's async steps.
+pub fn blocking_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Runs a Python 3 script (imaplib, smtplib: real clients) and asserts it succeeds.
+pub fn run_python(script: &str, what: &str) {
+    let python = require_program("python3");
+    let status = std::process::Command::new(python)
+        .arg("-c")
+        .arg(script)
+        .status()
+        .expect("run python3");
+    assert!(status.success(), "{what} failed");
+}
+
 /// Fails (never skips) when an external program the tests need is missing.
 pub fn require_program(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();

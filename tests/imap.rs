@@ -8,7 +8,9 @@ use teamgate::{
     store::{ConversationId, Status},
 };
 
-use crate::harness::{ImapConn, TestDaemon, require_program, simple_message};
+use crate::harness::{
+    ImapConn, TestDaemon, blocking_runtime, require_program, run_python, simple_message,
+};
 
 // Junk-filter keywords per agent.
 #[path = "imap_junk.rs"]
@@ -421,11 +423,7 @@ async fn malformed_commands_get_tagged_bad_and_brute_force_is_throttled() {
 
 #[test]
 fn python_imaplib_works_the_inbox() {
-    let python = require_program("python3");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = blocking_runtime();
     let d = rt.block_on(TestDaemon::start_with(team));
     rt.block_on(deliver(&d, "support@example.test", "imaplib one", "py1"));
     rt.block_on(deliver(&d, "support@example.test", "imaplib two", "py2"));
@@ -456,22 +454,14 @@ m.logout()
         ip = addr.ip(),
         port = addr.port()
     );
-    let status = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .status()
-        .unwrap();
-    assert!(status.success(), "imaplib script failed");
+    run_python(&script, "imaplib script");
     rt.block_on(d.stop());
 }
 
 #[test]
 fn mbsync_mirrors_the_inbox_and_a_second_run_downloads_nothing_new() {
     let mbsync = require_program("mbsync");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = blocking_runtime();
     let d = rt.block_on(TestDaemon::start_with(team));
     rt.block_on(deliver(&d, "support@example.test", "mbsync one", "mb1"));
     rt.block_on(deliver(&d, "support@example.test", "mbsync two", "mb2"));

@@ -4,7 +4,7 @@
 use teamgate::{config::Config, store::ConversationId};
 
 use super::{deliver, has};
-use crate::harness::{ImapConn, TestDaemon, require_program};
+use crate::harness::{ImapConn, TestDaemon, blocking_runtime, run_python};
 
 const ITALIAN: &str = "Assistenza Clienti Ü";
 const GERMAN: &str = "Kundendienst Größe";
@@ -243,11 +243,7 @@ async fn enable_utf8_accept_switches_names_to_utf8() {
 
 #[test]
 fn python_imaplib_sends_modified_utf7_then_utf8() {
-    let python = require_program("python3");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = blocking_runtime();
     let d = rt.block_on(TestDaemon::start_with(international));
     rt.block_on(deliver(&d, "assistenza@example.test", "imaplib", "u4"));
     let addr = d.imap_addr();
@@ -274,11 +270,6 @@ m.logout()
         ip = addr.ip(),
         port = addr.port()
     );
-    let status = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .status()
-        .unwrap();
-    assert!(status.success(), "imaplib script failed");
+    run_python(&script, "imaplib script");
     rt.block_on(d.stop());
 }

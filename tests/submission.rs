@@ -5,7 +5,7 @@ use teamgate::{
     store::{ConversationId, Direction},
 };
 
-use crate::harness::{SmtpConn, TestDaemon, require_program, simple_message};
+use crate::harness::{SmtpConn, TestDaemon, blocking_runtime, run_python, simple_message};
 
 /// Bob joins Support; Sales (carol) is another team; root is an admin in no inbox.
 fn team(c: &mut Config) {
@@ -332,11 +332,7 @@ async fn collision_override_is_keyed_on_agent_conversation_and_parent_not_messag
 
 #[test]
 fn python_smtplib_submits_with_login() {
-    let python = require_program("python3");
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = blocking_runtime();
     let d = rt.block_on(TestDaemon::start_with(team));
     rt.block_on(customer_writes(&d, "py1@customer.example"));
     let addr = d.submission_addr();
@@ -358,12 +354,7 @@ with smtplib.SMTP("{ip}", {port}, timeout=20) as s:
         ip = addr.ip(),
         port = addr.port()
     );
-    let status = std::process::Command::new(python)
-        .arg("-c")
-        .arg(script)
-        .status()
-        .unwrap();
-    assert!(status.success(), "smtplib submission failed");
+    run_python(&script, "smtplib submission");
     let convs = d.handle.store().list_conversations().unwrap();
     assert_eq!(convs.len(), 1);
     assert_eq!(
