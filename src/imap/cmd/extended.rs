@@ -4,6 +4,8 @@
 //! what imap-codec can encode (LIST, STATUS, statuses) it encodes, and only the extension
 //! parts are written by hand.
 
+use std::collections::HashSet;
+
 use imap_codec::{
     ResponseCodec,
     encode::Encoder,
@@ -86,7 +88,8 @@ impl Session {
         }
         let boxes = self.mailboxes()?;
         let subscribed = self.subscribed(&boxes)?;
-        let is_subscribed = |name: &str| subscribed.iter().any(|s| s == name);
+        let subscribed_set: HashSet<&str> = subscribed.iter().map(String::as_str).collect();
+        let is_subscribed = |name: &str| subscribed_set.contains(name);
         let matches = |name: &str| {
             patterns
                 .iter()
@@ -104,6 +107,7 @@ impl Session {
         // their parents (RFC 5258 §3.1, §3.5).
         let mut candidates: Vec<(String, Option<&mailbox::MailboxInfo>)> =
             boxes.iter().map(|b| (b.name.clone(), Some(b))).collect();
+        let mut known: HashSet<String> = candidates.iter().map(|(n, _)| n.clone()).collect();
         // RFC 3501 §6.3.8: with `%`, the levels above a mailbox that are no mailbox
         // themselves are listed too (here \NonExistent \HasChildren, RFC 5258 §3.4).
         let percent = patterns.iter().any(|p| p.contains('%'));
@@ -116,7 +120,7 @@ impl Session {
                         parent.push(mailbox::DELIMITER);
                     }
                     parent.push_str(segment);
-                    if !candidates.iter().any(|(n, _)| n == &parent) {
+                    if known.insert(parent.clone()) {
                         candidates.push((parent.clone(), None));
                     }
                 }
@@ -131,7 +135,7 @@ impl Session {
                     }
                     parent.push_str(segment);
                     let wanted = &parent == name || selection.recursive_match;
-                    if wanted && !candidates.iter().any(|(n, _)| n == &parent) {
+                    if wanted && known.insert(parent.clone()) {
                         candidates.push((parent.clone(), None));
                     }
                 }
@@ -348,7 +352,8 @@ impl Session {
             .iter()
             .filter_map(|&n| {
                 if uid {
-                    sel.entries.iter().position(|(u, _)| *u == n)
+                    // Entries are in UID order (sequence numbers follow UIDs).
+                    sel.entries.binary_search_by_key(&n, |(u, _)| *u).ok()
                 } else {
                     usize::try_from(n).ok()?.checked_sub(1)
                 }
