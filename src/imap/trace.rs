@@ -18,6 +18,9 @@ use std::{
 
 /// Bytes of trace kept before the login is known (pre-login input is bounded too).
 const MAX_PENDING: usize = 64 * 1024;
+/// Bytes of one protocol line kept (shown literals included); the rest is counted, not
+/// kept. A client may send without LF for as long as it likes.
+const MAX_LINE: usize = 64 * 1024;
 
 /// One direction of the stream, cut into lines, with literals and credentials handled.
 #[derive(Debug)]
@@ -33,6 +36,8 @@ struct Scanner {
     /// Where the text after the last literal starts in `line`: only there can the next
     /// literal be announced (a literal's own bytes may end in `{n}`).
     segment_start: usize,
+    /// Bytes of the current line beyond `MAX_LINE`, left out.
+    dropped: usize,
     max_literal: usize,
 }
 
@@ -45,6 +50,7 @@ impl Scanner {
             literal_shown: false,
             secret: false,
             segment_start: 0,
+            dropped: 0,
             max_literal,
         }
     }
@@ -56,7 +62,7 @@ impl Scanner {
             if self.literal_left > 0 {
                 let n = self.literal_left.min(bytes.len());
                 if self.literal_shown && !self.secret {
-                    self.line.extend_from_slice(&bytes[..n]);
+                    self.keep(&bytes[..n]);
                 }
                 self.literal_left -= n;
                 bytes = &bytes[n..];
@@ -66,14 +72,20 @@ impl Scanner {
                 continue;
             }
             let Some(lf) = bytes.iter().position(|b| *b == b'\n') else {
-                // Bounded: a line is never longer than imap-next lets a command be.
-                self.line.extend_from_slice(bytes);
+                self.keep(bytes);
                 return;
             };
-            self.line.extend_from_slice(&bytes[..=lf]);
+            self.keep(&bytes[..=lf]);
             bytes = &bytes[lf + 1..];
             self.end_line(authenticating, out);
         }
+    }
+
+    /// Appends to the current line up to `MAX_LINE`; counts what does not fit.
+    fn keep(&mut self, bytes: &[u8]) {
+        let room = MAX_LINE.saturating_sub(self.line.len()).min(bytes.len());
+        self.line.extend_from_slice(&bytes[..room]);
+        self.dropped += bytes.len() - room;
     }
 
     /// A line ended by LF: write it, unless it announces a literal (then the line goes
@@ -118,9 +130,13 @@ impl Scanner {
         };
         out.extend_from_slice(self.prefix.as_bytes());
         out.extend_from_slice(shown.as_bytes());
+        if self.dropped > 0 {
+            out.extend_from_slice(format!(" <{} more bytes omitted>", self.dropped).as_bytes());
+        }
         out.push(b'\n');
         self.line.clear();
         self.segment_start = 0;
+        self.dropped = 0;
         self.secret = false;
     }
 }
@@ -360,6 +376,26 @@ mod tests {
         assert_eq!(
             big,
             "S: * 1 FETCH (BODY[] {20} <20 bytes of literal omitted>)\n"
+        );
+    }
+
+    #[test]
+    fn a_line_without_end_is_bounded() {
+        let mut s = Scanner::new("C: ", 10);
+        let mut out = Vec::new();
+        for _ in 0..100 {
+            s.feed(&[b'x'; 4096], false, &mut out);
+        }
+        assert!(out.is_empty() && s.line.len() <= MAX_LINE);
+        s.feed(b"\r\n", false, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.ends_with(&format!(
+                " <{} more bytes omitted>\n",
+                100 * 4096 + 2 - MAX_LINE
+            )),
+            "{}",
+            &text[text.len() - 60..]
         );
     }
 
