@@ -283,6 +283,22 @@ pub fn teamgate(args: &[&str]) -> (i32, String, String) {
     )
 }
 
+/// Adds an agent like the first one (alice's password) as `login`, with the address
+/// `<login>@example.test`; returns it for further changes.
+pub fn add_agent<'c>(c: &'c mut Config, login: &str) -> &'c mut teamgate::config::AgentConfig {
+    let mut agent = c.agents[0].clone();
+    agent.login = login.into();
+    agent.email = format!("{login}@example.test");
+    c.agents.push(agent);
+    c.agents.last_mut().expect("just pushed")
+}
+
+/// Adds agent `bob` (alice's password) to the first inbox, so both see its conversations.
+pub fn with_bob(c: &mut Config) {
+    add_agent(c, "bob");
+    c.inboxes[0].members.push("bob".into());
+}
+
 /// A runtime for tests that run a blocking client (a Python script, mbsync) between the
 /// daemon's async steps.
 pub fn blocking_runtime() -> tokio::runtime::Runtime {

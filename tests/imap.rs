@@ -9,7 +9,7 @@ use teamgate::{
 };
 
 use crate::harness::{
-    ImapConn, TestDaemon, blocking_runtime, require_program, run_python, simple_message,
+    ImapConn, TestDaemon, add_agent, blocking_runtime, require_program, run_python, simple_message,
 };
 
 // Junk-filter keywords per agent.
@@ -22,15 +22,8 @@ mod names;
 /// Adds agent `bob` (same password as alice) to Support, and a second inbox Sales that
 /// only `carol` is in.
 fn team(c: &mut Config) {
-    let mut bob = c.agents[0].clone();
-    bob.login = "bob".into();
-    bob.name = "Bob".into();
-    bob.email = "bob@example.test".into();
-    c.agents.push(bob);
-    let mut carol = c.agents[0].clone();
-    carol.login = "carol".into();
-    carol.email = "carol@example.test".into();
-    c.agents.push(carol);
+    add_agent(c, "bob").name = "Bob".into();
+    add_agent(c, "carol");
     c.inboxes[0].members.push("bob".into());
     let mut sales = c.inboxes[0].clone();
     sales.name = "Sales".into();

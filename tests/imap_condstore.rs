@@ -7,19 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use teamgate::config::Config;
-
-use crate::harness::{ImapConn, SmtpConn, TestDaemon, simple_message};
-
-/// Adds `bob` (alice's password) to Support, so both see the same INBOX.
-fn team(c: &mut Config) {
-    let mut bob = c.agents[0].clone();
-    bob.login = "bob".into();
-    bob.name = "Bob".into();
-    bob.email = "bob@example.test".into();
-    c.agents.push(bob);
-    c.inboxes[0].members.push("bob".into());
-}
+use crate::harness::{ImapConn, SmtpConn, TestDaemon, simple_message, with_bob};
 
 /// Delivers `n` messages to Support over one SMTP session, each its own conversation.
 async fn deliver_many(d: &TestDaemon, prefix: &str, n: usize) {
@@ -131,7 +119,7 @@ async fn all_uids(c: &mut ImapConn) -> BTreeSet<u32> {
 
 #[tokio::test]
 async fn enable_and_capabilities() {
-    let d = TestDaemon::start_with(team).await;
+    let d = TestDaemon::start_with(with_bob).await;
     let mut c = d.imap_as("alice", "alice-password").await;
     let caps = c.ok("CAPABILITY").await;
     for cap in ["CONDSTORE", "QRESYNC"] {
@@ -157,7 +145,7 @@ fn has(lines: &[String], needle: &str) -> bool {
 
 #[tokio::test]
 async fn changedsince_names_only_what_changed_for_this_agent() {
-    let d = TestDaemon::start_with(team).await;
+    let d = TestDaemon::start_with(with_bob).await;
     deliver_many(&d, "cs", 4).await;
     let mut alice = d.imap_as("alice", "alice-password").await;
     let mut bob = d.imap_as("bob", "alice-password").await;
@@ -243,7 +231,7 @@ async fn changedsince_names_only_what_changed_for_this_agent() {
 
 #[tokio::test]
 async fn unchangedsince_race_between_two_agents_has_one_winner() {
-    let d = TestDaemon::start_with(team).await;
+    let d = TestDaemon::start_with(with_bob).await;
     deliver_many(&d, "race", 1).await;
     let mut alice = d.imap_as("alice", "alice-password").await;
     let mut bob = d.imap_as("bob", "alice-password").await;
@@ -301,7 +289,7 @@ async fn unchangedsince_race_between_two_agents_has_one_winner() {
 
 #[tokio::test]
 async fn highestmodseq_never_goes_back_across_a_restart() {
-    let d = TestDaemon::start_with(team).await;
+    let d = TestDaemon::start_with(with_bob).await;
     deliver_many(&d, "keep", 3).await;
     let mut alice = d.imap_as("alice", "alice-password").await;
     alice.ok("SELECT INBOX (CONDSTORE)").await;
@@ -309,7 +297,7 @@ async fn highestmodseq_never_goes_back_across_a_restart() {
     let before = highest_modseq(&alice.ok("SELECT INBOX (CONDSTORE)").await);
     drop(alice);
     let dir = d.stop().await;
-    let d = TestDaemon::start_in(dir, team).await;
+    let d = TestDaemon::start_in(dir, with_bob).await;
     let mut alice = d.imap_as("alice", "alice-password").await;
     let selected = alice.ok("SELECT INBOX (CONDSTORE)").await;
     assert_eq!(highest_modseq(&selected), before, "{selected:?}");
@@ -324,7 +312,7 @@ async fn highestmodseq_never_goes_back_across_a_restart() {
 
 #[tokio::test]
 async fn vanished_replaces_expunge_once_qresync_is_enabled() {
-    let d = TestDaemon::start_with(team).await;
+    let d = TestDaemon::start_with(with_bob).await;
     deliver_many(&d, "gone", 3).await;
     let mut alice = d.imap_as("alice", "alice-password").await;
     let mut bob = d.imap_as("bob", "alice-password").await;
@@ -370,7 +358,7 @@ fn wire_bytes(command: &str, lines: &[String], tagged: &str) -> usize {
 
 #[tokio::test]
 async fn issue_11_qresync_reselect_transfers_only_the_changes() {
-    let d = TestDaemon::start_with(team).await;
+    let d = TestDaemon::start_with(with_bob).await;
     deliver_many(&d, "bulk", 500).await;
     let mut alice = d.imap_as("alice", "alice-password").await;
     alice.ok("ENABLE QRESYNC").await;
@@ -463,7 +451,7 @@ async fn issue_11_qresync_reselect_transfers_only_the_changes() {
 #[tokio::test]
 async fn a_client_older_than_the_expunge_log_gets_the_full_vanished_answer() {
     let d = TestDaemon::start_with(|c| {
-        team(c);
+        with_bob(c);
         c.imap.expunge_log_len = 2;
     })
     .await;
@@ -561,7 +549,7 @@ async fn modseqs_never_go_back_across_kill_9() {
 /// with MODSEQ.
 #[tokio::test]
 async fn a_condstore_enabling_fetch_announces_highestmodseq() {
-    let d = TestDaemon::start_with(team).await;
+    let d = TestDaemon::start_with(with_bob).await;
     deliver_many(&d, "en", 2).await;
     let mut c = d.imap_as("alice", "alice-password").await;
     let selected = c.ok("SELECT INBOX").await;

@@ -3,21 +3,9 @@
 //! mailboxes). Kept apart from tests/imap.rs, which covers the team views, to keep both
 //! files small.
 
-use teamgate::{
-    config::Config,
-    store::{FolderId, Store, StoreOptions},
-};
+use teamgate::store::{FolderId, Store, StoreOptions};
 
-use crate::harness::{ImapConn, TestDaemon, simple_message};
-
-/// Adds agent `bob` (alice's password) to alice's inbox.
-fn with_bob(c: &mut Config) {
-    let mut bob = c.agents[0].clone();
-    bob.login = "bob".into();
-    bob.email = "bob@example.test".into();
-    c.agents.push(bob);
-    c.inboxes[0].members.push("bob".into());
-}
+use crate::harness::{ImapConn, TestDaemon, simple_message, with_bob};
 
 /// APPENDs one message (LITERAL+) to `mailbox`.
 async fn append(c: &mut ImapConn, mailbox: &str, raw: &str) {

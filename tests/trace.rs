@@ -4,7 +4,7 @@
 
 use base64::Engine as _;
 
-use crate::harness::{ImapConn, TestDaemon, simple_message};
+use crate::harness::{ImapConn, TestDaemon, simple_message, with_bob};
 
 /// Files of the trace directory: (name, contents), sorted by name.
 fn traces(dir: &std::path::Path) -> Vec<(String, String)> {
@@ -25,11 +25,7 @@ fn traces(dir: &std::path::Path) -> Vec<(String, String)> {
 #[tokio::test]
 async fn a_traced_login_is_written_without_credentials_or_big_literals() {
     let d = TestDaemon::start_with(|c| {
-        let mut bob = c.agents[0].clone();
-        bob.login = "bob".into();
-        bob.email = "bob@example.test".into();
-        c.agents.push(bob);
-        c.inboxes[0].members.push("bob".into());
+        with_bob(c);
         c.log.protocol_trace = vec!["alice".into()];
         c.log.protocol_trace_max_literal = 200;
     })
