@@ -417,9 +417,10 @@ fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> any
             let v = &c.conversation;
             writeln!(out, "#{} {}", v.id.0, v.subject)?;
             writeln!(out, "  inbox:    {}", v.inbox)?;
+            let junk = if c.junk { " (junk: in Junk only)" } else { "" };
             writeln!(
                 out,
-                "  status:   {}",
+                "  status:   {}{junk}",
                 format!("{:?}", v.status).to_lowercase()
             )?;
             writeln!(out, "  assignee: {}", v.assignee.as_deref().unwrap_or("-"))?;

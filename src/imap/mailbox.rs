@@ -229,7 +229,10 @@ impl Mailboxes {
         }
         out.push(team(
             "Trash",
-            TeamView::Trash { inboxes: all },
+            TeamView::Trash {
+                inboxes: all,
+                agent: self.login.clone(),
+            },
             Some(SpecialUse::Trash),
             writable_all,
         ));

@@ -410,7 +410,7 @@ pub fn view_space(view: &TeamView) -> Vec<u8> {
             year = y.to_string();
             parts.extend(["closed_in", year.as_str()]);
         }
-        TeamView::Trash { .. } => parts.push("trash"),
+        TeamView::Trash { agent, .. } => parts.extend(["trash_of", agent.as_str()]),
         TeamView::Sent { .. } => parts.push("sent"),
         TeamView::Junk { .. } => parts.push("junk"),
     }
@@ -765,7 +765,19 @@ mod tests {
                 inboxes: vec!["a".into()]
             }),
             view_space(&TeamView::Trash {
-                inboxes: vec!["a".into()]
+                inboxes: vec!["a".into()],
+                agent: "x".into(),
+            })
+        );
+        // Each agent's Trash is its own UID space (it holds the agent's private messages).
+        assert_ne!(
+            view_space(&TeamView::Trash {
+                inboxes: vec!["a".into()],
+                agent: "x".into(),
+            }),
+            view_space(&TeamView::Trash {
+                inboxes: vec!["a".into()],
+                agent: "y".into(),
             })
         );
         assert_eq!(

@@ -183,6 +183,7 @@ async fn assigned_unassigned_trash_sent_and_closed_years() -> TestResult {
     };
     let trash = TeamView::Trash {
         inboxes: ab.clone(),
+        agent: "alice".into(),
     };
     let sent = TeamView::Sent {
         inboxes: ab.clone(),
@@ -757,6 +758,7 @@ async fn incremental_view_syncs_match_a_full_recompute() -> TestResult {
         },
         TeamView::Trash {
             inboxes: inboxes(&["b"]),
+            agent: "alice".into(),
         },
         TeamView::Sent {
             inboxes: inboxes(&["a"]),

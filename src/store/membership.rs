@@ -131,6 +131,7 @@ mod tests {
         };
         let trash = TeamView::Trash {
             inboxes: ab.clone(),
+            agent: "alice".into(),
         };
         let sent = TeamView::Sent { inboxes: ab };
         // (view, inbox, status, assignee, direction, expected)

@@ -448,6 +448,34 @@ impl Store {
         .await
     }
 
+    /// Moves copies of private messages (drafts, `Personal/…`) into the agent's `Trash`
+    /// view (`TeamView::Trash`, whose `agent` alone sees them), as `folder_copy` does for
+    /// a folder. Returns (UIDVALIDITY, new uids in order).
+    pub async fn trash_copy(
+        &self,
+        view: &TeamView,
+        keys: Vec<MessageKey>,
+    ) -> Result<(u32, Vec<u32>), StoreError> {
+        let op = Op::TrashCopy {
+            view: view.clone(),
+            keys,
+        };
+        match self.op(op).await? {
+            OpOutput::Copied(v, u) => Ok((v, u)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Removes private messages from the agent's `Trash` (EXPUNGE there, or a move out);
+    /// uids of trashed conversations are left alone.
+    pub async fn trash_expunge(&self, view: &TeamView, uids: Vec<u32>) -> Result<(), StoreError> {
+        self.op_done(Op::TrashExpunge {
+            view: view.clone(),
+            uids,
+        })
+        .await
+    }
+
     /// Stops the writer after it has answered every request queued before this call, and
     /// flushes. The sled lock is released once every clone of this handle is dropped;
     /// when this was the last one, returns only after the lock is free (so the same

@@ -251,6 +251,10 @@ pub struct ConversationDetail {
     #[serde(flatten)]
     pub conversation: ConversationJson,
     pub linked_to: Option<ConversationId>,
+    /// Judged spam by an agent: in `Junk` and `junk list` only, whatever `status` it
+    /// had (and gets back on "not spam").
+    #[serde(default)]
+    pub junk: bool,
     pub messages: Vec<MessageJson>,
 }
 
@@ -299,8 +303,10 @@ pub enum TeamView {
         inboxes: Vec<String>,
         year: Option<i32>,
     },
-    /// `Trash`: conversations with status trash.
-    Trash { inboxes: Vec<String> },
+    /// `Trash` as `agent` sees it: conversations with status trash, and the agent's own
+    /// deleted private messages (drafts, `Personal/…`), which only that agent sees. Each
+    /// agent's Trash is its own UID space for that reason.
+    Trash { inboxes: Vec<String>, agent: String },
     /// `Sent`: only the outgoing (`Direction::Out`) messages of conversations not in trash.
     Sent { inboxes: Vec<String> },
     /// `Junk`: the junk records of these inboxes (entries have no conversation; map one
@@ -317,7 +323,7 @@ impl TeamView {
             | TeamView::Assigned { inboxes, .. }
             | TeamView::Unassigned { inboxes }
             | TeamView::Closed { inboxes, .. }
-            | TeamView::Trash { inboxes }
+            | TeamView::Trash { inboxes, .. }
             | TeamView::Sent { inboxes }
             | TeamView::Junk { inboxes } => inboxes,
         }

@@ -86,6 +86,14 @@ pub enum Op {
         folder: FolderId,
         uids: Vec<u32>,
     },
+    TrashCopy {
+        view: TeamView,
+        keys: Vec<MessageKey>,
+    },
+    TrashExpunge {
+        view: TeamView,
+        uids: Vec<u32>,
+    },
     Junk(Box<NewJunk>),
     JunkRemove(JunkId),
     MarkJunk {

@@ -240,6 +240,7 @@ async fn mark_junk_takes_inbound_messages_and_hides_the_conversation() -> TestRe
     );
     let trash = TeamView::Trash {
         inboxes: vec!["a".into()],
+        agent: "alice".into(),
     };
     assert!(store.sync_view(&trash).await?.entries.is_empty());
     let inbox_a = TeamView::Open {
@@ -321,6 +322,7 @@ async fn junk_from_before_the_mark_is_made_one_place_on_open() -> TestResult {
     let (store, _) = open(dir.path())?;
     let trash = TeamView::Trash {
         inboxes: vec!["a".into()],
+        agent: "alice".into(),
     };
     assert!(store.sync_view(&trash).await?.entries.is_empty());
     let info = store.conversation_info(trashed)?.ok_or("no conversation")?;

@@ -287,10 +287,15 @@ impl WriterState {
             Some(touched) => desired_entries_of(&self.trees, view, touched)?,
             None => desired_entries(&self.trees, view)?,
         };
-        let in_scope = |e: &Entry| {
-            touched
+        // A Trash's private messages (no conversation) are put and taken by
+        // `trash_copy`/`trash_expunge`, never by a sync. Junk entries have no
+        // conversation either, but are all synced.
+        let keeps_private = matches!(view, TeamView::Trash { .. });
+        let in_scope = |e: &Entry| match e.conversation {
+            None if keeps_private => false,
+            conversation => touched
                 .as_ref()
-                .is_none_or(|t| e.conversation.is_some_and(|c| t.contains(&c)))
+                .is_none_or(|t| conversation.is_some_and(|c| t.contains(&c))),
         };
         let wanted: HashSet<Entry> = desired.iter().copied().collect();
         let (kept, removed): (Vec<_>, Vec<_>) = current
@@ -434,8 +439,19 @@ impl WriterState {
         folder: &FolderId,
         new: Vec<(MessageRecord, Flags)>,
     ) -> Result<(u32, Vec<u32>), StoreError> {
-        let agent = agent_owner(&folder.owner);
-        let (name, mut rec) = self.folder_space(folder)?;
+        let (name, rec) = self.folder_space(folder)?;
+        self.space_add(&name, rec, agent_owner(&folder.owner), new)
+    }
+
+    /// Adds new message records (no conversation) with their flags to the UID space
+    /// `name`, one uid each, in order; `agent` gets the per-agent flags.
+    fn space_add(
+        &mut self,
+        name: &[u8],
+        mut rec: UidSpaceRecord,
+        agent: Option<&str>,
+        new: Vec<(MessageRecord, Flags)>,
+    ) -> Result<(u32, Vec<u32>), StoreError> {
         if new.is_empty() {
             return Ok((rec.uid_validity, Vec::new()));
         }
@@ -445,8 +461,8 @@ impl WriterState {
             .and_then(|n| first.checked_add(n))
             .ok_or_else(|| {
                 StoreError::Internal(format!(
-                    "UID space of folder {:?} is exhausted",
-                    folder.name
+                    "UID space {} is exhausted (uid_next {first})",
+                    rec.space
                 ))
             })?;
         let mut rows = Vec::with_capacity(new.len());
@@ -478,7 +494,7 @@ impl WriterState {
                 }
                 space_write.apply(&tx)?;
                 tx.t(TreeId::UidSpaces)
-                    .insert(name.as_slice(), space_value.as_slice())?;
+                    .insert(name, space_value.as_slice())?;
                 bump.write(&tx)
             })
             .map_err(tx_error)?;
@@ -516,13 +532,74 @@ impl WriterState {
         folder: &FolderId,
         keys: &[MessageKey],
     ) -> Result<(u32, Vec<u32>), StoreError> {
-        let agent = agent_owner(&folder.owner).unwrap_or("");
+        let new = self.copies(agent_owner(&folder.owner).unwrap_or(""), keys)?;
+        self.folder_add(folder, new)
+    }
+
+    /// New records for copies of `keys`, with the flags `agent` sees on each.
+    fn copies(
+        &self,
+        agent: &str,
+        keys: &[MessageKey],
+    ) -> Result<Vec<(MessageRecord, Flags)>, StoreError> {
         let mut new = Vec::with_capacity(keys.len());
         for &key in keys {
             let record = self.check_message(key)?;
             new.push((record, flags::read(&self.trees, agent, key)?));
         }
-        self.folder_add(folder, new)
+        Ok(new)
+    }
+
+    /// Puts copies of private messages into the agent's `Trash` (a deleted draft or
+    /// `Personal/…` message), where only that agent sees them; they stay until expunged
+    /// there or moved out. Returns (UIDVALIDITY, new uids in order).
+    pub(super) fn trash_copy(
+        &mut self,
+        view: &TeamView,
+        keys: &[MessageKey],
+    ) -> Result<(u32, Vec<u32>), StoreError> {
+        let TeamView::Trash { agent, .. } = view else {
+            return Err(StoreError::Internal(format!(
+                "private messages only go to a Trash, not {view:?}"
+            )));
+        };
+        let new = self.copies(agent, keys)?;
+        // The space exists and its conversation part is current before uids are added.
+        self.sync_view(view)?;
+        let name = keys::view_space(view);
+        let rec = self
+            .space_record(&name)?
+            .ok_or_else(|| StoreError::Internal("a synced view has no UID space".into()))?;
+        let agent = agent.clone();
+        let added = self.space_add(&name, rec, agent_owner(&agent), new);
+        self.view_cache.remove(&name);
+        added
+    }
+
+    /// Removes private messages from the agent's `Trash`; uids that are not private
+    /// messages there (trashed conversations) are left alone.
+    pub(super) fn trash_expunge(
+        &mut self,
+        view: &TeamView,
+        uids: &[u32],
+    ) -> Result<(), StoreError> {
+        let name = keys::view_space(view);
+        let Some(rec) = self.space_record(&name)? else {
+            return Ok(());
+        };
+        let map = self.trees.get(TreeId::UidMap);
+        let mut private = Vec::new();
+        for &uid in uids {
+            let k = keys::uid_map(rec.space, uid);
+            if let Some(v) = map.get(k)?
+                && keys::parse_entry(&v).is_some_and(|e| e.conversation.is_none())
+            {
+                private.push(uid);
+            }
+        }
+        let removed = self.space_expunge(&rec, &private);
+        self.view_cache.remove(&name);
+        removed
     }
 
     pub(super) fn folder_expunge(
@@ -531,6 +608,11 @@ impl WriterState {
         uids: &[u32],
     ) -> Result<(), StoreError> {
         let (_, rec) = self.folder_space(folder)?;
+        self.space_expunge(&rec, uids)
+    }
+
+    /// Removes these uids (unknown ones ignored) from a UID space.
+    fn space_expunge(&mut self, rec: &UidSpaceRecord, uids: &[u32]) -> Result<(), StoreError> {
         let map = self.trees.get(TreeId::UidMap);
         let mut gone = Vec::new();
         let mut gone_uids = Vec::new();

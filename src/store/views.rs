@@ -143,6 +143,7 @@ pub fn conversation_detail(
     Ok(Some(ConversationDetail {
         conversation: conversation_view(&rec, &msgs),
         linked_to: rec.linked_to,
+        junk: rec.junk,
         messages: msgs.iter().map(message_view).collect(),
     }))
 }

@@ -386,6 +386,12 @@ impl WriterState {
             Op::FolderExpunge { folder, uids } => {
                 self.folder_expunge(folder, uids).map(|()| OpOutput::Done)
             }
+            Op::TrashCopy { view, keys } => self
+                .trash_copy(view, keys)
+                .map(|(v, u)| OpOutput::Copied(v, u)),
+            Op::TrashExpunge { view, uids } => {
+                self.trash_expunge(view, uids).map(|()| OpOutput::Done)
+            }
             Op::Junk(j) => self.junk_add(j, loc).map(OpOutput::Junk),
             Op::JunkRemove(id) => self.junk_remove(*id).map(|()| OpOutput::Done),
             Op::MarkJunk { conv, reason } => self.mark_junk(*conv, reason).map(OpOutput::JunkIds),

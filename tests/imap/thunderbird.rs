@@ -92,11 +92,16 @@ async fn issue_11_deleting_a_draft_moves_it_out_of_drafts_and_clears_replying() 
     let (untagged, tagged) = alice.run("uid move 1 \"Trash\"").await;
     assert!(tagged.contains(" OK "), "{tagged}");
     assert!(has(&untagged, "* 1 EXPUNGE"), "{untagged:?}");
-    // No target UID, so no COPYUID (RFC 4315 §3).
-    assert!(
-        !has(&untagged, "COPYUID") && !tagged.contains("COPYUID"),
-        "{untagged:?} {tagged}"
-    );
+    // The draft has a uid in Alice's Trash, so the MOVE names it (RFC 4315 COPYUID).
+    let copyuid = untagged
+        .iter()
+        .find(|l| l.contains("[COPYUID "))
+        .unwrap_or_else(|| panic!("no COPYUID in {untagged:?}"));
+    let trash_uid: u32 = copyuid
+        .split([' ', ']'])
+        .nth(5)
+        .and_then(|u| u.parse().ok())
+        .unwrap_or_else(|| panic!("bad COPYUID {copyuid}"));
     // Bob's IDLE session is told the conversation is no longer being replied to.
     pushed_until(&mut bob, 4, |l| {
         l.contains("FETCH (") && !l.contains("$Replying")
@@ -105,27 +110,70 @@ async fn issue_11_deleting_a_draft_moves_it_out_of_drafts_and_clears_replying() 
     bob.send_raw(b"DONE\r\n").await;
     bob.until_tagged("i1").await;
 
-    // The draft left Drafts and is in nobody's Trash view (never a teammate's).
+    // The draft left Drafts and is in Alice's Trash only (never a teammate's), with
+    // the flags it had.
     assert_eq!(exists(&alice.ok("select \"Drafts\"").await), 0);
-    assert_eq!(exists(&alice.ok("SELECT Trash").await), 0);
+    assert_eq!(exists(&alice.ok("SELECT Trash").await), 1);
+    let fetched = alice
+        .ok(&format!(
+            "UID FETCH {trash_uid} (FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
+        ))
+        .await;
+    assert!(
+        has(&fetched, "\\Seen") && has(&fetched, "\\Draft"),
+        "{fetched:?}"
+    );
+    assert!(has(&fetched, "6063c73a-draft@example.test"), "{fetched:?}");
     assert_eq!(exists(&bob.ok("SELECT Trash").await), 0);
-    // The conversation itself stayed open.
+    // The conversation itself stayed open, and is not in Trash for anyone.
     assert_eq!(exists(&bob.ok("SELECT INBOX").await), 1);
 
-    // A client without MOVE deletes by COPY + \Deleted + EXPUNGE: the COPY copies nothing.
+    // Restore: from Trash back to Drafts, where it is a draft again.
+    alice.ok("SELECT Trash").await;
+    let (untagged, tagged) = alice.run(&format!("UID MOVE {trash_uid} Drafts")).await;
+    assert!(tagged.contains(" OK "), "{tagged}");
+    assert!(
+        has(&untagged, "COPYUID") && has(&untagged, "* 1 EXPUNGE"),
+        "{untagged:?}"
+    );
+    assert_eq!(exists(&alice.ok("SELECT Trash").await), 0);
+    assert_eq!(exists(&alice.ok("select \"Drafts\"").await), 1);
+    let fetched = alice
+        .ok("FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+        .await;
+    assert!(has(&fetched, "6063c73a-draft@example.test"), "{fetched:?}");
+
+    // A client without MOVE deletes by COPY + \Deleted + EXPUNGE: the COPY puts a copy
+    // in Trash, the EXPUNGE removes the original.
     alice.ok("CREATE Personal/Notes").await;
     let tagged = append(&mut alice, "a1", "Personal/Notes", "\\Seen", &draft).await;
     assert!(tagged.starts_with("a1 OK"), "{tagged}");
     alice.ok("SELECT Personal/Notes").await;
     let (_, tagged) = alice.run("COPY 1 Trash").await;
-    assert!(
-        tagged.contains(" OK ") && !tagged.contains("COPYUID"),
-        "{tagged}"
-    );
+    assert!(tagged.contains(" OK [COPYUID "), "{tagged}");
     alice.ok("STORE 1 +FLAGS (\\Deleted)").await;
     assert!(has(&alice.ok("EXPUNGE").await, "* 1 EXPUNGE"));
     assert_eq!(exists(&alice.ok("SELECT Personal/Notes").await), 0);
-    assert_eq!(exists(&alice.ok("SELECT Trash").await), 0);
+
+    // Deleted private messages survive a restart.
+    let dir = d.stop().await;
+    let d = TestDaemon::start_in(dir, team).await;
+    let mut alice = d.imap_as("alice", "alice-password").await;
+    assert_eq!(exists(&alice.ok("SELECT Trash").await), 1);
+    // Emptying Trash deletes them for good; trashed conversations there stay.
+    let mut bob = d.imap_as("bob", "alice-password").await;
+    bob.ok("SELECT INBOX").await;
+    bob.ok("MOVE 1 Trash").await;
+    assert_eq!(exists(&alice.ok("SELECT Trash").await), 2);
+    alice.ok("STORE 1:* +FLAGS (\\Deleted)").await;
+    alice.ok("EXPUNGE").await;
+    assert_eq!(exists(&alice.ok("SELECT Trash").await), 1);
+    let fetched = alice
+        .ok("FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        .await;
+    assert!(has(&fetched, "Signed contract attached"), "{fetched:?}");
+    assert!(!has(&fetched, "Re: Signed"), "{fetched:?}");
+    assert_eq!(exists(&bob.ok("SELECT Trash").await), 1);
     d.stop().await;
 }
 
@@ -148,6 +196,12 @@ async fn issue_11_junk_is_one_place_moving_in_and_out() {
     assert!(tagged.contains(" OK "), "{tagged}");
     assert_eq!(store.junk_list().unwrap().len(), 1);
     assert!(!listed(&store), "spam is not in conversations list");
+    let shown = |s: &teamgate::store::Store| {
+        s.conversation(teamgate::store::ConversationId(conv))
+            .unwrap()
+            .expect("conversation")
+    };
+    assert!(shown(&store).junk, "`conversations show` says it is junk");
     assert_eq!(
         exists(&alice.ok("SELECT Trash").await),
         0,
@@ -161,6 +215,7 @@ async fn issue_11_junk_is_one_place_moving_in_and_out() {
     assert!(tagged.contains(" OK "), "{tagged}");
     assert!(store.junk_list().unwrap().is_empty());
     assert!(listed(&store));
+    assert!(!shown(&store).junk);
     assert_eq!(exists(&alice.ok("SELECT Junk").await), 0);
     assert_eq!(exists(&alice.ok("SELECT INBOX").await), 1);
 

@@ -1,12 +1,11 @@
 //! COPY, MOVE and EXPUNGE. Between team views these are conversation gestures (`act`:
 //! open, close, assign, trash, junk; SPEC §5), not message copies; folders hold copies.
 //!
-//! A private message (a draft, a `Personal/…` message) moved to `Trash` is deleted: Trash
-//! is a team view of trashed conversations (GUIDE §0b) and a private message belongs to
-//! none, so it cannot live there without giving Trash a per-agent part. The MOVE removes
-//! it from its folder (a draft stops marking its conversation `$Replying`), answers
-//! without COPYUID (there is no target UID), and never shows it to teammates; a COPY
-//! there copies nothing, so a client's COPY + `\Deleted` + EXPUNGE deletes it as well.
+//! A private message (a draft, a `Personal/…` message) moved to `Trash` goes to the
+//! agent's own part of it: each agent's Trash is its own UID space holding the trashed
+//! conversations and that agent's deleted private messages, which teammates never see.
+//! A draft leaving `Drafts` stops marking its conversation `$Replying`. From Trash a
+//! private message can be moved back to a folder (restore), or expunged for good.
 
 use std::collections::BTreeSet;
 
@@ -27,6 +26,13 @@ use crate::{
         Status as ConvStatus, TeamView,
     },
 };
+
+/// Where private messages of a COPY/MOVE come from.
+enum PrivateSource {
+    Folder(FolderId),
+    /// The agent's `Trash` (entries with no conversation).
+    Trash(TeamView),
+}
 
 impl Session {
     pub(in crate::imap) async fn handle_expunge(&mut self) -> Outcome {
@@ -73,6 +79,16 @@ impl Session {
                 self.remove_from_folder(folder, uids).await?;
             }
             Target::Team(view) => {
+                // The agent's own private messages in Trash are deleted for good.
+                let private: Vec<u32> = chosen
+                    .iter()
+                    .map(|i| sel.entries[*i])
+                    .filter(|(_, e)| e.conversation.is_none())
+                    .map(|(uid, _)| uid)
+                    .collect();
+                if matches!(view, TeamView::Trash { .. }) && !private.is_empty() {
+                    self.ctx.store.trash_expunge(view, private).await?;
+                }
                 let keys: Vec<MessageKey> =
                     chosen.iter().map(|i| sel.entries[*i].1.message).collect();
                 // Only conversations still in this view go to the trash. Clients that move
@@ -129,10 +145,10 @@ impl Session {
             ));
         }
         let entries: Vec<(u32, Entry)> = indices.iter().map(|i| sel.entries[*i]).collect();
-        let source_is_team = matches!(sel.target, Target::Team(_));
         let source_is_junk = matches!(sel.target, Target::Team(TeamView::Junk { .. }));
-        let source_folder = match &sel.target {
-            Target::Folder(f) => Some(f.clone()),
+        let private_source = match &sel.target {
+            Target::Folder(f) => Some(PrivateSource::Folder(f.clone())),
+            Target::Team(view @ TeamView::Trash { .. }) => Some(PrivateSource::Trash(view.clone())),
             Target::Team(_) => None,
         };
         let Some(target_box) = target.target.clone() else {
@@ -148,143 +164,88 @@ impl Session {
             ));
         }
         let gesture = agent.boxes.gesture(&target.name);
-        let (uid_validity, pairs) = match (&target_box, source_is_team) {
-            (Target::Team(view), true) => {
-                let Some(gesture) = gesture else {
-                    return Err(no(
-                        Some("CANNOT"),
-                        format!("messages cannot be moved into {}", target.name),
-                    ));
-                };
-                if source_is_junk {
-                    if gesture == Gesture::Junk {
-                        return Ok(done(Vec::new(), format!("{verb} completed (already junk)")));
-                    }
-                    // "Not spam": threaded like any mail; then what the target means.
-                    let mut released = Vec::new();
-                    for (src, e) in &entries {
-                        let Some(id) = self.ctx.store.junk_of_message(e.message)? else {
-                            // Released with an earlier message of its conversation.
-                            released.push((*src, e.message));
-                            continue;
-                        };
-                        let accepted = self
-                            .ctx
-                            .ingest
-                            .release_junk(id)
-                            .await
-                            .map_err(|e| no(None, e.to_string()))?;
-                        // A duplicate (it never left its conversation) keeps its key.
-                        if let Some(key) = accepted.message().or(Some(e.message)) {
-                            released.push((*src, key));
-                            if let Some(conv) = self
-                                .ctx
-                                .store
-                                .message_meta(key)?
-                                .and_then(|m| m.conversation)
-                                && !matches!(gesture, Gesture::Open | Gesture::OpenIn(_))
-                            {
-                                self.act(conv, &gesture).await?;
-                            }
-                        }
+        if source_is_junk && let Target::Team(view) = &target_box {
+            let Some(gesture) = gesture else {
+                return Err(no(
+                    Some("CANNOT"),
+                    format!("messages cannot be moved into {}", target.name),
+                ));
+            };
+            return self.release_from_junk(&entries, view, gesture, verb).await;
+        }
+        // Private messages (a folder's, or the agent's own in Trash) are copies; the
+        // rest are conversations, whose move is a gesture.
+        let (private, shared): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|(_, e)| private_source.is_some() && e.conversation.is_none());
+        let mut uid_validity = None;
+        let mut pairs = Vec::new();
+        if let Some(source) = &private_source
+            && !private.is_empty()
+        {
+            let (validity, copied) = self
+                .copy_private(
+                    source,
+                    &private,
+                    &target_box,
+                    gesture.as_ref(),
+                    &target.name,
+                )
+                .await?;
+            if is_move {
+                self.remove_private(source, private.iter().map(|(u, _)| *u).collect())
+                    .await?;
+            }
+            uid_validity = uid_validity.or(validity);
+            pairs.extend(copied);
+        }
+        if !shared.is_empty() {
+            let (validity, copied) = match &target_box {
+                Target::Team(view) => {
+                    let Some(gesture) = &gesture else {
+                        return Err(no(
+                            Some("CANNOT"),
+                            format!("messages cannot be moved into {}", target.name),
+                        ));
+                    };
+                    let conversations: BTreeSet<ConversationId> =
+                        shared.iter().filter_map(|(_, e)| e.conversation).collect();
+                    for conv in &conversations {
+                        self.act(*conv, gesture).await?;
                     }
                     let snapshot = self.ctx.store.sync_view(view).await?;
-                    let pairs: Vec<(u32, u32)> = released
+                    let copied: Vec<(u32, u32)> = shared
                         .iter()
-                        .filter_map(|(src, key)| {
+                        .filter_map(|(src, e)| {
                             snapshot
                                 .entries
                                 .iter()
-                                .find(|(_, d)| d.message == *key)
+                                .find(|(_, d)| d == e)
                                 .map(|(dst, _)| (*src, *dst))
                         })
                         .collect();
-                    let copyuid = copy_uid_code(snapshot.uid_validity, &pairs);
-                    let mut answer = done(Vec::new(), format!("{verb} completed"));
-                    if let Some(code) = copyuid {
-                        answer.untagged_status.push(ok_code(code));
+                    (snapshot.uid_validity, copied)
+                }
+                Target::Folder(folder) => {
+                    if is_move {
+                        return Err(no(
+                            Some("CANNOT"),
+                            "moving would take the conversation from the team; COPY it instead",
+                        ));
                     }
-                    answer.untagged = self.sync().await?;
-                    return Ok(answer);
+                    let keys = shared.iter().map(|(_, e)| e.message).collect();
+                    let (validity, new_uids) = self.ctx.store.folder_copy(folder, keys).await?;
+                    (
+                        validity,
+                        shared.iter().map(|(u, _)| *u).zip(new_uids).collect(),
+                    )
                 }
-                let conversations: BTreeSet<ConversationId> =
-                    entries.iter().filter_map(|(_, e)| e.conversation).collect();
-                for conv in &conversations {
-                    self.act(*conv, &gesture).await?;
-                }
-                let snapshot = self.ctx.store.sync_view(view).await?;
-                let pairs: Vec<(u32, u32)> = entries
-                    .iter()
-                    .filter_map(|(src, e)| {
-                        snapshot
-                            .entries
-                            .iter()
-                            .find(|(_, d)| d == e)
-                            .map(|(dst, _)| (*src, *dst))
-                    })
-                    .collect();
-                (snapshot.uid_validity, pairs)
-            }
-            (Target::Team(_), false) if gesture == Some(Gesture::Trash) => {
-                // Deleting a private message (Thunderbird: `UID MOVE n "Trash"` in Drafts).
-                // Trash is a team view of trashed conversations and a draft is none, so
-                // the message leaves its folder and goes nowhere (its bytes stay in the
-                // segments, as after EXPUNGE): no target UID, so no COPYUID (RFC 4315 §3).
-                // A COPY does nothing, so COPY + \Deleted + EXPUNGE still deletes.
-                if is_move && let Some(folder) = &source_folder {
-                    self.remove_from_folder(folder, entries.iter().map(|(u, _)| *u).collect())
-                        .await?;
-                }
-                let untagged = self.sync().await?;
-                let what = if is_move {
-                    "deleted: Trash keeps no private messages"
-                } else {
-                    "nothing copied: Trash keeps no private messages"
-                };
-                return Ok(done(untagged, format!("{verb} completed ({what})")));
-            }
-            (Target::Team(_), false) => {
-                // A private message dragged into a team inbox: intake (SPEC §5 APPEND rule).
-                let Some(Gesture::Open | Gesture::OpenIn(_)) = gesture else {
-                    return Err(no(
-                        Some("CANNOT"),
-                        format!(
-                            "private messages can only go to INBOX or Inboxes/..., not {}",
-                            target.name
-                        ),
-                    ));
-                };
-                for (_, e) in &entries {
-                    let raw = self.ctx.store.read_message(e.message)?;
-                    self.intake(&target.name, raw).await?;
-                }
-                if is_move && let Some(folder) = &source_folder {
-                    self.remove_from_folder(folder, entries.iter().map(|(u, _)| *u).collect())
-                        .await?;
-                }
-                let untagged = self.sync().await?;
-                return Ok(done(untagged, format!("{verb} completed")));
-            }
-            (Target::Folder(folder), from_team) => {
-                if is_move && from_team {
-                    return Err(no(
-                        Some("CANNOT"),
-                        "moving would take the conversation from the team; COPY it instead",
-                    ));
-                }
-                let keys = entries.iter().map(|(_, e)| e.message).collect();
-                let (validity, new_uids) = self.ctx.store.folder_copy(folder, keys).await?;
-                if is_move && let Some(src) = &source_folder {
-                    self.remove_from_folder(src, entries.iter().map(|(u, _)| *u).collect())
-                        .await?;
-                }
-                (
-                    validity,
-                    entries.iter().map(|(u, _)| *u).zip(new_uids).collect(),
-                )
-            }
-        };
-        let copyuid = copy_uid_code(uid_validity, &pairs);
+            };
+            uid_validity = uid_validity.or(Some(validity));
+            pairs.extend(copied);
+        }
+        pairs.sort_unstable();
+        let copyuid = uid_validity.and_then(|v| copy_uid_code(v, &pairs));
         let mut answer = done(Vec::new(), format!("{verb} completed"));
         if is_move {
             if let Some(code) = copyuid {
@@ -295,6 +256,120 @@ impl Session {
             answer.status = Status::ok(None, Some(code), "COPY completed").map_err(bad)?;
         }
         Ok(answer)
+    }
+
+    /// "Not spam": junk messages moved out of `Junk` are threaded like any mail, then
+    /// the target's gesture applies to their conversations.
+    async fn release_from_junk(
+        &mut self,
+        entries: &[(u32, Entry)],
+        view: &TeamView,
+        gesture: Gesture,
+        verb: &str,
+    ) -> Outcome {
+        if gesture == Gesture::Junk {
+            return Ok(done(Vec::new(), format!("{verb} completed (already junk)")));
+        }
+        let mut released = Vec::new();
+        for (src, e) in entries {
+            let Some(id) = self.ctx.store.junk_of_message(e.message)? else {
+                // Released with an earlier message of its conversation.
+                released.push((*src, e.message));
+                continue;
+            };
+            let accepted = self
+                .ctx
+                .ingest
+                .release_junk(id)
+                .await
+                .map_err(|e| no(None, e.to_string()))?;
+            // A duplicate (it never left its conversation) keeps its key.
+            if let Some(key) = accepted.message().or(Some(e.message)) {
+                released.push((*src, key));
+                if let Some(conv) = self
+                    .ctx
+                    .store
+                    .message_meta(key)?
+                    .and_then(|m| m.conversation)
+                    && !matches!(gesture, Gesture::Open | Gesture::OpenIn(_))
+                {
+                    self.act(conv, &gesture).await?;
+                }
+            }
+        }
+        let snapshot = self.ctx.store.sync_view(view).await?;
+        let pairs: Vec<(u32, u32)> = released
+            .iter()
+            .filter_map(|(src, key)| {
+                snapshot
+                    .entries
+                    .iter()
+                    .find(|(_, d)| d.message == *key)
+                    .map(|(dst, _)| (*src, *dst))
+            })
+            .collect();
+        let copyuid = copy_uid_code(snapshot.uid_validity, &pairs);
+        let mut answer = done(Vec::new(), format!("{verb} completed"));
+        if let Some(code) = copyuid {
+            answer.untagged_status.push(ok_code(code));
+        }
+        answer.untagged = self.sync().await?;
+        Ok(answer)
+    }
+
+    /// Copies private messages to the target: into a folder, into the agent's `Trash`
+    /// (a deleted draft), or into a team inbox as intake (SPEC §5 APPEND rule). Returns
+    /// the target's UIDVALIDITY and (source, target) uid pairs where the target keeps
+    /// them as messages with uids.
+    async fn copy_private(
+        &self,
+        source: &PrivateSource,
+        entries: &[(u32, Entry)],
+        target_box: &Target,
+        gesture: Option<&Gesture>,
+        target_name: &str,
+    ) -> Result<(Option<u32>, Vec<(u32, u32)>), Refusal> {
+        let keys: Vec<MessageKey> = entries.iter().map(|(_, e)| e.message).collect();
+        let sources = entries.iter().map(|(u, _)| *u);
+        match (target_box, gesture) {
+            (Target::Team(_), Some(Gesture::Trash))
+                if matches!(source, PrivateSource::Trash(_)) =>
+            {
+                Ok((None, Vec::new()))
+            }
+            (Target::Team(view), Some(Gesture::Trash)) => {
+                let (validity, uids) = self.ctx.store.trash_copy(view, keys).await?;
+                Ok((Some(validity), sources.zip(uids).collect()))
+            }
+            (Target::Team(_), Some(Gesture::Open | Gesture::OpenIn(_))) => {
+                for key in keys {
+                    let raw = self.ctx.store.read_message(key)?;
+                    self.intake(target_name, raw).await?;
+                }
+                Ok((None, Vec::new()))
+            }
+            (Target::Team(_), _) => Err(no(
+                Some("CANNOT"),
+                format!(
+                    "private messages can only go to INBOX, Inboxes/..., Trash or a folder, not {target_name}"
+                ),
+            )),
+            (Target::Folder(folder), _) => {
+                let (validity, uids) = self.ctx.store.folder_copy(folder, keys).await?;
+                Ok((Some(validity), sources.zip(uids).collect()))
+            }
+        }
+    }
+
+    /// Removes private messages from where they were: a folder, or the agent's `Trash`.
+    async fn remove_private(&self, source: &PrivateSource, uids: Vec<u32>) -> Result<(), Refusal> {
+        match source {
+            PrivateSource::Folder(folder) => self.remove_from_folder(folder, uids).await,
+            PrivateSource::Trash(view) => {
+                self.ctx.store.trash_expunge(view, uids).await?;
+                Ok(())
+            }
+        }
     }
 
     /// Expunges from a private folder; a draft leaving `Drafts` no longer marks its
