@@ -8,6 +8,7 @@ use thiserror::Error;
 use crate::forward::{self, ForwardInfo};
 use crate::mail::{
     address::{is_system_sender, normalize_email},
+    header::{header_start, starts_with_header_field},
     message_id,
     subject::{normalize_subject, subject_prefixes, subject_tag},
     thread_index,
@@ -104,16 +105,25 @@ pub struct MessageFacts {
 pub fn analyze(raw: &[u8], envelope_sender: &str) -> Result<MessageFacts, MessageError> {
     // mail-parser 0.11.9 has reachable `debug_assert!`s on malformed MIME (corpus:
     // forwards/asf-spamassassin__mime9.eml); never let one take the caller down.
-    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(raw));
+    // What an MTA accepts is read as far as it can be (the stored bytes stay as they
+    // came): fields after a leading mbox `From ` line or lines of spaces, and a message
+    // with no header fields at all as a body under an empty header section.
+    let fields = &raw[header_start(raw)..];
+    let headerless;
+    let readable = if fields.is_empty() {
+        return Err(MessageError::NoHeaders);
+    } else if starts_with_header_field(fields) {
+        fields
+    } else {
+        headerless = [b"\r\n".as_slice(), fields].concat();
+        headerless.as_slice()
+    };
+    let parsed = std::panic::catch_unwind(|| MessageParser::default().parse(readable));
     let msg = parsed
         .map_err(|_| MessageError::ParserPanic)?
         .ok_or(MessageError::NoHeaders)?;
     // `root_part()` and the header accessors index parts[0].
-    let usable = msg
-        .parts
-        .first()
-        .is_some_and(|p| p.headers.iter().any(|h| !h.name.is_other()));
-    if !usable {
+    if msg.parts.is_empty() {
         return Err(MessageError::NoHeaders);
     }
 
@@ -642,13 +652,29 @@ mod tests {
     fn garbage_input() {
         assert_eq!(analyze(b"", "x@y"), Err(MessageError::NoHeaders));
         assert_eq!(
-            analyze(b"no headers at all", "x@y"),
+            analyze(b"From x@y Wed Dec  2 12:00:00 2026\r\n  \r\n", "x@y"),
             Err(MessageError::NoHeaders)
         );
-        assert_eq!(
-            analyze(b"\r\n\r\n\r\n", "x@y"),
-            Err(MessageError::NoHeaders)
-        );
+        // What an MTA accepts is read as far as it goes: a body with no fields at all.
+        for headerless in [&b"no headers at all"[..], b"\r\n\r\n\r\n"] {
+            let facts = analyze(headerless, "x@y").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(facts.message_id, None);
+            assert_eq!(facts.subject, "");
+        }
+        // Fields after an mbox `From ` line or a line of spaces are read.
+        for prefixed in [
+            &b"From erin@customer.example Wed Dec  2 12:00:00 2026\r\n"[..],
+            b"   \r\n",
+        ] {
+            let raw = [
+                prefixed,
+                b"Message-ID: <p@q>\r\nSubject: Hello\r\n\r\nx\r\n",
+            ]
+            .concat();
+            let facts = analyze(&raw, "x@y").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(facts.message_id.as_deref(), Some("p@q"));
+            assert_eq!(facts.subject, "Hello");
+        }
         // Deep nesting and odd bytes: no panic, bounded.
         let mut raw = String::new();
         for i in 0..300 {

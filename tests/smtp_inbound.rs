@@ -161,7 +161,7 @@ async fn empty_body_and_first_line_dot_handled() {
     c.cmd("RCPT TO:<support@example.test>", 250).await;
     c.cmd("DATA", 354).await;
     c.send_raw(b".\r\n").await;
-    // An empty message has no header section at all: refused with a clear reason.
+    // An empty message has nothing in it: refused with a clear reason.
     let (code, text) = c.read_reply().await.expect("reply");
     assert_eq!(code, 550, "{text:?}");
     c.cmd("NOOP", 250).await;
@@ -317,6 +317,57 @@ async fn long_command_lines_get_500_and_do_not_leak_into_the_next_command() {
     c.expect(500).await;
     c.cmd("QUIT", 221).await;
     assert!(conversations(&d).is_empty());
+    d.stop().await;
+}
+
+/// Issue 12: what Postfix accepts is accepted, stored byte-exact and threaded on what
+/// can be read; the header limits still apply to fields after an mbox line.
+#[tokio::test]
+async fn messages_an_mta_accepts_are_accepted_byte_exact() {
+    let d = TestDaemon::start_with(|c| c.smtp.max_header_size = 2048).await;
+    let mut c = d.smtp().await;
+    c.cmd("EHLO client.example", 250).await;
+    let shapes: [(&[u8], Option<&str>); 3] = [
+        (
+            b"From erin@customer.example Wed Dec  2 12:00:00 2026\r\nFrom: Erin <erin@customer.example>\r\nMessage-ID: <mbox@customer.example>\r\nSubject: Invoice 4410\r\n\r\nHello\r\n",
+            Some("Invoice 4410"),
+        ),
+        (
+            b"    \r\nFrom: Erin <erin@customer.example>\r\nMessage-ID: <spaces@customer.example>\r\nSubject: Printer jam\r\n\r\nHello\r\n",
+            Some("Printer jam"),
+        ),
+        (b"Just a body, no header fields at all.\r\nSecond line.\r\n", None),
+    ];
+    for (i, (raw, subject)) in shapes.iter().enumerate() {
+        let (code, text) = c
+            .send_mail("erin@customer.example", &["support@example.test"], raw)
+            .await;
+        assert_eq!(code, 250, "shape {i}: {text:?}");
+        let convs = conversations(&d);
+        assert_eq!(convs.len(), i + 1, "shape {i} is its own conversation");
+        let conv = convs.iter().max_by_key(|c| c.id.0).expect("conversation");
+        if let Some(subject) = subject {
+            assert!(conv.subject.contains(subject), "{conv:?}");
+        }
+        let index = convs.iter().position(|c| c.id == conv.id).expect("listed");
+        assert!(
+            stored_bytes(&d, index).ends_with(raw),
+            "shape {i} stored as it came"
+        );
+    }
+    // Limits still apply: an oversized header section after an mbox line is refused.
+    let mut big =
+        b"From erin@customer.example Wed Dec  2 12:00:00 2026\r\nFrom: erin@customer.example\r\n"
+            .to_vec();
+    for i in 0..100 {
+        big.extend_from_slice(format!("X-Filler-{i}: some header value to fill it\r\n").as_bytes());
+    }
+    big.extend_from_slice(b"\r\nbody\r\n");
+    let (code, text) = c
+        .send_mail("erin@customer.example", &["support@example.test"], &big)
+        .await;
+    assert_eq!(code, 552, "{text:?}");
+    assert_eq!(conversations(&d).len(), 3);
     d.stop().await;
 }
 

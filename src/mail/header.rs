@@ -19,6 +19,31 @@ pub fn header_section_len(raw: &[u8]) -> usize {
     raw.len()
 }
 
+/// Where the header fields start: past a leading mbox `From ` line and lines of only
+/// spaces or tabs, which real MTAs (Postfix) accept before the first field. An empty
+/// line is not skipped: it ends an empty header section (RFC 5322 §2.1).
+pub fn header_start(raw: &[u8]) -> usize {
+    let mut start = 0;
+    while start < raw.len() {
+        let rest = &raw[start..];
+        let line_len = rest
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(rest.len(), |i| i + 1);
+        let content = rest[..line_len]
+            .strip_suffix(b"\n")
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .unwrap_or(&rest[..line_len]);
+        let blank = !content.is_empty() && content.iter().all(|b| matches!(b, b' ' | b'\t'));
+        let mbox = start == 0 && content.starts_with(b"From ");
+        if !(blank || mbox) {
+            break;
+        }
+        start += line_len;
+    }
+    start
+}
+
 /// True when the first line is a header field (RFC 5322 §2.2: printable name, colon).
 pub fn starts_with_header_field(raw: &[u8]) -> bool {
     let name_len = raw
@@ -26,4 +51,36 @@ pub fn starts_with_header_field(raw: &[u8]) -> bool {
         .take_while(|b| matches!(b, b'!'..=b'9' | b';'..=b'~'))
         .count();
     name_len > 0 && raw.get(name_len) == Some(&b':')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_start_skips_what_mtas_accept_before_the_fields() {
+        let cases: [(&[u8], usize); 8] = [
+            (b"From: a@b\r\n\r\nx", 0),
+            (
+                b"From a@b Wed Dec  2 12:00:00 2026\r\nFrom: a@b\r\n\r\nx",
+                35,
+            ),
+            (b"   \r\nSubject: s\r\n\r\nx", 5),
+            (b"From a@b Mon\n \t \nSubject: s\n\nx", 17),
+            // An empty line ends an empty header section: nothing skipped.
+            (b"\r\nbody", 0),
+            (b"just a body line\r\n", 0),
+            (b"", 0),
+            // Only the first line can be an mbox separator.
+            (b"   \r\nFrom x\r\n", 5),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                header_start(raw),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+    }
 }
