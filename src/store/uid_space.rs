@@ -570,8 +570,7 @@ impl WriterState {
         let rec = self
             .space_record(&name)?
             .ok_or_else(|| StoreError::Internal("a synced view has no UID space".into()))?;
-        let agent = agent.clone();
-        let added = self.space_add(&name, rec, agent_owner(&agent), new);
+        let added = self.space_add(&name, rec, agent_owner(agent), new);
         self.view_cache.remove(&name);
         added
     }

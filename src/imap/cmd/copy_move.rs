@@ -7,7 +7,7 @@
 //! A draft leaving `Drafts` stops marking its conversation `$Replying`. From Trash a
 //! private message can be moved back to a folder (restore), or expunged for good.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use imap_codec::imap_types::{
     mailbox::Mailbox,
@@ -22,10 +22,28 @@ use crate::{
         wire::{copy_uid_code, ok_code},
     },
     store::{
-        ConversationAction, ConversationId, Entry, FlagOp, Flags, FolderId, MessageKey,
-        Status as ConvStatus, TeamView,
+        ConversationAction, ConversationId, Entry, FlagOp, Flags, FolderId, MailboxSnapshot,
+        MessageKey, Status as ConvStatus, TeamView,
     },
 };
+
+/// (source uid, target uid) of each moved message the target view now holds. A message
+/// is in a view at most once, so its key finds it (one pass over the view, not one per
+/// message moved).
+fn target_pairs(
+    snapshot: &MailboxSnapshot,
+    moved: impl IntoIterator<Item = (u32, MessageKey)>,
+) -> Vec<(u32, u32)> {
+    let uid_of: HashMap<MessageKey, u32> = snapshot
+        .entries
+        .iter()
+        .map(|(uid, e)| (e.message, *uid))
+        .collect();
+    moved
+        .into_iter()
+        .filter_map(|(src, key)| uid_of.get(&key).map(|dst| (src, *dst)))
+        .collect()
+}
 
 /// Where private messages of a COPY/MOVE come from.
 enum PrivateSource {
@@ -80,14 +98,16 @@ impl Session {
             }
             Target::Team(view) => {
                 // The agent's own private messages in Trash are deleted for good.
-                let private: Vec<u32> = chosen
-                    .iter()
-                    .map(|i| sel.entries[*i])
-                    .filter(|(_, e)| e.conversation.is_none())
-                    .map(|(uid, _)| uid)
-                    .collect();
-                if matches!(view, TeamView::Trash { .. }) && !private.is_empty() {
-                    self.ctx.store.trash_expunge(view, private).await?;
+                if matches!(view, TeamView::Trash { .. }) {
+                    let private: Vec<u32> = chosen
+                        .iter()
+                        .map(|i| sel.entries[*i])
+                        .filter(|(_, e)| e.conversation.is_none())
+                        .map(|(uid, _)| uid)
+                        .collect();
+                    if !private.is_empty() {
+                        self.ctx.store.trash_expunge(view, private).await?;
+                    }
                 }
                 let keys: Vec<MessageKey> =
                     chosen.iter().map(|i| sel.entries[*i].1.message).collect();
@@ -214,17 +234,8 @@ impl Session {
                         self.act(*conv, gesture).await?;
                     }
                     let snapshot = self.ctx.store.sync_view(view).await?;
-                    let copied: Vec<(u32, u32)> = shared
-                        .iter()
-                        .filter_map(|(src, e)| {
-                            snapshot
-                                .entries
-                                .iter()
-                                .find(|(_, d)| d == e)
-                                .map(|(dst, _)| (*src, *dst))
-                        })
-                        .collect();
-                    (snapshot.uid_validity, copied)
+                    let moved = shared.iter().map(|(src, e)| (*src, e.message));
+                    (snapshot.uid_validity, target_pairs(&snapshot, moved))
                 }
                 Target::Folder(folder) => {
                     if is_move {
@@ -284,30 +295,20 @@ impl Session {
                 .await
                 .map_err(|e| no(None, e.to_string()))?;
             // A duplicate (it never left its conversation) keeps its key.
-            if let Some(key) = accepted.message().or(Some(e.message)) {
-                released.push((*src, key));
-                if let Some(conv) = self
-                    .ctx
-                    .store
-                    .message_meta(key)?
-                    .and_then(|m| m.conversation)
-                    && !matches!(gesture, Gesture::Open | Gesture::OpenIn(_))
-                {
-                    self.act(conv, &gesture).await?;
-                }
+            let key = accepted.message().unwrap_or(e.message);
+            released.push((*src, key));
+            if let Some(conv) = self
+                .ctx
+                .store
+                .message_meta(key)?
+                .and_then(|m| m.conversation)
+                && !matches!(gesture, Gesture::Open | Gesture::OpenIn(_))
+            {
+                self.act(conv, &gesture).await?;
             }
         }
         let snapshot = self.ctx.store.sync_view(view).await?;
-        let pairs: Vec<(u32, u32)> = released
-            .iter()
-            .filter_map(|(src, key)| {
-                snapshot
-                    .entries
-                    .iter()
-                    .find(|(_, d)| d.message == *key)
-                    .map(|(dst, _)| (*src, *dst))
-            })
-            .collect();
+        let pairs = target_pairs(&snapshot, released);
         let copyuid = copy_uid_code(snapshot.uid_validity, &pairs);
         let mut answer = done(Vec::new(), format!("{verb} completed"));
         if let Some(code) = copyuid {
