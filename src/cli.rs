@@ -439,6 +439,16 @@ fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> any
                     m.size,
                     m.message_id
                 )?;
+                if let Some(by) = &m.threaded_by {
+                    // The rule's name as the JSON spells it (kebab-case).
+                    let rule = serde_json::to_value(by.rule)?;
+                    let evidence = by.evidence.as_deref().unwrap_or("");
+                    writeln!(
+                        out,
+                        "      threaded by {}: {evidence}",
+                        rule.as_str().unwrap_or("?")
+                    )?;
+                }
                 for a in &m.attachments {
                     let q = if a.quarantined { " [quarantined]" } else { "" };
                     writeln!(

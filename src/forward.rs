@@ -32,6 +32,12 @@ pub struct ForwardInfo {
     /// The sender of the forwarded (immediately enclosed) message.
     pub original: Address,
     pub source: ForwardSource,
+    /// The enclosed original's Message-ID (without `<>`), when the forward carries it: it
+    /// ties the forward to the original's conversation (SPEC §4).
+    pub original_message_id: Option<String>,
+    /// The enclosed original's Subject, when it is attached whole: a known message under
+    /// that Message-ID with another subject is a different message.
+    pub original_subject: Option<String>,
 }
 
 /// Which format the original sender was read from.
@@ -51,12 +57,13 @@ pub fn detect(msg: &Message<'_>, from: Option<&Address>) -> Option<ForwardInfo> 
     let subject = msg.subject().unwrap_or_default();
     let fwd_subject = subject_prefixes(subject).forward;
     let found = attached_sender(msg)
-        .map(|a| (a, ForwardSource::Attached))
+        .map(|(a, mid, subject)| (a, ForwardSource::Attached, mid, subject))
         .or_else(|| {
             let body = msg.body_text(0)?;
-            scan_body(&body, fwd_subject)
+            let (a, source) = scan_body(&body, fwd_subject)?;
+            Some((a, source, inline_message_id(&body), None))
         })?;
-    let (original, source) = found;
+    let (original, source, original_message_id, original_subject) = found;
     if from.is_some_and(|f| f.email == original.email) {
         return None;
     }
@@ -64,11 +71,27 @@ pub fn detect(msg: &Message<'_>, from: Option<&Address>) -> Option<ForwardInfo> 
         forwarder: from.cloned(),
         original,
         source,
+        original_message_id,
+        original_subject,
     })
 }
 
-/// From of the first message/rfc822 part of the outer message.
-fn attached_sender(msg: &Message<'_>) -> Option<Address> {
+/// A `Message-ID:` line of an inline forwarded header block (Thunderbird, mutt and
+/// news-style forwards copy it), without `<>`.
+fn inline_message_id(body: &str) -> Option<String> {
+    body.lines().take(MAX_LINES).map(clean_line).find_map(|l| {
+        let (label, value) = l.split_once(':')?;
+        if !label.trim().eq_ignore_ascii_case("message-id") {
+            return None;
+        }
+        let v = value.trim();
+        let inner = v.strip_prefix('<')?.split('>').next()?;
+        (!inner.is_empty() && inner.contains('@')).then(|| inner.to_string())
+    })
+}
+
+/// From (and Message-ID, Subject) of the first message/rfc822 part of the outer message.
+fn attached_sender(msg: &Message<'_>) -> Option<(Address, Option<String>, Option<String>)> {
     // A digest's enclosed messages are list posts, not a forward.
     if msg
         .parts
@@ -81,10 +104,15 @@ fn attached_sender(msg: &Message<'_>) -> Option<Address> {
         PartType::Message(inner) => {
             let a = inner.from()?.first()?;
             let email = normalize_email(a.address()?)?;
-            Some(Address {
+            let address = Address {
                 email,
                 name: clean_name(a.name().unwrap_or_default()),
-            })
+            };
+            Some((
+                address,
+                inner.message_id().map(str::to_string),
+                inner.subject().map(str::to_string),
+            ))
         }
         _ => None,
     })

@@ -102,7 +102,7 @@ pub fn smtp_session(data: &[u8]) {
 /// Parses arbitrary bytes as a message and derives everything ingest derives.
 pub fn message_analyze(data: &[u8]) {
     if let Ok(facts) = message::analyze(data, "sender@customer.example") {
-        let _ = threading::thread_keys(&facts);
+        let _ = threading::thread_keys(&facts, 0);
         let _ = message::summary(&facts, Direction::In, "fallback@teamgate");
         let _ = crate::contacts::inbound_touches(&facts, facts.from.as_ref());
     }
@@ -339,18 +339,10 @@ impl Fixture {
         };
         let trace = "Received: from client.customer.example by mx.example.test; Mon, 16 Jun 2025 12:00:00 +0000\r\n";
         let ingest = self.ctx.ingest.clone();
-        let session_id = self.clock as u64;
         self.runtime
             .block_on(async move {
                 ingest
-                    .deliver(
-                        &envelope,
-                        raw.to_vec(),
-                        trace,
-                        Some(origin),
-                        received_at,
-                        session_id,
-                    )
+                    .deliver(&envelope, raw.to_vec(), trace, Some(origin), received_at)
                     .await
             })
             .ok()

@@ -18,8 +18,8 @@ use crate::{
     reload::Reloadable,
     store::{
         Delivery, DeliveryOutcome, Direction, IncomingMessage, IngestOutcome, JunkId, MessageKey,
-        NewJunk, QuarantineHit, QuarantinedOriginal, Status, Store, StoreError, ThreadDecision,
-        ThreadLookup,
+        NewJunk, QuarantineHit, QuarantinedOriginal, Status, Store, StoreError, ThreadLookup,
+        Threading,
     },
     threading::{self, ThreadInput},
 };
@@ -144,7 +144,6 @@ impl Ingest {
         trace: &str,
         origin: Option<Origin<'_>>,
         received_at: i64,
-        session_id: u64,
     ) -> Result<Accepted, IngestError> {
         let config = self.config.current();
         let outcome = match origin {
@@ -176,11 +175,12 @@ impl Ingest {
         drop(body);
 
         let (raw, facts) = analyze(raw, &envelope.mail_from).await?;
-        let synthesized = format!(
-            "teamgate.{received_at:x}.{session_id}@{}",
-            config.server.hostname
-        );
+        let digest = message::content_digest(&facts, raw.get(header_len..).unwrap_or_default());
+        // Named by its content: a retry of a message without a Message-ID is the same
+        // message, two different ones never share a name.
+        let synthesized = format!("teamgate.{digest}@{}", config.server.hostname);
         let mut summary = message::summary(&facts, Direction::In, &synthesized);
+        summary.digest = Some(digest);
         // Our own X-Loop coming back (a customer's auto-responder quoting our reply, a
         // forwarding loop): filed, but treated as automatic so nothing reacts to it.
         if facts
@@ -261,7 +261,19 @@ impl Ingest {
             .collect();
         let deliveries = inbox_deliveries(envelope)
             .into_iter()
-            .map(|(inbox, plus)| delivery(inbox, plus, facts.clone(), team.clone(), received_at))
+            .map(|(inbox, plus)| {
+                let from_other_inbox = facts
+                    .from
+                    .as_ref()
+                    .and_then(|a| config.inbox_for_address(&a.email))
+                    .is_some_and(|(sender_inbox, _)| sender_inbox.name != inbox);
+                let route = Route {
+                    inbox,
+                    plus_conversation: plus,
+                    from_other_inbox,
+                };
+                delivery(route, facts.clone(), team.clone(), received_at)
+            })
             .collect();
         let incoming = IncomingMessage {
             raw: stored_raw,
@@ -320,7 +332,7 @@ impl Ingest {
         };
         // Already filtered and already carrying its trace headers: stored as it is.
         let accepted = self
-            .deliver(&envelope, raw, "", None, item.received_at, id.0)
+            .deliver(&envelope, raw, "", None, item.received_at)
             .await?;
         // Marked as spam from a conversation (IMAP "move to Junk"): the message is still
         // in that conversation, which is marked junk (or, before that mark existed, went
@@ -393,17 +405,30 @@ fn conversation_tag(tag: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-fn delivery(
+/// Where one inbox's copy of a message goes, as the envelope and config say.
+struct Route {
     inbox: String,
+    /// From a `+c123` sub-address on the RCPT.
     plus_conversation: Option<u64>,
+    /// The From is an address of another inbox.
+    from_other_inbox: bool,
+}
+
+fn delivery(
+    route: Route,
     facts: Arc<MessageFacts>,
     team_addresses: Arc<[String]>,
     now: i64,
 ) -> Delivery {
+    let Route {
+        inbox,
+        plus_conversation,
+        from_other_inbox,
+    } = route;
     let contacts = contacts::inbound_touches(&facts, contacts::customer_of(&facts));
-    let keys = threading::thread_keys(&facts);
+    let keys = threading::thread_keys(&facts, now);
     let decide_inbox = inbox.clone();
-    let decide = Box::new(move |idx: &dyn ThreadLookup| -> ThreadDecision {
+    let decide = Box::new(move |idx: &dyn ThreadLookup| -> Threading {
         let sender = facts.from.as_ref().map(|a| a.email.as_str());
         let input = ThreadInput {
             facts: &facts,
@@ -413,6 +438,7 @@ fn delivery(
             customer: contacts::customer_of(&facts).map(|a| a.email.as_str()),
             now,
             subject_window_secs: threading::SUBJECT_WINDOW_SECS,
+            from_other_inbox,
         };
         // Team addresses let reply-alls from new people in the thread join (threading.rs).
         threading::decide(&input, &team_addresses, idx)

@@ -196,7 +196,66 @@ pub fn summary(facts: &MessageFacts, direction: Direction, synthesized_id: &str)
         automatic: facts.auto.is_some(),
         references,
         author: None,
+        digest: None,
     }
+}
+
+/// What makes a message itself, whatever route it took: its author, recipients, subject
+/// and Date, the MIME fields that say how to read its body, and the body, as SHA-256
+/// (hex, first 16 bytes). Trace fields a relay adds (Received, Authentication-Results,
+/// ...) are left out, so a retry through a backup MX is still the same message; two
+/// different messages that reuse one Message-ID (broken generators, templates) are not.
+pub fn content_digest(facts: &MessageFacts, raw: &[u8]) -> String {
+    let body_start = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4)
+        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
+        .unwrap_or(0);
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let emails = |list: &[Address]| -> String {
+        list.iter()
+            .map(|a| a.email.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let fields = [
+        facts
+            .from
+            .as_ref()
+            .map(|a| a.email.clone())
+            .unwrap_or_default(),
+        emails(&facts.to),
+        emails(&facts.cc),
+        facts.subject.clone(),
+        facts.date.map(|d| d.to_string()).unwrap_or_default(),
+    ];
+    for field in &fields {
+        ctx.update(field.as_bytes());
+        ctx.update(b"\0");
+    }
+    let header = raw.get(..body_start).unwrap_or_default();
+    let mut in_mime_field = false;
+    for line in header.split(|b| *b == b'\n') {
+        let continued = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
+        if !continued {
+            let name = line.split(|b| *b == b':').next().unwrap_or_default();
+            in_mime_field = name.len() < line.len()
+                && (name.eq_ignore_ascii_case(b"content-type")
+                    || name.eq_ignore_ascii_case(b"content-transfer-encoding"));
+        }
+        if in_mime_field {
+            ctx.update(line);
+        }
+    }
+    ctx.update(b"\0");
+    ctx.update(raw.get(body_start..).unwrap_or_default());
+    ctx.finish()
+        .as_ref()
+        .iter()
+        .take(16)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The summary of a message filed in a private folder (APPEND): parsed like any other,
@@ -216,6 +275,7 @@ pub fn folder_summary(raw: &[u8]) -> MessageSummary {
             automatic: false,
             references: Vec::new(),
             author: None,
+            digest: None,
         },
     }
 }
@@ -465,6 +525,36 @@ mod tests {
         assert_eq!(s.message_id, "m2@x");
         assert_eq!(s.references, vec!["m1@x", "m0@x"]);
         assert!(!s.automatic);
+    }
+
+    #[test]
+    fn content_digest_is_the_message_not_its_route() {
+        let digest = |raw: &str| content_digest(&facts(raw), raw.as_bytes());
+        let base = "From: a@b.org\r\nTo: s@t.example\r\nSubject: hi\r\nMessage-ID: <1@b.org>\r\n\r\nbody\r\n";
+        let relayed = format!("Received: from backup-mx by us\r\n{base}");
+        assert_eq!(
+            digest(base),
+            digest(&relayed),
+            "a second route is the same message"
+        );
+        let typed = base.replace(
+            "\r\n\r\n",
+            "\r\nContent-Type: text/plain; charset=X-UNKNOWN\r\n\r\n",
+        );
+        assert_ne!(
+            digest(base),
+            digest(&typed),
+            "how the body reads is content"
+        );
+        assert_ne!(digest(base), digest(&base.replace("body", "other")));
+        assert_ne!(
+            digest(base),
+            digest(&base.replace("Subject: hi", "Subject: ho"))
+        );
+        assert_ne!(digest(base), digest(&base.replace("To: s@", "To: u@")));
+        assert_eq!(digest(base).len(), 32);
+        // No header section at all: the whole is the body.
+        assert_ne!(digest("just text\r\n"), digest("other text\r\n"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::{
     store::{
         ContactTouch, ConversationAction, ConversationId, Delivery, DeliveryOutcome, Direction,
         FlagOp, Flags, IncomingMessage, MessageKey, OutboundMessage, Status, Store, ThreadDecision,
-        ThreadKeys, TimelineKind,
+        ThreadKeys, ThreadRule, ThreadedBy, Threading, TimelineKind,
     },
 };
 
@@ -101,7 +101,8 @@ impl Submit {
         let (raw, facts) = analyze(raw, &envelope.mail_from).await?;
         let inbox = sending_inbox(&config, agent, &facts)?;
         let routing = route(&config, envelope, &inbox)?;
-        let conversation = self.find_conversation(&inbox, &facts)?;
+        let found = self.find_conversation(&inbox, &facts)?;
+        let conversation = found.as_ref().map(|(c, _)| *c);
 
         if !routing.comment
             && let Some(conv) = conversation
@@ -146,7 +147,7 @@ impl Submit {
                 &facts,
                 raw.clone(),
                 direction,
-                conversation,
+                found,
                 &envelope.mail_from,
                 rcpts,
                 now,
@@ -432,7 +433,7 @@ impl Submit {
         {
             return Ok((key, true));
         }
-        let conversation = self.find_conversation(&inbox, &facts)?;
+        let found = self.find_conversation(&inbox, &facts)?;
         let rcpts = facts
             .to
             .iter()
@@ -451,7 +452,7 @@ impl Submit {
                 &facts,
                 raw,
                 Direction::Out,
-                conversation,
+                found,
                 &from,
                 rcpts,
                 now,
@@ -480,6 +481,7 @@ impl Submit {
             .iter()
             .filter(|i| i.members.iter().any(|m| m == agent))
             .find_map(|i| self.find_conversation(&i.name, &facts).ok().flatten())
+            .map(|(c, _)| c)
     }
 
     /// Stores an agent's message in its conversation (or a new one), durably.
@@ -491,25 +493,30 @@ impl Submit {
         facts: &MessageFacts,
         raw: Vec<u8>,
         direction: Direction,
-        conversation: Option<ConversationId>,
+        conversation: Option<(ConversationId, ThreadedBy)>,
         mail_from: &str,
         rcpts: Vec<String>,
         now: i64,
     ) -> Result<Logged, Reply> {
         let hostname = self.config.current().server.hostname.clone();
-        let synthesized = format!("teamgate.{now:x}.{agent}@{hostname}");
+        let digest = message::content_digest(facts, &raw);
+        let synthesized = format!("teamgate.{digest}@{hostname}");
         let mut summary = message::summary(facts, direction, &synthesized);
+        summary.digest = Some(digest);
         summary.author = Some(agent.to_string());
-        let decision = match conversation {
-            Some(c) => ThreadDecision::Join(c),
-            None => ThreadDecision::New { linked_to: None },
+        let threading = match conversation {
+            Some((c, by)) => Threading {
+                decision: ThreadDecision::Join(c),
+                by,
+            },
+            None => Threading::new_conversation(None, "an agent's new message"),
         };
         let delivery = Delivery {
             inbox: inbox.to_string(),
-            decide: Box::new(move |_| decision.clone()),
+            decide: Box::new(move |_| threading.clone()),
             keys: ThreadKeys {
-                subject_base: None,
                 thread_index: facts.thread_index.clone(),
+                ..ThreadKeys::default()
             },
             contacts: outbound_touches(facts, direction),
         };
@@ -546,7 +553,7 @@ impl Submit {
         &self,
         inbox: &str,
         facts: &MessageFacts,
-    ) -> Result<Option<ConversationId>, Reply> {
+    ) -> Result<Option<(ConversationId, ThreadedBy)>, Reply> {
         let held = |c: ConversationId| -> Result<bool, Reply> {
             let info = self
                 .store
@@ -554,24 +561,34 @@ impl Submit {
                 .map_err(|_| Reply::local_error())?;
             Ok(info.is_some_and(|i| i.inbox == inbox))
         };
-        for id in facts
+        let named = (facts
             .in_reply_to
             .iter()
-            .chain(facts.references.iter().rev())
-        {
+            .map(|id| (ThreadRule::InReplyTo, id)))
+        .chain(
+            facts
+                .references
+                .iter()
+                .rev()
+                .map(|id| (ThreadRule::References, id)),
+        );
+        for (rule, id) in named {
             if let Some(c) = self
                 .store
                 .conversation_for_message(inbox, id)
                 .map_err(|_| Reply::local_error())?
                 && held(c)?
             {
-                return Ok(Some(c));
+                return Ok(Some((c, ThreadedBy::new(rule, format!("<{id}>")))));
             }
         }
         if let Some(n) = facts.subject_tag
             && held(ConversationId(n))?
         {
-            return Ok(Some(ConversationId(n)));
+            return Ok(Some((
+                ConversationId(n),
+                ThreadedBy::new(ThreadRule::Tag, format!("[#{n}]")),
+            )));
         }
         Ok(None)
     }
@@ -699,7 +716,7 @@ impl Submit {
             smtputf8: true,
         };
         self.ingest
-            .deliver(&envelope, raw.to_vec(), "", None, now, 0)
+            .deliver(&envelope, raw.to_vec(), "", None, now)
             .await
             .map(|_| ())
             .map_err(|e| e.reply())

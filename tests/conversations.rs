@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use teamgate::store::{ConversationId, Status};
+use teamgate::store::{ConversationId, Status, ThreadRule};
 
 use crate::harness::{SmtpConn, TestDaemon, corpus_dir, corpus_for_smtp};
 
@@ -87,6 +87,13 @@ async fn thread_corpus(reverse: bool) -> (f64, f64) {
         .into_iter()
         .filter(|m| m.theme == "threading")
         .collect();
+    // Production order: by Date header.
+    items.sort_by_cached_key(|m| {
+        mail_parser::MessageParser::default()
+            .parse(&corpus_for_smtp(&m.path))
+            .and_then(|p| p.date().map(|d| d.to_timestamp()))
+            .unwrap_or(i64::MIN)
+    });
     if reverse {
         items.reverse();
     }
@@ -109,19 +116,19 @@ async fn thread_corpus(reverse: bool) -> (f64, f64) {
 }
 
 #[tokio::test]
-async fn corpus_threads_in_arrival_order() {
+async fn corpus_threads_in_date_order() {
     let (p, r) = thread_corpus(false).await;
-    println!("threading corpus, file order: pairwise precision {p:.3} recall {r:.3}");
-    // The corpus is mailing-list threads: many replies carry neither In-Reply-To nor
-    // References; they join by subject when the participant rule admits the sender.
-    assert!(p >= 0.99 && r >= 0.95, "precision {p:.3} recall {r:.3}");
+    println!("threading corpus, Date order: pairwise precision {p:.3} recall {r:.3}");
+    assert!(p >= 0.99 && r >= 0.97, "precision {p:.3} recall {r:.3}");
 }
 
 #[tokio::test]
-async fn corpus_threads_in_reverse_order() {
+async fn corpus_threads_in_reverse_date_order() {
     let (p, r) = thread_corpus(true).await;
-    println!("threading corpus, reverse order: pairwise precision {p:.3} recall {r:.3}");
-    assert!(p >= 0.99 && r >= 0.80, "precision {p:.3} recall {r:.3}");
+    println!("threading corpus, reverse Date order: pairwise precision {p:.3} recall {r:.3}");
+    // Replies before their parents: two replies naming only a parent that has not
+    // arrived start two conversations (see threading_eval.rs).
+    assert!(p >= 0.99 && r >= 0.86, "precision {p:.3} recall {r:.3}");
 }
 
 #[tokio::test]
@@ -167,7 +174,7 @@ async fn forwards_are_credited_to_the_original_sender() {
         "forwards: {right}/{labelled} credited to the labelled original sender; misses: {wrong:#?}"
     );
     assert!(
-        labelled >= 25 && right * 100 >= labelled * 85,
+        labelled >= 25 && right * 100 >= labelled * 95,
         "{right}/{labelled}"
     );
     d.stop().await;
@@ -357,55 +364,92 @@ async fn replies_join_reopen_and_arrive_out_of_order() {
     d.stop().await;
 }
 
+/// SPEC §4: header evidence joins whoever sends it, except for replies to the team's
+/// own message addressed to several outside people (an announcement, here in Bcc): the
+/// reply of someone not in its From/To/Cc starts its own conversation, linked to it.
 #[tokio::test]
-async fn strangers_replying_to_one_message_get_their_own_linked_conversations() {
+async fn strangers_replying_to_an_announcement_get_their_own_linked_conversations() {
     let d = TestDaemon::start().await;
     let mut c = d.smtp().await;
     c.cmd("EHLO client.example", 250).await;
     let to = "support@example.test";
-    let announcement = deliver(
-        &mut c,
-        "news@vendor.example",
-        to,
-        &mail(
-            "News <news@vendor.example>",
-            "Maintenance on Sunday",
-            "ann@vendor.example",
-            "",
-        ),
-    )
-    .await
-    .unwrap();
-    let mut seen = BTreeSet::new();
-    for who in ["a@one.example", "b@two.example"] {
-        let r = mail(
+    let ann = "ann@vendor.example";
+    let first = mail(ann, "Maintenance on Sunday", "q1@vendor.example", "");
+    let conv = deliver(&mut c, ann, to, &first).await.unwrap();
+    // The team's answer to Ann, and in Bcc to two more outside people.
+    let mut alice = d.submission_as("alice", "alice-password").await;
+    let outside = [ann, "a@one.example", "b@two.example"];
+    let announcement = format!(
+        "From: Support <{to}>\r\nTo: {ann}\r\nSubject: Re: Maintenance on Sunday\r\n\
+         Message-ID: <out1@example.test>\r\nIn-Reply-To: <q1@vendor.example>\r\n\
+         Date: Tue, 24 Nov 2026 11:00:00 +0000\r\n\r\nIt runs from 2 to 4.\r\n"
+    );
+    let (code, text) = alice.send_mail(to, &outside, announcement.as_bytes()).await;
+    assert_eq!(code, 250, "{text:?}");
+    let reply_to = |who: &str, parent: &str| {
+        mail(
             who,
             "Re: Maintenance on Sunday",
-            &format!("re-{who}"),
-            "In-Reply-To: <ann@vendor.example>\r\n",
-        );
-        let conv = deliver(&mut c, who, to, &r).await.unwrap();
-        assert_ne!(conv, announcement, "{who} is not a participant");
+            &format!("re-{parent}-{who}"),
+            &format!("In-Reply-To: <{parent}>\r\nReferences: <q1@vendor.example> <{parent}>\r\n"),
+        )
+    };
+    let mut seen = BTreeSet::new();
+    for who in ["a@one.example", "b@two.example"] {
+        let got = deliver(&mut c, who, to, &reply_to(who, "out1@example.test"))
+            .await
+            .unwrap();
+        assert_ne!(got, conv, "{who} is not a participant of the announcement");
         let detail = d
             .handle
             .store()
-            .conversation(ConversationId(conv))
+            .conversation(ConversationId(got))
             .unwrap()
             .unwrap();
-        assert_eq!(detail.linked_to, Some(ConversationId(announcement)));
-        seen.insert(conv);
+        assert_eq!(detail.linked_to, Some(ConversationId(conv)));
+        let by = detail.messages[0]
+            .threaded_by
+            .as_ref()
+            .expect("threaded_by");
+        assert_eq!(by.rule, ThreadRule::New, "{by:?}");
+        seen.insert(got);
     }
     assert_eq!(seen.len(), 2);
-    // A colleague from the customer's own domain joins.
-    let colleague = mail(
-        "c@vendor.example",
-        "Re: Maintenance on Sunday",
-        "re-colleague@vendor.example",
-        "In-Reply-To: <ann@vendor.example>\r\n",
-    );
+    // Who still joins: the customer, her colleague, and a stranger answering the
+    // customer's own message (a list reply), not the announcement.
+    for (who, parent) in [
+        (ann, "out1@example.test"),
+        ("c@vendor.example", "out1@example.test"),
+        ("zed@list.example", "q1@vendor.example"),
+    ] {
+        let got = deliver(&mut c, who, to, &reply_to(who, parent)).await;
+        assert_eq!(got, Some(conv), "{who} replying to {parent}");
+    }
+    let detail = d
+        .handle
+        .store()
+        .conversation(ConversationId(conv))
+        .unwrap()
+        .unwrap();
+    let rules: Vec<ThreadRule> = detail
+        .messages
+        .iter()
+        .map(|m| {
+            m.threaded_by
+                .as_ref()
+                .expect("threaded_by on every message")
+                .rule
+        })
+        .collect();
     assert_eq!(
-        deliver(&mut c, "c@vendor.example", to, &colleague).await,
-        Some(announcement)
+        rules,
+        [
+            ThreadRule::New,
+            ThreadRule::InReplyTo,
+            ThreadRule::InReplyTo,
+            ThreadRule::InReplyTo,
+            ThreadRule::InReplyTo
+        ]
     );
     d.stop().await;
 }

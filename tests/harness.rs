@@ -62,6 +62,16 @@ pub fn corpus_for_smtp(path: &str) -> Vec<u8> {
     } else {
         raw
     };
+    with_crlf(&raw)
+}
+
+/// A corpus file byte for byte as stored, only with CRLF line ends (SMTP's): a leading
+/// mbox `From ` line stays, as a careless relay would pass it on.
+pub fn corpus_as_stored(path: &str) -> Vec<u8> {
+    with_crlf(&corpus(path))
+}
+
+fn with_crlf(raw: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 20);
     for (i, &b) in raw.iter().enumerate() {
         if b == b'\n' && (i == 0 || raw[i - 1] != b'\r') {

@@ -285,6 +285,22 @@ fn serve_reload_and_graceful_stop_with_admin_verbs_online_and_offline() {
             "missing {field}: {shown}"
         );
     }
+    // Why it is there (SPEC §8 threaded_by): a first message starts its conversation.
+    let by = &shown["messages"][0]["threaded_by"];
+    assert_eq!(by["rule"], "new", "{shown}");
+    assert!(
+        by["evidence"].as_str().is_some_and(|e| !e.is_empty()),
+        "{shown}"
+    );
+    let (code, human, err) = teamgate(&[
+        "conversations",
+        "show",
+        &first_id,
+        "--config",
+        inst.config_arg(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(human.contains("threaded by new: "), "{human}");
     let (code, out, err) = teamgate(&["contacts", "list", "--json", "--config", inst.config_arg()]);
     assert_eq!(code, 0, "{err}");
     let contacts: serde_json::Value = serde_json::from_str(&out).unwrap();

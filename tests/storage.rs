@@ -92,6 +92,77 @@ async fn same_message_id_is_stored_once_and_two_inboxes_get_one_conversation_eac
     d.stop().await;
 }
 
+/// Dedup is by Message-ID and content: a retry through another relay is one message;
+/// different messages under one Message-ID (templates, broken generators) and messages
+/// without one, in the same second of the same session, are each kept.
+#[tokio::test]
+async fn only_the_same_content_under_one_message_id_is_a_duplicate() {
+    let d = TestDaemon::start().await;
+    let mut c = d.smtp().await;
+    c.cmd("EHLO client.example", 250).await;
+    let to = ["support@example.test"];
+    let msg = simple_message("a@customer.example", "Order 7", "reused@customer.example");
+    let (code, first) = c.send_mail("a@customer.example", &to, &msg).await;
+    assert_eq!(code, 250, "{first:?}");
+    let mut relayed =
+        b"Received: from backup-mx.customer.example by mx; Tue, 24 Nov 2026 10:00:01 +0000\r\n"
+            .to_vec();
+    relayed.extend_from_slice(&msg);
+    let (code, text) = c.send_mail("a@customer.example", &to, &relayed).await;
+    assert_eq!(code, 250);
+    assert!(
+        text[0].contains("duplicate"),
+        "a retry by another route: {text:?}"
+    );
+    let other = simple_message("a@customer.example", "Invoice 9", "reused@customer.example");
+    let (code, text) = c.send_mail("a@customer.example", &to, &other).await;
+    assert_eq!(code, 250);
+    assert!(
+        !text[0].contains("duplicate"),
+        "another message under the same id: {text:?}"
+    );
+    for body in ["first without an id", "second without an id"] {
+        let raw = format!(
+            "From: b@customer.example\r\nTo: support@example.test\r\nSubject: {body}\r\n\r\n{body}\r\n"
+        );
+        let (code, text) = c.send_mail("b@customer.example", &to, raw.as_bytes()).await;
+        assert_eq!(code, 250);
+        assert!(!text[0].contains("duplicate"), "{body}: {text:?}");
+    }
+    let store = d.handle.store();
+    let convs = store.list_conversations().unwrap();
+    let messages: usize = convs
+        .iter()
+        .map(|c| store.message_keys(c.id).unwrap().len())
+        .sum();
+    assert_eq!(messages, 4, "{convs:?}");
+    // Each kept message reads back as it was sent.
+    let mut subjects = Vec::new();
+    for conv in &convs {
+        for key in store.message_keys(conv.id).unwrap() {
+            let raw = store.read_message(key).unwrap();
+            let text = String::from_utf8_lossy(&raw).to_string();
+            let subject = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Subject: "))
+                .unwrap_or("")
+                .to_string();
+            subjects.push(subject);
+        }
+    }
+    subjects.sort();
+    assert_eq!(
+        subjects,
+        [
+            "Invoice 9",
+            "Order 7",
+            "first without an id",
+            "second without an id"
+        ]
+    );
+    d.stop().await;
+}
+
 #[tokio::test]
 async fn everything_survives_a_restart() {
     let d = TestDaemon::start().await;

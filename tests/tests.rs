@@ -15,6 +15,8 @@ mod storage;
 mod fuzz_seeds;
 // Conversations, threading, forwards, auto-replies and contacts, with corpus scores.
 mod conversations;
+// Threading as production sees mail: every corpus theme into one daemon, in three orders.
+mod threading_eval;
 // Storage faults: a full disk gives 451, never a lost 250, and recovery.
 mod faults;
 // The IMAP view: protocol, conversation actions by moving, flags, IDLE, real clients.

@@ -233,6 +233,112 @@ pub fn normalize_subject(s: &str) -> String {
         .to_lowercase()
 }
 
+/// Base subjects (as [`normalize_subject`] gives them) that say nothing about what a
+/// message is about: unrelated threads share them, so the subject rule never joins on
+/// them. Placeholders of mail clients and greetings, in the languages of the prefix table.
+const GENERIC_SUBJECTS: &[&str] = &[
+    "(no subject)",
+    "no subject",
+    "(kein betreff)",
+    "kein betreff",
+    "(sans objet)",
+    "sans objet",
+    "(sin asunto)",
+    "sin asunto",
+    "(nessun oggetto)",
+    "untitled",
+    "your mail",
+    "your email",
+    "your e-mail",
+    "your message",
+    "your request",
+    "your inquiry",
+    "your enquiry",
+    "your order",
+    "ihre nachricht",
+    "ihre anfrage",
+    "ihre e-mail",
+    "ihre mail",
+    "votre message",
+    "votre demande",
+    "votre mail",
+    "su mensaje",
+    "su solicitud",
+    "tu mensaje",
+    "question",
+    "questions",
+    "quick question",
+    "a question",
+    "frage",
+    "anfrage",
+    "demande",
+    "pregunta",
+    "domanda",
+    "vraag",
+    "hello",
+    "hi",
+    "hi there",
+    "hey",
+    "hallo",
+    "bonjour",
+    "hola",
+    "ciao",
+    "hej",
+    "greetings",
+    "help",
+    "help needed",
+    "need help",
+    "hilfe",
+    "aide",
+    "ayuda",
+    "aiuto",
+    "urgent",
+    "dringend",
+    "important",
+    "info",
+    "information",
+    "inquiry",
+    "enquiry",
+    "request",
+    "support",
+    "problem",
+    "issue",
+    "thanks",
+    "thank you",
+    "danke",
+    "merci",
+    "gracias",
+    "grazie",
+    "fyi",
+    "update",
+    "follow up",
+    "follow-up",
+    "followup",
+    "meeting",
+    "contact",
+    "message",
+    "test",
+    "testing",
+    "test message",
+    "document",
+    "documents",
+    "scan",
+    "photo",
+    "photos",
+    "attachment",
+    "attachments",
+    "invoice",
+    "(none)",
+    "none",
+];
+
+/// Whether a base subject is too generic for the subject rule: empty, in
+/// [`GENERIC_SUBJECTS`], or without a single letter (ticket numbers alone, "...", "?").
+pub fn is_generic_subject(base: &str) -> bool {
+    let base = base.trim_end_matches(['.', '!', '?', ':', ' ']);
+    base.chars().filter(|c| c.is_alphabetic()).count() < 2 || GENERIC_SUBJECTS.contains(&base)
+}
+
 /// Byte ranges of our `[#n]` tags in `subject` (each candidate is checked on its own
 /// short slice, so the work stays linear).
 fn own_tags(subject: &str) -> Vec<(usize, usize)> {
@@ -307,6 +413,39 @@ pub fn tag_subject(subject: &str, n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generic_subjects() {
+        for generic in [
+            "",
+            "your mail",
+            "your mail.",
+            "question",
+            "hello!",
+            "hi",
+            "(no subject)",
+            "ihre nachricht",
+            "12345",
+            "...",
+            "?",
+            "a",
+        ] {
+            assert!(is_generic_subject(generic), "{generic:?} should be generic");
+        }
+        for specific in [
+            "printer broken",
+            "your mail server is down",
+            "invoice 2026-114",
+            "hello world app",
+        ] {
+            assert!(
+                !is_generic_subject(specific),
+                "{specific:?} should be specific"
+            );
+        }
+        // Through normalisation, as threading sees it.
+        assert!(is_generic_subject(&normalize_subject("Re: AW: Your mail")));
+    }
 
     #[test]
     fn normalize_table() {

@@ -29,7 +29,7 @@ use crate::metrics::{DeliveryResult, Metrics};
 use crate::reload::Reloadable;
 use crate::store::{
     Delivery, Direction, IncomingMessage, QueueId, QueueItem, RecipientOutcome, Store, StoreError,
-    ThreadDecision, ThreadKeys, ThreadLookup,
+    ThreadKeys, ThreadLookup, ThreadRule, Threading,
 };
 
 /// Deliveries in flight at once. Eight keeps a burst of replies moving without opening
@@ -431,8 +431,9 @@ fn bounce_target(
     if let Some(conv) = item.conversation {
         match worker.store.conversation_info(conv) {
             Ok(Some(info)) => {
-                let decide: crate::store::Decide =
-                    Box::new(move |_: &dyn ThreadLookup| ThreadDecision::Join(conv));
+                let decide: crate::store::Decide = Box::new(move |_: &dyn ThreadLookup| {
+                    Threading::join(conv, ThreadRule::References, "a bounce of its reply")
+                });
                 return Some((info.inbox, decide));
             }
             Ok(None) => {}
@@ -452,8 +453,15 @@ fn bounce_target(
     let decide: crate::store::Decide =
         Box::new(
             move |idx: &dyn ThreadLookup| match idx.by_message_id(&decide_inbox, &original) {
-                Some(conv) => ThreadDecision::Join(conv),
-                None => ThreadDecision::New { linked_to: None },
+                Some(conv) => Threading::join(
+                    conv,
+                    ThreadRule::References,
+                    format!("<{original}> (a bounce of it)"),
+                ),
+                None => Threading::new_conversation(
+                    None,
+                    format!("a bounce of <{original}>, which is in no conversation"),
+                ),
             },
         );
     Some((inbox, decide))

@@ -514,7 +514,6 @@ async fn store_message(
                     &received,
                     Some(origin),
                     now.unix_timestamp(),
-                    conn.id,
                 )
                 .await
         }

@@ -18,7 +18,8 @@ use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::model::{
     ContactTouch, ConversationId, Delivery, DeliveryOutcome, Direction, IncomingMessage,
-    IngestOutcome, MessageKey, QuarantineHit, QuarantineId, Status, ThreadDecision,
+    IngestOutcome, MessageKey, MessageSummary, QuarantineHit, QuarantineId, Status, ThreadDecision,
+    Threading,
 };
 use super::quarantine;
 use super::records::{self, ContactRecord, ConversationRecord, MessageRecord, TimelineRecord};
@@ -44,15 +45,9 @@ impl WriterState {
         &mut self,
         msg: &IncomingMessage,
     ) -> Result<Option<IngestLocs>, StoreError> {
-        let mid = message_id::index_form(&msg.summary.message_id);
         let mut any_new = false;
         for d in &msg.deliveries {
-            let known = !mid.is_empty()
-                && self
-                    .trees
-                    .get(TreeId::ByMessageId)
-                    .contains_key(keys::by_message_id(&d.inbox, &mid))?;
-            if !known {
+            if self.duplicate_of(&d.inbox, &msg.summary)?.is_none() {
                 any_new = true;
                 break;
             }
@@ -74,7 +69,7 @@ impl WriterState {
     }
 
     /// Runs the threading decision with read access to the indexes, and checks it.
-    fn decide(&self, d: &Delivery) -> Result<ThreadDecision, StoreError> {
+    fn decide(&self, d: &Delivery) -> Result<Threading, StoreError> {
         let lookup = IndexLookup {
             trees: &self.trees,
             error: RefCell::new(None),
@@ -85,7 +80,7 @@ impl WriterState {
         if let Some(e) = lookup.error.into_inner() {
             return Err(e);
         }
-        let ThreadDecision::Join(id) = decision else {
+        let ThreadDecision::Join(id) = decision.decision else {
             return Ok(decision);
         };
         match views::conversation_record(&self.trees, id)? {
@@ -101,9 +96,39 @@ impl WriterState {
                     "store: threading joined a conversation that is missing or in another \
                      inbox; starting a new one"
                 );
-                Ok(ThreadDecision::New { linked_to: None })
+                Ok(Threading::new_conversation(
+                    None,
+                    format!("conversation {} is not in this inbox", id.0),
+                ))
             }
         }
+    }
+
+    /// The conversation of `inbox` already holding this message: same Message-ID and,
+    /// where both are known, the same content digest (a retry, or a second route). A
+    /// different message reusing the Message-ID is not a duplicate: it is stored.
+    fn duplicate_of(
+        &self,
+        inbox: &str,
+        summary: &MessageSummary,
+    ) -> Result<Option<ConversationId>, StoreError> {
+        let mid = message_id::index_form(&summary.message_id);
+        if mid.is_empty() {
+            return Ok(None);
+        }
+        let k = keys::by_message_id(inbox, &mid);
+        let Some(v) = self.trees.get(TreeId::ByMessageId).get(&k)? else {
+            return Ok(None);
+        };
+        let conv = records::u64_at(TreeId::ByMessageId, &k, &v, 0)?;
+        let stored = records::u64_at(TreeId::ByMessageId, &k, &v, 8)?;
+        let stored_digest =
+            views::message_record(&self.trees, MessageKey(stored))?.and_then(|r| r.summary.digest);
+        let same = match (&summary.digest, &stored_digest) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        Ok(same.then_some(ConversationId(conv)))
     }
 
     pub(super) fn commit_ingest(
@@ -121,13 +146,9 @@ impl WriterState {
                 continue;
             }
             first_of_inbox.insert(&d.inbox, i);
-            if !mid.is_empty() {
-                let k = keys::by_message_id(&d.inbox, &mid);
-                if let Some(v) = self.trees.get(TreeId::ByMessageId).get(&k)? {
-                    let conv = records::u64_at(TreeId::ByMessageId, &k, &v, 0)?;
-                    actions.push(Action::Duplicate(ConversationId(conv)));
-                    continue;
-                }
+            if let Some(conv) = self.duplicate_of(&d.inbox, s)? {
+                actions.push(Action::Duplicate(conv));
+                continue;
             }
             actions.push(Action::Store(self.decide(d)?));
         }
@@ -267,7 +288,7 @@ enum Action {
     Duplicate(ConversationId),
     /// A second delivery to the same inbox as delivery `.0` of this message.
     SameAs(usize),
-    Store(ThreadDecision),
+    Store(Threading),
 }
 
 /// Everything the transaction writes, computed beforehand so the closure stays pure.
@@ -361,8 +382,9 @@ fn store_delivery(
     tx: &Tx<'_>,
     plan: &Plan<'_>,
     d: &Delivery,
-    decision: &ThreadDecision,
+    threading: &Threading,
 ) -> TxResult<DeliveryOutcome> {
+    let decision = &threading.decision;
     let msg = plan.msg;
     let at = msg.received_at;
     let (mut conv, created, reopened) = match decision {
@@ -429,15 +451,17 @@ fn store_delivery(
         &keys::conversation(id)[..],
         abort(records::encode(TreeId::Conversations, &conv))?,
     )?;
-    tx.t(TreeId::ConvMessages)
-        .insert(&keys::conv_message(id, plan.key)[..], &[][..])?;
+    tx.t(TreeId::ConvMessages).insert(
+        &keys::conv_message(id, plan.key)[..],
+        abort(records::encode(TreeId::ConvMessages, &threading.by))?,
+    )?;
     tx.t(TreeId::MessageConvs)
         .insert(&keys::message_conv(plan.key, id)[..], &[][..])?;
-    if !plan.mid.is_empty() {
-        tx.t(TreeId::ByMessageId).insert(
-            keys::by_message_id(inbox, &plan.mid),
-            &keys::msgid_value(id, plan.key)[..],
-        )?;
+    // The first message under a Message-ID keeps it: replies naming it thread there.
+    let by_mid = keys::by_message_id(inbox, &plan.mid);
+    if !plan.mid.is_empty() && tx.t(TreeId::ByMessageId).get(&by_mid)?.is_none() {
+        tx.t(TreeId::ByMessageId)
+            .insert(by_mid, &keys::msgid_value(id, plan.key)[..])?;
     }
     for r in &plan.references {
         tx.t(TreeId::ReferencedBy)
@@ -447,10 +471,11 @@ fn store_delivery(
         tx.t(TreeId::ByThreadIndex)
             .insert(keys::by_thread_index(inbox, ti), &id.0.to_be_bytes()[..])?;
     }
-    if let (Some(subject), Some(customer)) = (&d.keys.subject_base, &conv.customer) {
+    let subject_contact = d.keys.subject_contact.as_ref().or(conv.customer.as_ref());
+    if let (Some(subject), Some(contact)) = (&d.keys.subject_base, subject_contact) {
         tx.t(TreeId::BySubject).insert(
-            keys::by_subject(inbox, subject, customer),
-            &keys::subject_value(id, at, plan.key)[..],
+            keys::by_subject(inbox, subject, contact),
+            &keys::subject_value(id, d.keys.at.unwrap_or(at), plan.key)[..],
         )?;
     }
     for touch in &d.contacts {

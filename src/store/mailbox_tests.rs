@@ -270,6 +270,7 @@ async fn transfer_moves_views_and_threading() -> TestResult {
     first.deliveries[0].keys = ThreadKeys {
         subject_base: Some("printer".into()),
         thread_index: Some(vec![7u8; 22]),
+        ..ThreadKeys::default()
     };
     let o = store.ingest(first).await?;
     let c = stored(&o, 0).0;
@@ -306,8 +307,8 @@ async fn transfer_moves_views_and_threading() -> TestResult {
             s.push(l.by_subject("a", "printer", "c@x"));
         }
         match l.by_message_id("b", "p@x") {
-            Some(c) => ThreadDecision::Join(c),
-            None => ThreadDecision::New { linked_to: None },
+            Some(c) => Threading::join(c, ThreadRule::InReplyTo, "test"),
+            None => Threading::new_conversation(None, "test"),
         }
     });
     let mut reply = simple("b", "r@x", T0 + 5, "c@x", decide);

@@ -66,6 +66,11 @@ pub struct MessageSummary {
     /// The agent (login) who sent it through submission; None for mail from outside.
     #[serde(default)]
     pub author: Option<String>,
+    /// [`crate::message::content_digest`] of what the sender sent: two messages under
+    /// one Message-ID are one message (a retry) only when these agree. None for records
+    /// written before it existed, which match any.
+    #[serde(default)]
+    pub digest: Option<String>,
 }
 
 /// Read-only lookups the threading decision may make. Runs on the store's single writer,
@@ -91,6 +96,19 @@ pub trait ThreadLookup {
     /// Conversations of `inbox` with this normalised subject, whoever the customer, newest
     /// first (bounded), with the unix time of their last message.
     fn by_subject_any(&self, inbox: &str, subject_base: &str) -> Vec<(ConversationId, i64)>;
+    /// The message of `inbox` filed first under this Message-ID.
+    fn known_message(&self, inbox: &str, message_id: &str) -> Option<KnownMessage>;
+}
+
+/// What threading may ask about a stored message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KnownMessage {
+    /// The team's own message (an agent's reply or new mail).
+    pub outgoing: bool,
+    /// To, Cc and the envelope's (so Bcc too), lower-cased, once each.
+    pub recipients: Vec<String>,
+    /// Its Subject as it came.
+    pub subject: String,
 }
 
 impl ConversationInfo {
@@ -120,6 +138,66 @@ pub struct ConversationInfo {
     pub junk: bool,
 }
 
+/// Which rule placed a message in its conversation (SPEC §8 `threaded_by.rule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThreadRule {
+    InReplyTo,
+    References,
+    Tag,
+    SubAddress,
+    ThreadIndex,
+    Subject,
+    ForwardOriginal,
+    Merge,
+    Split,
+    New,
+}
+
+/// Why a message is in its conversation: the rule, and what it matched (a Message-ID,
+/// `[#12]`, a subject…), so an agent can tell why mail landed where it did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadedBy {
+    pub rule: ThreadRule,
+    pub evidence: Option<String>,
+}
+
+impl ThreadedBy {
+    pub fn new(rule: ThreadRule, evidence: impl Into<String>) -> ThreadedBy {
+        ThreadedBy {
+            rule,
+            evidence: Some(evidence.into()),
+        }
+    }
+}
+
+/// A threading decision and the reason for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Threading {
+    pub decision: ThreadDecision,
+    pub by: ThreadedBy,
+}
+
+impl Threading {
+    pub fn join(id: ConversationId, rule: ThreadRule, evidence: impl Into<String>) -> Threading {
+        Threading {
+            decision: ThreadDecision::Join(id),
+            by: ThreadedBy::new(rule, evidence),
+        }
+    }
+
+    /// A new conversation; `why` says what was looked for and not found (or not admitted).
+    pub fn new_conversation(
+        linked_to: Option<ConversationId>,
+        why: impl Into<String>,
+    ) -> Threading {
+        Threading {
+            decision: ThreadDecision::New { linked_to },
+            by: ThreadedBy::new(ThreadRule::New, why),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ThreadDecision {
     /// Join this conversation (reopened when closed).
@@ -135,6 +213,12 @@ pub struct ThreadKeys {
     pub subject_base: Option<String>,
     /// First 22 bytes of a decoded Outlook Thread-Index.
     pub thread_index: Option<Vec<u8>>,
+    /// The contact the subject entry is written under; None: the conversation's customer.
+    /// A forward's is its forwarder (SPEC §4), so forwards of one original never match.
+    pub subject_contact: Option<String>,
+    /// The message's time for the subject window: its Date, clamped by its arrival (so
+    /// imports and late mail keep their own time); None: the arrival.
+    pub at: Option<i64>,
 }
 
 /// One kind of contact timeline entry.
@@ -159,7 +243,7 @@ pub struct ContactTouch {
 }
 
 /// A decision closure: runs on the writer with read access to the indexes.
-pub type Decide = Box<dyn Fn(&dyn ThreadLookup) -> ThreadDecision + Send>;
+pub type Decide = Box<dyn Fn(&dyn ThreadLookup) -> Threading + Send>;
 
 /// One inbox's copy of an incoming message.
 pub struct Delivery {
@@ -244,6 +328,9 @@ pub struct MessageJson {
     pub size: u64,
     pub attachments: Vec<AttachmentInfo>,
     pub automatic: bool,
+    /// Why it is in this conversation; null for messages stored before it was recorded.
+    #[serde(default)]
+    pub threaded_by: Option<ThreadedBy>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -272,10 +272,13 @@ impl WriterState {
                 tx.t(TreeId::Messages)
                     .insert(&keys::message(revision_key)[..], revision.as_slice())?;
                 for &conv in &convs {
+                    // The revision keeps the reason the stripped copy was threaded by.
+                    let reason = tx
+                        .t(TreeId::ConvMessages)
+                        .remove(&keys::conv_message(conv, stripped)[..])?
+                        .unwrap_or_default();
                     tx.t(TreeId::ConvMessages)
-                        .remove(&keys::conv_message(conv, stripped)[..])?;
-                    tx.t(TreeId::ConvMessages)
-                        .insert(&keys::conv_message(conv, revision_key)[..], &[][..])?;
+                        .insert(&keys::conv_message(conv, revision_key)[..], reason)?;
                     tx.t(TreeId::MessageConvs)
                         .remove(&keys::message_conv(stripped, conv)[..])?;
                     tx.t(TreeId::MessageConvs)

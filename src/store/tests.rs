@@ -38,6 +38,7 @@ pub(super) fn summary(
         automatic: false,
         references: refs.iter().map(|r| (*r).to_owned()).collect(),
         author: None,
+        digest: None,
     }
 }
 
@@ -49,11 +50,11 @@ pub(super) fn raw_for(mid: &str) -> Vec<u8> {
 }
 
 pub(super) fn new_conv() -> Decide {
-    Box::new(|_| ThreadDecision::New { linked_to: None })
+    Box::new(|_| Threading::new_conversation(None, "test"))
 }
 
 pub(super) fn join(id: ConversationId) -> Decide {
-    Box::new(move |_| ThreadDecision::Join(id))
+    Box::new(move |_| Threading::join(id, ThreadRule::Tag, "test"))
 }
 
 fn customer(email: &str, name: Option<&str>) -> ContactTouch {
@@ -340,9 +341,7 @@ async fn new_with_link_and_join_and_reopen() -> TestResult {
         0,
     )
     .0;
-    let linked: Decide = Box::new(move |_| ThreadDecision::New {
-        linked_to: Some(c1),
-    });
+    let linked: Decide = Box::new(move |_| Threading::new_conversation(Some(c1), "test"));
     let c2 = stored(
         &store
             .ingest(simple("s", "m2@x", T0 + 1, "b@x", linked))
@@ -422,6 +421,7 @@ async fn lookups_see_earlier_ingests() -> TestResult {
     reply.deliveries[0].keys = ThreadKeys {
         subject_base: Some("printer broken".into()),
         thread_index: Some(vec![7u8; 22]),
+        ..ThreadKeys::default()
     };
     let c1 = stored(&store.ingest(reply).await?, 0).0;
 
@@ -453,9 +453,9 @@ async fn lookups_see_earlier_ingests() -> TestResult {
         }
         match (found, l.conversation(ConversationId(1))) {
             (Some(c), Some(info)) if info.participants.contains(&"alice@x".to_owned()) => {
-                ThreadDecision::Join(c)
+                Threading::join(c, ThreadRule::References, "test")
             }
-            _ => ThreadDecision::New { linked_to: None },
+            _ => Threading::new_conversation(None, "test"),
         }
     });
     let parent = simple("s", "p@x", T0 + 30, "support@team", decide);
@@ -518,7 +518,7 @@ async fn subject_candidates_tie_break_by_arrival_not_key_order() -> TestResult {
             if let Ok(mut s) = seen2.lock() {
                 s.push(l.by_subject_any("s", "printer broken"));
             }
-            ThreadDecision::New { linked_to: None }
+            Threading::new_conversation(None, "test")
         }),
     );
     store.ingest(probe).await?;

@@ -7,7 +7,9 @@ use std::cell::RefCell;
 use super::db::Trees;
 use super::error::StoreError;
 use super::keys::{self, TreeId};
-use super::model::{ConversationId, ConversationInfo, ThreadLookup};
+use super::model::{
+    ConversationId, ConversationInfo, Direction, KnownMessage, MessageKey, ThreadLookup,
+};
 use super::records;
 use super::views;
 
@@ -74,6 +76,39 @@ impl ThreadLookup for IndexLookup<'_> {
             views::conversation_record(self.trees, id)
                 .map(|r| r.filter(|r| !r.junk).map(|r| r.info())),
         )
+    }
+
+    fn known_message(&self, inbox: &str, message_id: &str) -> Option<KnownMessage> {
+        if message_id::index_form(message_id).is_empty() {
+            return None;
+        }
+        let tree = TreeId::ByMessageId;
+        let k = keys::by_message_id(inbox, message_id);
+        let r = (|| {
+            let Some(v) = self.trees.get(tree).get(&k)? else {
+                return Ok(None);
+            };
+            let msg = MessageKey(records::u64_at(tree, &k, &v, 8)?);
+            let Some(m) = views::message_record(self.trees, msg)? else {
+                return Ok(None);
+            };
+            let s = m.summary;
+            let mut recipients: Vec<String> =
+                s.to.iter()
+                    .chain(&s.cc)
+                    .map(|a| a.email.as_str())
+                    .chain(m.rcpts.iter().map(String::as_str))
+                    .map(str::to_ascii_lowercase)
+                    .collect();
+            recipients.sort_unstable();
+            recipients.dedup();
+            Ok(Some(KnownMessage {
+                outgoing: s.direction == Direction::Out,
+                recipients,
+                subject: s.subject,
+            }))
+        })();
+        self.keep(r)
     }
 
     fn by_thread_index(&self, inbox: &str, key: &[u8]) -> Option<ConversationId> {

@@ -10,7 +10,7 @@ use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::model::{
     ContactDetail, ContactJson, ConversationDetail, ConversationId, ConversationInfo,
-    ConversationJson, MessageJson, MessageKey, TimelineEntry,
+    ConversationJson, MessageJson, MessageKey, ThreadedBy, TimelineEntry,
 };
 use super::records::{self, ContactRecord, ConversationRecord, MessageRecord, TimelineRecord};
 
@@ -103,7 +103,26 @@ fn conversation_view(rec: &ConversationRecord, msgs: &[MessageRecord]) -> Conver
     }
 }
 
-fn message_view(m: &MessageRecord) -> MessageJson {
+/// Why each message of a conversation is in it, in `message_keys` order (None: stored
+/// before teamgate recorded it).
+fn threaded_by_of(
+    trees: &Trees,
+    id: ConversationId,
+) -> Result<Vec<Option<ThreadedBy>>, StoreError> {
+    trees
+        .get(TreeId::ConvMessages)
+        .scan_prefix(keys::conv_messages_prefix(id))
+        .map(|kv| {
+            let (k, v) = kv?;
+            if v.is_empty() {
+                return Ok(None);
+            }
+            records::decode(TreeId::ConvMessages, &k, &v).map(Some)
+        })
+        .collect()
+}
+
+fn message_view(m: &MessageRecord, threaded_by: Option<ThreadedBy>) -> MessageJson {
     let s = &m.summary;
     MessageJson {
         message_id: s.message_id.clone(),
@@ -114,6 +133,7 @@ fn message_view(m: &MessageRecord) -> MessageJson {
         size: m.loc.len,
         attachments: s.attachments.clone(),
         automatic: s.automatic,
+        threaded_by,
     }
 }
 
@@ -140,11 +160,15 @@ pub fn conversation_detail(
         return Ok(None);
     };
     let msgs = messages_of(trees, id)?;
+    let mut reasons = threaded_by_of(trees, id)?.into_iter();
     Ok(Some(ConversationDetail {
         conversation: conversation_view(&rec, &msgs),
         linked_to: rec.linked_to,
         junk: rec.junk,
-        messages: msgs.iter().map(message_view).collect(),
+        messages: msgs
+            .iter()
+            .map(|m| message_view(m, reasons.next().flatten()))
+            .collect(),
     }))
 }
 

@@ -205,12 +205,7 @@ impl Session {
         };
         let now = time::OffsetDateTime::now_utc().unix_timestamp();
         // An agent's deliberate intake: not filtered, no trace header of ours.
-        match self
-            .ctx
-            .ingest
-            .deliver(&envelope, raw, "", None, now, 0)
-            .await
-        {
+        match self.ctx.ingest.deliver(&envelope, raw, "", None, now).await {
             Ok(accepted) => Ok(accepted.message()),
             Err(e) => Err(no(None, format!("message refused: {e}"))),
         }
