@@ -37,6 +37,10 @@ pub struct StatusReport {
 pub enum AdminRequest {
     ConversationsList,
     ConversationsShow { id: u64 },
+    // Agents' corrections of threading (SPEC §4): B's messages into A; a new conversation
+    // from one message onward.
+    ConversationsMerge { into: u64, from: u64 },
+    ConversationsSplit { id: u64, message_id: String },
     ContactsList,
     ContactsShow { email: String },
     Status,
@@ -54,6 +58,15 @@ pub enum AdminRequest {
     // `dir` (absolute; new or empty) between two batches and answers the segments'
     // lengths; the CLI then copies the segments itself (`store::finish_backup`).
     Backup { dir: std::path::PathBuf },
+}
+
+/// A store refusal as the operator should read it.
+fn refused(e: StoreError) -> AdminError {
+    match e {
+        StoreError::NotFound(what) => AdminError::NotFound(format!("{what} not found")),
+        StoreError::InvalidInput(why) => AdminError::Invalid(why),
+        other => other.into(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -138,6 +151,16 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<Value, Admi
                 )));
             }
         },
+        AdminRequest::ConversationsMerge { into, from } => {
+            block_on(store.merge_conversations(ConversationId(*into), ConversationId(*from)))?
+                .map_err(refused)?;
+            serde_json::json!({ "merged": from, "into": into })
+        }
+        AdminRequest::ConversationsSplit { id, message_id } => {
+            let new = block_on(store.split_conversation(ConversationId(*id), message_id))?
+                .map_err(refused)?;
+            serde_json::json!({ "split": id, "at": message_id, "new": new.0 })
+        }
         AdminRequest::ContactsList => serde_json::to_value(store.list_contacts()?)?,
         AdminRequest::ContactsShow { email } => {
             let key = crate::mail::address::normalize_email(email)

@@ -101,6 +101,20 @@ pub enum ConversationsVerb {
         #[arg(long)]
         json: bool,
     },
+    /// Move every message of conversation FROM into INTO; FROM then redirects to INTO.
+    Merge {
+        into: String,
+        from: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a new conversation from the message with MESSAGE_ID onward.
+    Split {
+        id: String,
+        message_id: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -199,6 +213,24 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 ConversationsVerb::Show { id, json } => (
                     AdminRequest::ConversationsShow {
                         id: number(&id, "conversation number")?,
+                    },
+                    json,
+                ),
+                ConversationsVerb::Merge { into, from, json } => (
+                    AdminRequest::ConversationsMerge {
+                        into: number(&into, "conversation number")?,
+                        from: number(&from, "conversation number")?,
+                    },
+                    json,
+                ),
+                ConversationsVerb::Split {
+                    id,
+                    message_id,
+                    json,
+                } => (
+                    AdminRequest::ConversationsSplit {
+                        id: number(&id, "conversation number")?,
+                        message_id,
                     },
                     json,
                 ),
@@ -346,7 +378,11 @@ fn offline(config: &Config, request: &AdminRequest) -> anyhow::Result<Value> {
             AdminRequest::QuarantineShow { id } | AdminRequest::QuarantineRelease { id } => {
                 bail!("quarantine entry {id} not found")
             }
-            AdminRequest::ConversationsShow { id } => bail!("conversation #{id} not found"),
+            AdminRequest::ConversationsShow { id }
+            | AdminRequest::ConversationsSplit { id, .. }
+            | AdminRequest::ConversationsMerge { from: id, .. } => {
+                bail!("conversation #{id} not found")
+            }
             AdminRequest::ContactsShow { email } => bail!("contact {email} not found"),
             AdminRequest::Status => Ok(serde_json::to_value(StatusReport {
                 store: Default::default(),
@@ -427,6 +463,9 @@ fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> any
             writeln!(out, "  contact:  {}", v.contact.as_deref().unwrap_or("-"))?;
             if let Some(link) = c.linked_to {
                 writeln!(out, "  linked to #{}", link.0)?;
+            }
+            if let Some(into) = c.merged_into {
+                writeln!(out, "  merged into #{}", into.0)?;
             }
             for m in &c.messages {
                 let dir = format!("{:?}", m.direction).to_lowercase();
@@ -544,6 +583,13 @@ fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> any
                     q.id.0, conv, q.at, q.filename, q.reason
                 )?;
             }
+        }
+        AdminRequest::ConversationsMerge { into, from } => {
+            writeln!(out, "#{from} merged into #{into}")?;
+        }
+        AdminRequest::ConversationsSplit { id, .. } => {
+            let new = data.get("new").and_then(Value::as_u64).unwrap_or(0);
+            writeln!(out, "#{id} split: new conversation #{new}")?;
         }
         AdminRequest::JunkRelease { .. }
         | AdminRequest::QuarantineRelease { .. }

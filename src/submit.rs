@@ -120,7 +120,7 @@ impl Submit {
         let prepared = self
             .compose(agent, &config, &facts, conversation, raw)
             .await?;
-        self.check_commands(&config, &inbox, &prepared.commands)?;
+        self.check_commands(&config, &inbox, &prepared, &facts)?;
         let note = routing.comment || prepared.commands.contains(&Command::Note);
         if prepared.only_commands && !note {
             let conv = conversation.ok_or_else(|| {
@@ -130,8 +130,10 @@ impl Submit {
                     "Email commands need a conversation: reply to one",
                 )
             })?;
-            self.run_commands(agent, conv, &prepared.commands).await?;
-            return Ok(format!("Commands carried out on #{}; nothing sent", conv.0));
+            let done = self
+                .run_commands(agent, conv, &prepared.commands, &facts)
+                .await?;
+            return Ok(format!("Commands carried out on #{}; nothing sent", done.0));
         }
         let (raw, facts) = analyze(prepared.raw, &envelope.mail_from).await?;
         let direction = if note {
@@ -181,7 +183,8 @@ impl Submit {
                 ));
             }
         };
-        self.run_commands(agent, conv, &prepared.commands).await?;
+        self.run_commands(agent, conv, &prepared.commands, &facts)
+            .await?;
 
         if note {
             // An internal comment never leaves the machine (SPEC §6).
@@ -336,14 +339,39 @@ impl Submit {
         None
     }
 
-    /// `#assign LOGIN` must name a member of the inbox; checked before anything happens.
+    /// `#assign LOGIN` must name a member of the inbox, `#merge N` a conversation of it,
+    /// and `#split` goes alone, in a reply naming the message to split from (what it
+    /// would send would carry the old conversation's tag); checked before anything
+    /// happens.
     fn check_commands(
         &self,
         config: &Config,
         inbox: &str,
-        commands: &[Command],
+        prepared: &crate::compose::Prepared,
+        facts: &MessageFacts,
     ) -> Result<(), Reply> {
-        for c in commands {
+        let refuse = |why: String| Err(Reply::new(550, (5, 5, 4), why));
+        for c in &prepared.commands {
+            if let Command::Merge(n) = c {
+                let info = self
+                    .store
+                    .conversation(ConversationId(*n))
+                    .map_err(|_| Reply::local_error())?;
+                let usable = info.as_ref().is_some_and(|d| {
+                    d.conversation.inbox == inbox && d.merged_into.is_none() && !d.junk
+                });
+                if !usable {
+                    return refuse(format!("#merge {n}: no such conversation in inbox {inbox}"));
+                }
+            }
+            if *c == Command::Split {
+                if !prepared.only_commands {
+                    return refuse("#split goes alone: send it with no text, then write".into());
+                }
+                if facts.in_reply_to.is_empty() {
+                    return refuse("#split: reply to the message to split from".into());
+                }
+            }
             if let Command::Assign(login) = c {
                 let member = config
                     .inbox(inbox)
@@ -360,15 +388,47 @@ impl Submit {
         Ok(())
     }
 
+    /// Carries out the commands in order; returns the conversation the reply is in
+    /// after them (a `#split` moves it to the new one).
     async fn run_commands(
         &self,
         agent: &str,
-        conv: ConversationId,
+        mut conv: ConversationId,
         commands: &[Command],
-    ) -> Result<(), Reply> {
+        facts: &MessageFacts,
+    ) -> Result<ConversationId, Reply> {
         let config = self.config.current();
         for c in commands {
+            let label = match c {
+                Command::Merge(n) => format!("#merge {n}"),
+                _ => "#split".to_string(),
+            };
+            let refused = |e: crate::store::StoreError| match e {
+                crate::store::StoreError::InvalidInput(why)
+                | crate::store::StoreError::NotFound(why) => {
+                    Reply::new(550, (5, 5, 4), format!("{label}: {why}"))
+                }
+                _ => Reply::local_error(),
+            };
             let action = match c {
+                Command::Merge(n) => {
+                    self.store
+                        .merge_conversations(conv, ConversationId(*n))
+                        .await
+                        .map_err(refused)?;
+                    tracing::info!(%agent, conversation = conv.0, merged = n, "email command");
+                    continue;
+                }
+                Command::Split => {
+                    let at = facts.in_reply_to.first().map_or("", String::as_str);
+                    conv = self
+                        .store
+                        .split_conversation(conv, at)
+                        .await
+                        .map_err(refused)?;
+                    tracing::info!(%agent, conversation = conv.0, "email command: split");
+                    continue;
+                }
                 Command::Assign(login) => {
                     let login = config
                         .agents
@@ -388,7 +448,7 @@ impl Submit {
                 .map_err(|_| Reply::local_error())?;
             tracing::info!(%agent, conversation = conv.0, command = ?c, "email command");
         }
-        Ok(())
+        Ok(conv)
     }
 
     /// The message of `conv` with this Message-ID (the one logged when it was sent).

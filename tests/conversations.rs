@@ -44,13 +44,7 @@ async fn deliver(
     if code != 250 {
         return None;
     }
-    let t = &text[0];
-    let n = t
-        .split('#')
-        .nth(1)?
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?;
-    n.parse().ok()
+    crate::harness::conversation_number(&text)
 }
 
 /// Pairwise precision and recall of a clustering against labels.

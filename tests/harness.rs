@@ -39,6 +39,26 @@ pub fn reserved_addr() -> SocketAddr {
     panic!("no free loopback address for TCP and UDP after 100 tries");
 }
 
+/// The conversation number an SMTP `250` text names (`... #12 ...`).
+pub fn conversation_number(reply: &[String]) -> Option<u64> {
+    reply
+        .first()?
+        .split('#')
+        .nth(1)?
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// The count of `* n EXISTS` in an IMAP answer.
+pub fn exists_count(lines: &[String]) -> u32 {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok())
+        .unwrap_or_else(|| panic!("no EXISTS in {lines:?}"))
+}
+
 /// Upper bound for any single network step of a test.
 pub const STEP: Duration = Duration::from_secs(10);
 

@@ -39,13 +39,7 @@ async fn deliver(d: &TestDaemon, to: &str, subject: &str, id: &str) -> u64 {
     let msg = simple_message(&from, subject, &format!("{id}@customer.example"));
     let (code, text) = c.send_mail(&from, &[to], &msg).await;
     assert_eq!(code, 250, "{text:?}");
-    text[0]
-        .split('#')
-        .nth(1)
-        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
-        .unwrap()
-        .parse()
-        .unwrap()
+    crate::harness::conversation_number(&text).expect("conversation number")
 }
 
 fn has(lines: &[String], needle: &str) -> bool {

@@ -127,15 +127,25 @@ fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
     }
 }
 
-fn send_with_python(smtp: SocketAddr, count: usize, prefix: &str) {
+/// Runs `sends` (Python, indented one level under `with ... as s:`) in an smtplib session
+/// against the daemon.
+fn python_smtp(smtp: SocketAddr, sends: &str) {
     let python = require_program("python3");
     let script = format!(
-        r#"
-import smtplib
-from email.message import EmailMessage
-with smtplib.SMTP("{ip}", {port}, timeout=20) as s:
-    s.ehlo("python.example")
-    for i in range({count}):
+        "import smtplib\nfrom email.message import EmailMessage\n\
+         with smtplib.SMTP(\"{ip}\", {port}, timeout=20) as s:\n    s.ehlo(\"python.example\")\n{sends}",
+        ip = smtp.ip(),
+        port = smtp.port()
+    );
+    let status = Command::new(python).arg("-c").arg(script).status().unwrap();
+    assert!(status.success(), "python smtplib client failed");
+}
+
+fn send_with_python(smtp: SocketAddr, count: usize, prefix: &str) {
+    python_smtp(
+        smtp,
+        &format!(
+            r#"    for i in range({count}):
         m = EmailMessage()
         m["From"] = "Py Customer <py{{}}@customer.example>".format(i)
         m["To"] = "support@example.test"
@@ -143,12 +153,9 @@ with smtplib.SMTP("{ip}", {port}, timeout=20) as s:
         m["Message-ID"] = "<{prefix}-{{}}@customer.example>".format(i)
         m.set_content("hello {{}}\n.\nline after a lone dot\n".format(i))
         s.send_message(m)
-"#,
-        ip = smtp.ip(),
-        port = smtp.port()
+"#
+        ),
     );
-    let status = Command::new(python).arg("-c").arg(script).status().unwrap();
-    assert!(status.success(), "python smtplib client failed");
 }
 
 #[test]
@@ -576,5 +583,129 @@ fn json_logs_are_one_object_per_line_with_session_fields() {
             .unwrap_or("")
             .starts_with("127.0.0.1:"),
         "{accepted}"
+    );
+}
+
+/// A thread of three from python's smtplib: t0, then t1 and t2 each replying to the one before.
+fn send_thread_with_python(smtp: SocketAddr) {
+    python_smtp(
+        smtp,
+        r#"    for i in range(3):
+        m = EmailMessage()
+        m["From"] = "Thread Customer <thread@customer.example>"
+        m["To"] = "support@example.test"
+        m["Subject"] = ("Re: " if i else "") + "Invoice question"
+        m["Message-ID"] = "<t{}@customer.example>".format(i)
+        if i:
+            m["In-Reply-To"] = "<t{}@customer.example>".format(i - 1)
+        m.set_content("part {}\n".format(i))
+        s.send_message(m)
+"#,
+    );
+}
+
+/// `conversations split` and `merge` through the running daemon's control socket: the
+/// messages move, the merged number redirects, and bad requests fail with a reason.
+#[test]
+fn conversations_split_and_merge_from_the_cli() {
+    let inst = Instance::new();
+    let mut child = inst.spawn();
+    send_thread_with_python(inst.smtp);
+    let cfg = inst.config_arg();
+    let show = |id: &str| -> serde_json::Value {
+        let (code, out, err) = teamgate(&["conversations", "show", id, "--json", "--config", cfg]);
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str(&out).unwrap()
+    };
+    let ids = |c: &serde_json::Value| -> Vec<String> {
+        c["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["message_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let list = inst.list_json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    let first = list[0]["id"].as_u64().unwrap().to_string();
+
+    let (code, out, err) = teamgate(&[
+        "conversations",
+        "split",
+        &first,
+        "<t1@customer.example>",
+        "--json",
+        "--config",
+        cfg,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let new = answer["new"]
+        .as_u64()
+        .expect("new conversation")
+        .to_string();
+    assert_eq!(ids(&show(&first)), ["t0@customer.example"]);
+    let split = show(&new);
+    assert_eq!(ids(&split), ["t1@customer.example", "t2@customer.example"]);
+    assert_eq!(
+        split["linked_to"].as_u64().map(|n| n.to_string()),
+        Some(first.clone())
+    );
+    assert_eq!(
+        split["messages"][0]["threaded_by"]["rule"], "split",
+        "{split}"
+    );
+
+    let (code, human, err) = teamgate(&["conversations", "merge", &first, &new, "--config", cfg]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        human.contains(&format!("#{new} merged into #{first}")),
+        "{human}"
+    );
+    assert_eq!(
+        ids(&show(&first)),
+        [
+            "t0@customer.example",
+            "t1@customer.example",
+            "t2@customer.example"
+        ]
+    );
+    let merged = show(&new);
+    assert_eq!(
+        merged["merged_into"].as_u64().map(|n| n.to_string()),
+        Some(first.clone())
+    );
+    assert_eq!(inst.list_json().as_array().unwrap().len(), 1);
+
+    for (args, why) in [
+        (vec!["merge", first.as_str(), first.as_str()], "into itself"),
+        (
+            vec!["merge", first.as_str(), new.as_str()],
+            "was merged into",
+        ),
+        (vec!["merge", first.as_str(), "999"], "not found"),
+        (
+            vec!["split", first.as_str(), "t0@customer.example"],
+            "starts conversation",
+        ),
+        (vec!["split", first.as_str(), "nope@x"], "no message"),
+        (
+            vec!["split", "abc", "t1@customer.example"],
+            "conversation number",
+        ),
+    ] {
+        let mut argv = vec!["conversations"];
+        argv.extend(&args);
+        argv.extend(["--config", cfg]);
+        let (code, out, err) = teamgate(&argv);
+        assert_ne!(code, 0, "{args:?}: {out}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    // Nothing was changed by the refusals.
+    assert_eq!(ids(&show(&first)).len(), 3);
+    signal(&child, "-TERM");
+    assert_eq!(
+        wait_exit(&mut child, Duration::from_secs(20)).code(),
+        Some(0)
     );
 }

@@ -59,11 +59,7 @@ async fn deliver(d: &TestDaemon, from: &str, to: &str, subject: &str, mid: &str)
     );
     let (code, text) = c.send_mail(from, &[to], msg.as_bytes()).await;
     assert_eq!(code, 250, "{text:?}");
-    text[0]
-        .split('#')
-        .nth(1)
-        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|n| n.parse().ok())
+    crate::harness::conversation_number(&text)
         .unwrap_or_else(|| panic!("no conversation number in {text:?}"))
 }
 

@@ -34,13 +34,7 @@ async fn customer_writes(d: &TestDaemon, id: &str) -> u64 {
         .send_mail("jane@customer.example", &["support@example.test"], &msg)
         .await;
     assert_eq!(code, 250, "{text:?}");
-    text[0]
-        .split('#')
-        .nth(1)
-        .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
-        .unwrap()
-        .parse()
-        .unwrap()
+    crate::harness::conversation_number(&text).expect("conversation number")
 }
 
 fn reply(from: &str, to: &str, parent: &str, id: &str, body: &str) -> Vec<u8> {

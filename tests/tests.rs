@@ -17,6 +17,8 @@ mod fuzz_seeds;
 mod conversations;
 // Threading as production sees mail: every corpus theme into one daemon, in three orders.
 mod threading_eval;
+// Merging and splitting conversations by email command, with IMAP views and IDLE.
+mod merge_split;
 // Storage faults: a full disk gives 451, never a lost 250, and recovery.
 mod faults;
 // The IMAP view: protocol, conversation actions by moving, flags, IDLE, real clients.

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use teamgate::store::ConversationId;
 use teamgate::test_corpus::{Row, manifest};
 
-use crate::harness::{TestDaemon, corpus_as_stored};
+use crate::harness::{TestDaemon, conversation_number, corpus_as_stored};
 
 /// A message's Date header as unix seconds, read with the parser, not the code under test.
 fn date_of(raw: &[u8]) -> Option<i64> {
@@ -43,11 +43,7 @@ async fn evaluate(rows: &[(Row, Vec<u8>)], order: &[usize]) -> Figures {
         };
         let (code, text) = c.send_mail(envelope, &["support@example.test"], raw).await;
         assert_eq!(code, 250, "{} refused: {text:?}", row.path);
-        let conv = text
-            .first()
-            .and_then(|t| t.split('#').nth(1))
-            .and_then(|t| t.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse::<u64>().ok())
+        let conv = conversation_number(&text)
             .unwrap_or_else(|| panic!("{}: no conversation in {text:?}", row.path));
         assigned.push((row, conv));
     }

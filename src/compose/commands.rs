@@ -1,4 +1,4 @@
-//! Email commands (`#assign LOGIN`, `#unassign`, `#close`, `#note`) at the top of a
+//! Email commands (`#assign LOGIN`, `#unassign`, `#close`, `#note`, `#merge N`, `#split`) at the top of a
 //! reply: the command block of a text/plain body or of an HTML body's visible lines, the
 //! body without it, and whether what is left is only blank lines, quoted history or a
 //! signature (the commands-only check).
@@ -40,6 +40,11 @@ fn parse_command_line(line: &str) -> Option<Result<Command, ComposeError>> {
         ("unassign", []) => Ok(Command::Unassign),
         ("close", []) => Ok(Command::Close),
         ("note", []) => Ok(Command::Note),
+        ("merge", [n]) => match n.trim_start_matches('#').parse::<u64>() {
+            Ok(n) if n > 0 => Ok(Command::Merge(n)),
+            _ => bad(),
+        },
+        ("split", []) => Ok(Command::Split),
         _ => bad(),
     })
 }

@@ -99,6 +99,10 @@ pub enum Command {
     Close,
     /// `#note`: the message is an internal comment.
     Note,
+    /// `#merge 123`: conversation 123's messages move into this one (SPEC §4).
+    Merge(u64),
+    /// `#split`: a new conversation from the message this replies to onward.
+    Split,
 }
 
 /// Why a submission cannot be prepared; each maps to a `550` naming the culprit.

@@ -17,13 +17,13 @@ use crate::mail::clock::unix_now;
 
 /// Removals then insertions, computed before a transaction.
 #[derive(Default)]
-struct Rekey {
-    removes: Vec<(TreeId, Vec<u8>)>,
-    inserts: Vec<(TreeId, Vec<u8>, Vec<u8>)>,
+pub(super) struct Rekey {
+    pub(super) removes: Vec<(TreeId, Vec<u8>)>,
+    pub(super) inserts: Vec<(TreeId, Vec<u8>, Vec<u8>)>,
 }
 
 impl Rekey {
-    fn apply(&self, tx: &Tx<'_>) -> TxResult<()> {
+    pub(super) fn apply(&self, tx: &Tx<'_>) -> TxResult<()> {
         for (t, k) in &self.removes {
             tx.t(*t).remove(k.as_slice())?;
         }

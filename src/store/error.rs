@@ -31,6 +31,9 @@ pub enum StoreError {
     SchemaTooNew { found: u32, supported: u32 },
     #[error("not found: {0}")]
     NotFound(String),
+    /// A request the stored data does not allow (merging a conversation into itself...).
+    #[error("{0}")]
+    InvalidInput(String),
     /// A folder to create or rename to exists already.
     #[error("already exists: {0}")]
     AlreadyExists(String),

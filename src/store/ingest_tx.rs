@@ -16,6 +16,7 @@ use sled::Transactional;
 use super::blobs::BlobLoc;
 use super::error::StoreError;
 use super::keys::{self, TreeId};
+use super::merge_split;
 use super::model::{
     ContactTouch, ConversationId, Delivery, DeliveryOutcome, Direction, IncomingMessage,
     IngestOutcome, MessageKey, MessageSummary, QuarantineHit, QuarantineId, Status, ThreadDecision,
@@ -80,8 +81,14 @@ impl WriterState {
         if let Some(e) = lookup.error.into_inner() {
             return Err(e);
         }
-        let ThreadDecision::Join(id) = decision.decision else {
+        let ThreadDecision::Join(named) = decision.decision else {
             return Ok(decision);
+        };
+        // A merged conversation's number leads to the one it was merged into.
+        let id = merge_split::resolve_redirect(&self.trees, named)?;
+        let decision = Threading {
+            decision: ThreadDecision::Join(id),
+            by: decision.by,
         };
         match views::conversation_record(&self.trees, id)? {
             Some(rec) if rec.inbox == d.inbox || rec.former_inboxes.contains(&d.inbox) => {
@@ -432,6 +439,7 @@ fn store_delivery(
                 closed_at: None,
                 former_inboxes: BTreeSet::new(),
                 junk: false,
+                merged_into: None,
             };
             (rec, true, false)
         }

@@ -28,7 +28,7 @@ pub fn utc_year(t: i64) -> Option<i32> {
 /// answer depends on the direction).
 pub fn membership(view: &TeamView, conv: &ConversationRecord) -> Membership {
     // A conversation judged spam is in Junk only, as junk records (`junk.rs`).
-    if conv.junk || !view.inboxes().contains(&conv.inbox) {
+    if conv.junk || conv.merged_into.is_some() || !view.inboxes().contains(&conv.inbox) {
         return Membership::None;
     }
     let open = conv.status == Status::Open;
@@ -95,6 +95,7 @@ mod tests {
             closed_at: (status == Status::Closed).then_some(Y2025),
             former_inboxes: BTreeSet::new(),
             junk: false,
+            merged_into: None,
         }
     }
 

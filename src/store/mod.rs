@@ -56,6 +56,7 @@ mod junk;
 pub mod keys;
 mod lookup;
 mod membership;
+mod merge_split;
 pub mod model;
 mod modseq;
 mod options;

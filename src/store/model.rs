@@ -229,6 +229,10 @@ pub enum TimelineKind {
     Outbound,
     Attachment,
     ForwardedBy,
+    /// A conversation of the contact's was merged into another (`#merge`, CLI).
+    Merged,
+    /// A conversation of the contact's was split (`#split`, CLI).
+    Split,
 }
 
 /// A contact to create or touch, and what to put on its timeline. The store fills in the
@@ -342,6 +346,9 @@ pub struct ConversationDetail {
     /// had (and gets back on "not spam").
     #[serde(default)]
     pub junk: bool,
+    /// Merged into this conversation: it redirects there and holds no messages.
+    #[serde(default)]
+    pub merged_into: Option<ConversationId>,
     pub messages: Vec<MessageJson>,
 }
 

@@ -57,6 +57,10 @@ pub struct ConversationRecord {
     /// until "not spam" clears it (SPEC §3: a message is in exactly one place).
     #[serde(default)]
     pub junk: bool,
+    /// Merged into this conversation (`conversations merge`, `#merge`): it holds no
+    /// messages any more, is in no view or list, and mail naming it goes there.
+    #[serde(default)]
+    pub merged_into: Option<ConversationId>,
 }
 
 /// `uid_spaces` value: one mailbox's UID space.

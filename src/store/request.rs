@@ -102,6 +102,14 @@ pub enum Op {
     },
     UnmarkJunk(ConversationId),
     QuarantineRelease(QuarantineId),
+    Merge {
+        into: ConversationId,
+        from: ConversationId,
+    },
+    Split {
+        conv: ConversationId,
+        message_id: String,
+    },
 }
 
 /// The answer to an [`Op`]; each `Store` method expects one variant.
@@ -120,6 +128,8 @@ pub enum OpOutput {
     JunkIds(Vec<JunkId>),
     /// The new revision of a released message.
     Released(MessageKey),
+    /// The conversation a split started.
+    Conversation(ConversationId),
 }
 
 /// A queue mutation; see the `Store` methods of the same names.

@@ -7,6 +7,7 @@ use std::cell::RefCell;
 use super::db::Trees;
 use super::error::StoreError;
 use super::keys::{self, TreeId};
+use super::merge_split;
 use super::model::{
     ConversationId, ConversationInfo, Direction, KnownMessage, MessageKey, ThreadLookup,
 };
@@ -70,10 +71,12 @@ impl ThreadLookup for IndexLookup<'_> {
     }
 
     /// A conversation judged spam takes no new mail: a reply to it starts its own
-    /// conversation, visible to the team, instead of vanishing into a hidden one.
+    /// conversation, visible to the team, instead of vanishing into a hidden one. A
+    /// merged one answers for the conversation it was merged into.
     fn conversation(&self, id: ConversationId) -> Option<ConversationInfo> {
         self.keep(
-            views::conversation_record(self.trees, id)
+            merge_split::resolve_redirect(self.trees, id)
+                .and_then(|id| views::conversation_record(self.trees, id))
                 .map(|r| r.filter(|r| !r.junk).map(|r| r.info())),
         )
     }

@@ -143,7 +143,7 @@ pub fn list_conversations(trees: &Trees) -> Result<Vec<ConversationJson>, StoreE
     for kv in trees.get(TreeId::Conversations).iter() {
         let (k, v) = kv?;
         let rec: ConversationRecord = records::decode(TreeId::Conversations, &k, &v)?;
-        if rec.junk {
+        if rec.junk || rec.merged_into.is_some() {
             continue;
         }
         let msgs = messages_of(trees, rec.id)?;
@@ -165,6 +165,7 @@ pub fn conversation_detail(
         conversation: conversation_view(&rec, &msgs),
         linked_to: rec.linked_to,
         junk: rec.junk,
+        merged_into: rec.merged_into,
         messages: msgs
             .iter()
             .map(|m| message_view(m, reasons.next().flatten()))

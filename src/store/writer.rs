@@ -397,6 +397,10 @@ impl WriterState {
             Op::MarkJunk { conv, reason } => self.mark_junk(*conv, reason).map(OpOutput::JunkIds),
             Op::UnmarkJunk(conv) => self.unmark_junk(*conv).map(|()| OpOutput::Done),
             Op::QuarantineRelease(id) => self.quarantine_release(*id).map(OpOutput::Released),
+            Op::Merge { into, from } => self.merge(*into, *from).map(|()| OpOutput::Done),
+            Op::Split { conv, message_id } => {
+                self.split(*conv, message_id).map(OpOutput::Conversation)
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use teamgate::config::Config;
 
 use super::{deliver, has, team};
-use crate::harness::{ImapConn, TestDaemon};
+use crate::harness::{ImapConn, TestDaemon, exists_count};
 
 /// A reply as Thunderbird composes it (headers in its order, imap.log ~1487, ~2967).
 fn thunderbird_reply(message_id: &str, parent: &str, extra: &str, body: &str) -> Vec<u8> {
@@ -46,14 +46,6 @@ async fn pushed_until(c: &mut ImapConn, max: usize, want: impl Fn(&str) -> bool)
         }
     }
     panic!("not pushed: {seen:?}");
-}
-
-/// The count of `* n EXISTS` in a SELECT answer.
-fn exists(select: &[String]) -> u32 {
-    select
-        .iter()
-        .find_map(|l| l.strip_prefix("* ")?.strip_suffix(" EXISTS")?.parse().ok())
-        .unwrap_or_else(|| panic!("no EXISTS in {select:?}"))
 }
 
 #[tokio::test]
@@ -112,8 +104,8 @@ async fn issue_11_deleting_a_draft_moves_it_out_of_drafts_and_clears_replying() 
 
     // The draft left Drafts and is in Alice's Trash only (never a teammate's), with
     // the flags it had.
-    assert_eq!(exists(&alice.ok("select \"Drafts\"").await), 0);
-    assert_eq!(exists(&alice.ok("SELECT Trash").await), 1);
+    assert_eq!(exists_count(&alice.ok("select \"Drafts\"").await), 0);
+    assert_eq!(exists_count(&alice.ok("SELECT Trash").await), 1);
     let fetched = alice
         .ok(&format!(
             "UID FETCH {trash_uid} (FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])"
@@ -124,9 +116,9 @@ async fn issue_11_deleting_a_draft_moves_it_out_of_drafts_and_clears_replying() 
         "{fetched:?}"
     );
     assert!(has(&fetched, "6063c73a-draft@example.test"), "{fetched:?}");
-    assert_eq!(exists(&bob.ok("SELECT Trash").await), 0);
+    assert_eq!(exists_count(&bob.ok("SELECT Trash").await), 0);
     // The conversation itself stayed open, and is not in Trash for anyone.
-    assert_eq!(exists(&bob.ok("SELECT INBOX").await), 1);
+    assert_eq!(exists_count(&bob.ok("SELECT INBOX").await), 1);
 
     // Restore: from Trash back to Drafts, where it is a draft again.
     alice.ok("SELECT Trash").await;
@@ -136,8 +128,8 @@ async fn issue_11_deleting_a_draft_moves_it_out_of_drafts_and_clears_replying() 
         has(&untagged, "COPYUID") && has(&untagged, "* 1 EXPUNGE"),
         "{untagged:?}"
     );
-    assert_eq!(exists(&alice.ok("SELECT Trash").await), 0);
-    assert_eq!(exists(&alice.ok("select \"Drafts\"").await), 1);
+    assert_eq!(exists_count(&alice.ok("SELECT Trash").await), 0);
+    assert_eq!(exists_count(&alice.ok("select \"Drafts\"").await), 1);
     let fetched = alice
         .ok("FETCH 1 (FLAGS BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
         .await;
@@ -153,27 +145,27 @@ async fn issue_11_deleting_a_draft_moves_it_out_of_drafts_and_clears_replying() 
     assert!(tagged.contains(" OK [COPYUID "), "{tagged}");
     alice.ok("STORE 1 +FLAGS (\\Deleted)").await;
     assert!(has(&alice.ok("EXPUNGE").await, "* 1 EXPUNGE"));
-    assert_eq!(exists(&alice.ok("SELECT Personal/Notes").await), 0);
+    assert_eq!(exists_count(&alice.ok("SELECT Personal/Notes").await), 0);
 
     // Deleted private messages survive a restart.
     let dir = d.stop().await;
     let d = TestDaemon::start_in(dir, team).await;
     let mut alice = d.imap_as("alice", "alice-password").await;
-    assert_eq!(exists(&alice.ok("SELECT Trash").await), 1);
+    assert_eq!(exists_count(&alice.ok("SELECT Trash").await), 1);
     // Emptying Trash deletes them for good; trashed conversations there stay.
     let mut bob = d.imap_as("bob", "alice-password").await;
     bob.ok("SELECT INBOX").await;
     bob.ok("MOVE 1 Trash").await;
-    assert_eq!(exists(&alice.ok("SELECT Trash").await), 2);
+    assert_eq!(exists_count(&alice.ok("SELECT Trash").await), 2);
     alice.ok("STORE 1:* +FLAGS (\\Deleted)").await;
     alice.ok("EXPUNGE").await;
-    assert_eq!(exists(&alice.ok("SELECT Trash").await), 1);
+    assert_eq!(exists_count(&alice.ok("SELECT Trash").await), 1);
     let fetched = alice
         .ok("FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
         .await;
     assert!(has(&fetched, "Signed contract attached"), "{fetched:?}");
     assert!(!has(&fetched, "Re: Signed"), "{fetched:?}");
-    assert_eq!(exists(&bob.ok("SELECT Trash").await), 1);
+    assert_eq!(exists_count(&bob.ok("SELECT Trash").await), 1);
     d.stop().await;
 }
 
@@ -203,12 +195,12 @@ async fn issue_11_junk_is_one_place_moving_in_and_out() {
     };
     assert!(shown(&store).junk, "`conversations show` says it is junk");
     assert_eq!(
-        exists(&alice.ok("SELECT Trash").await),
+        exists_count(&alice.ok("SELECT Trash").await),
         0,
         "not in the trash"
     );
-    assert_eq!(exists(&alice.ok("SELECT INBOX").await), 0);
-    assert_eq!(exists(&alice.ok("SELECT Junk").await), 1);
+    assert_eq!(exists_count(&alice.ok("SELECT INBOX").await), 0);
+    assert_eq!(exists_count(&alice.ok("SELECT Junk").await), 1);
 
     // Junk → INBOX (imap.log 3196): a conversation again, not junk.
     let (_, tagged) = alice.run("uid move 1 \"INBOX\"").await;
@@ -216,15 +208,15 @@ async fn issue_11_junk_is_one_place_moving_in_and_out() {
     assert!(store.junk_list().unwrap().is_empty());
     assert!(listed(&store));
     assert!(!shown(&store).junk);
-    assert_eq!(exists(&alice.ok("SELECT Junk").await), 0);
-    assert_eq!(exists(&alice.ok("SELECT INBOX").await), 1);
+    assert_eq!(exists_count(&alice.ok("SELECT Junk").await), 0);
+    assert_eq!(exists_count(&alice.ok("SELECT INBOX").await), 1);
 
     // Deleted, then junk from the trash, then restored from Junk: still one place each time.
     alice.ok("MOVE 1 Trash").await;
-    assert_eq!(exists(&alice.ok("SELECT Trash").await), 1);
+    assert_eq!(exists_count(&alice.ok("SELECT Trash").await), 1);
     alice.ok("MOVE 1 Junk").await;
     assert_eq!(
-        exists(&alice.ok("SELECT Trash").await),
+        exists_count(&alice.ok("SELECT Trash").await),
         0,
         "junk leaves the trash"
     );
@@ -236,15 +228,15 @@ async fn issue_11_junk_is_one_place_moving_in_and_out() {
         store.junk_list().unwrap().is_empty(),
         "not spam: out of Junk"
     );
-    assert_eq!(exists(&alice.ok("SELECT Junk").await), 0);
+    assert_eq!(exists_count(&alice.ok("SELECT Junk").await), 0);
     // Trash → INBOX after a junk: in INBOX only.
     let trash = alice.ok("SELECT Trash").await;
-    assert_eq!(exists(&trash), 1);
+    assert_eq!(exists_count(&trash), 1);
     let (_, tagged) = alice.run("MOVE 1 INBOX").await;
     assert!(tagged.contains(" OK "), "{tagged}");
-    assert_eq!(exists(&alice.ok("SELECT INBOX").await), 1);
-    assert_eq!(exists(&alice.ok("SELECT Junk").await), 0);
-    assert_eq!(exists(&alice.ok("SELECT Trash").await), 0);
+    assert_eq!(exists_count(&alice.ok("SELECT INBOX").await), 1);
+    assert_eq!(exists_count(&alice.ok("SELECT Junk").await), 0);
+    assert_eq!(exists_count(&alice.ok("SELECT Trash").await), 0);
     assert!(store.junk_list().unwrap().is_empty());
     let c = store.list_conversations().unwrap();
     let c = c.iter().find(|c| c.id.0 == conv).unwrap();
@@ -260,7 +252,11 @@ async fn issue_11_junk_is_one_place_moving_in_and_out() {
         .send_mail("spam1@customer.example", &["support@example.test"], follow)
         .await;
     assert_eq!(code, 250, "{text:?}");
-    assert_eq!(exists(&alice.ok("SELECT INBOX").await), 1, "not hidden");
+    assert_eq!(
+        exists_count(&alice.ok("SELECT INBOX").await),
+        1,
+        "not hidden"
+    );
     assert!(!listed(&store));
     d.stop().await;
 }
