@@ -146,6 +146,14 @@ const FORWARD_SEPARATORS: &[&str] = &[
     "转发的邮件",
     "轉寄的郵件",
     "転送されたメッセージ",
+    // HubSpot's and older Japanese clients' block.
+    "転送メッセージ",
+    "mensagem reencaminhada",
+    "전달된 메시지",
+    "iletilen ileti",
+    // News-style (Emacs Gnus/VM, old list software): "------- Start of forwarded message -------".
+    "start of forwarded message",
+    "begin forwarded message",
 ];
 
 /// Apple Mail introductions (no dashes), lower-case.
@@ -157,6 +165,17 @@ const APPLE_SEPARATORS: &[&str] = &[
     "inizio messaggio inoltrato",
     "begin doorgestuurd bericht",
     "vidarebefordrat brev:",
+    "início da mensagem reencaminhada",
+    "início da mensagem encaminhada",
+    "videresendt besked:",
+    "videresendt melding:",
+    "välitetty viesti alkaa:",
+    "начало переадресованного сообщения",
+    "转发的邮件：",
+    "以下为转发的邮件",
+    "転送されたメッセージ：",
+    "転送されたメッセージ:",
+    "전달된 메시지:",
 ];
 
 /// Reply-style separators, lower-case: only with a forward subject.
@@ -239,16 +258,32 @@ const FROM_LABELS: &[&str] = &[
 ];
 
 /// Labels of the other lines of an Outlook-style header block.
+/// Outlook 2019 and later write the date line as "Sent"/"Date" in the client's language.
 const SENT_LABELS: &[&str] = &[
     "Sent",
+    "Date",
     "Gesendet",
+    "Datum",
     "Envoyé",
     "Enviado",
+    "Enviado el",
+    "Enviada em",
     "Inviato",
     "Verzonden",
     "Skickat",
     "Sendt",
     "Wysłano",
+    "Lähetetty",
+    "Elküldve",
+    "Odesláno",
+    "Gönderildi",
+    "Отправлено",
+    "Надіслано",
+    "送信日時",
+    "发送时间",
+    "發送時間",
+    "寄件日期",
+    "보낸 날짜",
 ];
 
 /// Strips quoting ("> ", "| "), indentation and bold markers from a body line.
@@ -494,6 +529,49 @@ mod tests {
                 "On Monday, jd@acme.com wrote:\n> hi\n",
                 false,
                 None,
+            ),
+            // Issue 12, class 4: formats seen in held-back real mail.
+            (
+                "outlook 2019, German, no rule",
+                "Siehe unten.\n\nVon: Jana Novak <jana.novak@kunde.example>\nGesendet: Montag, 2. März 2026 10:14\nAn: Support <support@us.example>\nBetreff: Rechnung\n",
+                true,
+                Some("jana.novak@kunde.example"),
+            ),
+            (
+                "outlook 2019, Japanese",
+                "ご確認ください。\n\n差出人: 山田 太郎 <taro@kaisha.example>\n送信日時: 2026年3月2日 10:14\n宛先: support@us.example\n件名: 見積もり\n",
+                true,
+                Some("taro@kaisha.example"),
+            ),
+            (
+                "outlook 2019, Spanish, underscore rule",
+                "________________________________\nDe: Ana Ruiz <ana@cliente.example>\nEnviado el: lunes, 2 de marzo de 2026 10:14\nPara: soporte\n",
+                true,
+                Some("ana@cliente.example"),
+            ),
+            (
+                "apple mail, Portuguese",
+                "Início da mensagem reencaminhada:\n\nDe: Rui Sousa <rui@cliente.example>\nAssunto: Encomenda\n",
+                false,
+                Some("rui@cliente.example"),
+            ),
+            (
+                "apple mail, Japanese",
+                "転送されたメッセージ：\n\n差出人: 佐藤 <sato@kaisha.example>\n件名: 請求書\n",
+                false,
+                Some("sato@kaisha.example"),
+            ),
+            (
+                "hubspot, Japanese block",
+                "---------- 転送メッセージ ----------\n差出人：鈴木 <suzuki@kaisha.example>\n日付：2026年3月2日\n",
+                false,
+                Some("suzuki@kaisha.example"),
+            ),
+            (
+                "news-style",
+                "------- Start of forwarded message -------\nFrom: Old Timer <old@list.example>\nNewsgroups: comp.mail\n",
+                false,
+                Some("old@list.example"),
             ),
             (
                 "marker without address",
