@@ -2,9 +2,23 @@
 //! IMAP views, an IDLE session, threading to a merged number, contacts' timelines and
 //! refusals. The CLI verbs are driven through the real binary in tests/process.rs.
 
-use teamgate::store::{ConversationId, ThreadRule, TimelineKind};
+use teamgate::store::{ConversationAction, ConversationId, Status, ThreadRule, TimelineKind};
 
 use crate::harness::{SmtpConn, TestDaemon, conversation_number, exists_count};
+
+/// The UID of the selected mailbox's message with this Message-ID.
+async fn uid_of(c: &mut crate::harness::ImapConn, message_id: &str) -> u32 {
+    let (lines, _) = c
+        .run(&format!("UID SEARCH HEADER Message-ID \"{message_id}\""))
+        .await;
+    let uids: Vec<u32> = lines
+        .iter()
+        .filter_map(|l| l.strip_prefix("* SEARCH "))
+        .flat_map(|l| l.split_whitespace().filter_map(|n| n.parse().ok()))
+        .collect();
+    assert_eq!(uids.len(), 1, "{message_id}: {lines:?}");
+    uids[0]
+}
 
 fn customer_mail(subject: &str, id: &str, extra: &str) -> Vec<u8> {
     format!(
@@ -53,9 +67,17 @@ async fn merge_and_split_by_email_command_with_views_idle_and_timelines() {
         .read_message(store.message_keys(ConversationId(b)).unwrap()[0])
         .unwrap();
 
-    // An agent watching INBOX while another merges.
+    // A is closed; an agent watching INBOX (where only B is) while another merges.
+    store
+        .conversation_action(
+            ConversationId(a),
+            ConversationAction::SetStatus(Status::Closed),
+        )
+        .await
+        .unwrap();
     let mut watcher = d.imap_as("alice", "alice-password").await;
-    assert_eq!(exists_count(&watcher.ok("SELECT INBOX").await), 2);
+    assert_eq!(exists_count(&watcher.ok("SELECT INBOX").await), 1);
+    let b1_uid = uid_of(&mut watcher, "b1@customer.example").await;
     watcher.send_raw(b"i1 IDLE\r\n").await;
     let cont = watcher.read_line().await.unwrap();
     assert!(cont.starts_with(b"+ "), "{cont:?}");
@@ -91,25 +113,17 @@ async fn merge_and_split_by_email_command_with_views_idle_and_timelines() {
     assert_eq!(code, 250, "{text:?}");
     assert!(text[0].contains(&format!("#{a}")), "{text:?}");
 
-    // The IDLE session hears of it (the view resynced).
-    let mut pushed = Vec::new();
-    for _ in 0..4 {
-        let line = String::from_utf8_lossy(&watcher.read_line().await.unwrap()).into_owned();
-        let done = line.contains("FETCH") || line.contains("EXPUNGE") || line.contains("EXISTS");
-        pushed.push(line);
-        if done {
-            break;
-        }
-    }
-    assert!(
-        pushed
-            .last()
-            .is_some_and(|l| l.contains("FETCH") || l.contains("EXPUNGE") || l.contains("EXISTS")),
-        "{pushed:?}"
-    );
-    println!("IDLE after #merge: {pushed:?}");
+    // The merged conversation is open (B was): the IDLE session sees A's message come
+    // in, and B's message keeps its UID (it never left the mailbox).
+    let pushed = String::from_utf8_lossy(&watcher.read_line().await.unwrap()).into_owned();
+    assert_eq!(pushed.trim_end(), "* 2 EXISTS");
     watcher.send_raw(b"DONE\r\n").await;
-    watcher.until_tagged("i1").await;
+    let (untagged, _) = watcher.until_tagged("i1").await;
+    assert!(
+        untagged.iter().all(|l| !l.contains("EXPUNGE")),
+        "{untagged:?}"
+    );
+    assert_eq!(uid_of(&mut watcher, "b1@customer.example").await, b1_uid);
 
     let merged = store.conversation(ConversationId(a)).unwrap().unwrap();
     let ids: Vec<&str> = merged
@@ -205,6 +219,11 @@ async fn merge_and_split_by_email_command_with_views_idle_and_timelines() {
         new.messages
             .iter()
             .any(|m| m.message_id == "b3@customer.example")
+    );
+    assert_eq!(
+        uid_of(&mut watcher, "b1@customer.example").await,
+        b1_uid,
+        "a split keeps UIDs too"
     );
     // A reply to a split-off message follows it.
     let later = deliver(

@@ -307,6 +307,7 @@ impl WriterState {
             .map(|(_, e)| *e)
             .collect();
         let added: Vec<Entry> = desired.into_iter().filter(|e| !have.contains(e)).collect();
+        let (removed, added, moved) = keep_moved_uids(removed, added);
         let first = rec.uid_next;
         rec.uid_next = u32::try_from(added.len())
             .ok()
@@ -339,7 +340,7 @@ impl WriterState {
                 for (uid, _) in &removed {
                     map.remove(&keys::uid_map(space, *uid)[..])?;
                 }
-                for (uid, e) in &inserts {
+                for (uid, e) in inserts.iter().chain(&moved) {
                     map.insert(&keys::uid_map(space, *uid)[..], keys::entry_value(e))?;
                 }
                 Ok(())
@@ -347,6 +348,8 @@ impl WriterState {
             .map_err(tx_error)?;
         self.dirty = true;
         let mut entries = kept;
+        entries.extend(moved);
+        entries.sort_unstable_by_key(|(uid, _)| *uid);
         entries.extend(inserts);
         self.remember_view(&name, &rec, &entries);
         Ok(MailboxSnapshot {
@@ -642,6 +645,46 @@ impl WriterState {
     }
 }
 
+/// A mailbox entry and its UID.
+type UidEntry = (u32, Entry);
+
+/// A message that left one conversation of the view for another (merge, split) is the
+/// same message in the same mailbox: it keeps its UID, with its entry pointing at the
+/// new conversation. Pairs only a message that left once and came back once.
+fn keep_moved_uids(
+    removed: Vec<UidEntry>,
+    added: Vec<Entry>,
+) -> (Vec<UidEntry>, Vec<Entry>, Vec<UidEntry>) {
+    let mut left: HashMap<MessageKey, usize> = HashMap::new();
+    for (_, e) in &removed {
+        *left.entry(e.message).or_default() += 1;
+    }
+    let mut came: HashMap<MessageKey, usize> = HashMap::new();
+    for e in &added {
+        *came.entry(e.message).or_default() += 1;
+    }
+    let moves = |m: &MessageKey| left.get(m) == Some(&1) && came.get(m) == Some(&1);
+    let new_entry: HashMap<MessageKey, Entry> = added
+        .iter()
+        .filter(|e| moves(&e.message))
+        .map(|e| (e.message, *e))
+        .collect();
+    let mut moved = Vec::new();
+    let mut gone = Vec::new();
+    for (uid, e) in removed {
+        match new_entry.get(&e.message) {
+            Some(to) if e.conversation.is_some() => moved.push((uid, *to)),
+            _ => gone.push((uid, e)),
+        }
+    }
+    let kept_keys: HashSet<MessageKey> = moved.iter().map(|(_, e)| e.message).collect();
+    let added = added
+        .into_iter()
+        .filter(|e| !kept_keys.contains(&e.message))
+        .collect();
+    (gone, added, moved)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,5 +693,26 @@ mod tests {
     fn inbox_owners_keep_no_agent_flags() {
         assert_eq!(agent_owner("bob"), Some("bob"));
         assert_eq!(agent_owner("inbox:support"), None);
+    }
+
+    fn e(conv: u64, msg: u64) -> Entry {
+        Entry {
+            conversation: Some(ConversationId(conv)),
+            message: MessageKey(msg),
+        }
+    }
+
+    #[test]
+    fn a_moved_message_keeps_its_uid_an_ambiguous_one_does_not() {
+        // Message 7 moved from conversation 1 to 2; message 8 left; message 9 came.
+        let (gone, added, moved) =
+            keep_moved_uids(vec![(3, e(1, 7)), (4, e(1, 8))], vec![e(2, 7), e(2, 9)]);
+        assert_eq!(moved, [(3, e(2, 7))]);
+        assert_eq!(gone, [(4, e(1, 8))]);
+        assert_eq!(added, [e(2, 9)]);
+        // The same message twice in the view (two inboxes' conversations): no guessing.
+        let (gone, added, moved) = keep_moved_uids(vec![(3, e(1, 7)), (5, e(4, 7))], vec![e(2, 7)]);
+        assert!(moved.is_empty());
+        assert_eq!((gone.len(), added.len()), (2, 1));
     }
 }
