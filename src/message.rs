@@ -8,7 +8,7 @@ use thiserror::Error;
 use crate::forward::{self, ForwardInfo};
 use crate::mail::{
     address::{is_system_sender, normalize_email},
-    header::{header_start, starts_with_header_field},
+    header::{header_span, header_start, starts_with_header_field},
     message_id,
     subject::{normalize_subject, subject_prefixes, subject_tag},
     thread_index,
@@ -206,12 +206,8 @@ pub fn summary(facts: &MessageFacts, direction: Direction, synthesized_id: &str)
 /// ...) are left out, so a retry through a backup MX is still the same message; two
 /// different messages that reuse one Message-ID (broken generators, templates) are not.
 pub fn content_digest(facts: &MessageFacts, raw: &[u8]) -> String {
-    let body_start = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map(|i| i + 4)
-        .or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 2))
-        .unwrap_or(0);
+    let header = header_span(raw);
+    let body = raw.get(header.end..).unwrap_or_default();
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     let emails = |list: &[Address]| -> String {
         list.iter()
@@ -234,9 +230,8 @@ pub fn content_digest(facts: &MessageFacts, raw: &[u8]) -> String {
         ctx.update(field.as_bytes());
         ctx.update(b"\0");
     }
-    let header = raw.get(..body_start).unwrap_or_default();
     let mut in_mime_field = false;
-    for line in header.split(|b| *b == b'\n') {
+    for line in raw.get(header).unwrap_or_default().split(|b| *b == b'\n') {
         let continued = line.first().is_some_and(|b| *b == b' ' || *b == b'\t');
         if !continued {
             let name = line.split(|b| *b == b':').next().unwrap_or_default();
@@ -249,7 +244,7 @@ pub fn content_digest(facts: &MessageFacts, raw: &[u8]) -> String {
         }
     }
     ctx.update(b"\0");
-    ctx.update(raw.get(body_start..).unwrap_or_default());
+    ctx.update(body);
     ctx.finish()
         .as_ref()
         .iter()

@@ -399,23 +399,12 @@ impl Submit {
     ) -> Result<ConversationId, Reply> {
         let config = self.config.current();
         for c in commands {
-            let label = match c {
-                Command::Merge(n) => format!("#merge {n}"),
-                _ => "#split".to_string(),
-            };
-            let refused = |e: crate::store::StoreError| match e {
-                crate::store::StoreError::InvalidInput(why)
-                | crate::store::StoreError::NotFound(why) => {
-                    Reply::new(550, (5, 5, 4), format!("{label}: {why}"))
-                }
-                _ => Reply::local_error(),
-            };
             let action = match c {
                 Command::Merge(n) => {
                     self.store
                         .merge_conversations(conv, ConversationId(*n))
                         .await
-                        .map_err(refused)?;
+                        .map_err(|e| refused(&format!("#merge {n}"), e))?;
                     tracing::info!(%agent, conversation = conv.0, merged = n, "email command");
                     continue;
                 }
@@ -425,7 +414,7 @@ impl Submit {
                         .store
                         .split_conversation(conv, at)
                         .await
-                        .map_err(refused)?;
+                        .map_err(|e| refused("#split", e))?;
                     tracing::info!(%agent, conversation = conv.0, "email command: split");
                     continue;
                 }
@@ -786,6 +775,16 @@ impl Submit {
 enum Logged {
     New(ConversationId, MessageKey),
     Duplicate(ConversationId),
+}
+
+/// A store refusal of an email command, as the agent should read it.
+fn refused(command: &str, e: crate::store::StoreError) -> Reply {
+    match e {
+        crate::store::StoreError::InvalidInput(why) | crate::store::StoreError::NotFound(why) => {
+            Reply::new(550, (5, 5, 4), format!("{command}: {why}"))
+        }
+        _ => Reply::local_error(),
+    }
 }
 
 /// Parses an agent's message off the async threads (it is still peer input).

@@ -80,16 +80,6 @@ pub struct ThreadInput<'a> {
     pub from_other_inbox: bool,
 }
 
-impl ThreadInput<'_> {
-    /// The contact the subject rule matches on: a forward's forwarder, else the customer.
-    fn subject_contact(&self) -> Option<&str> {
-        match &self.facts.forward {
-            Some(_) => self.sender,
-            None => self.customer,
-        }
-    }
-}
-
 /// Whether the sender takes part in `info`: its customer or a participant, or shares the
 /// customer's (non-freemail) domain, or the message is addressed to an outside
 /// participant of it (a reply-all or mailing-list discussion).
@@ -253,7 +243,8 @@ fn by_subject(
     let window = input.subject_window_secs.unsigned_abs();
     let t = message_time(f, input.now);
     let evidence = || format!("\"{base}\"");
-    if let Some(contact) = input.subject_contact()
+    // Never a forward here, so the contact is the customer (the From).
+    if let Some(contact) = input.customer
         && let Some((conv, last)) = idx.by_subject(input.inbox, base, contact)
         && t.abs_diff(last) <= window
         && reachable(input, idx, conv).is_some()

@@ -44,6 +44,20 @@ pub fn header_start(raw: &[u8]) -> usize {
     start
 }
 
+/// Where the header section is, as an MTA reads it: past what [`header_start`] skips,
+/// up to and including the blank line that ends it; empty when the message has no
+/// header fields at all (then everything after `start` is body).
+pub fn header_span(raw: &[u8]) -> std::ops::Range<usize> {
+    let start = header_start(raw);
+    let fields = raw.get(start..).unwrap_or_default();
+    let len = if starts_with_header_field(fields) {
+        header_section_len(fields)
+    } else {
+        0
+    };
+    start..start + len
+}
+
 /// True when the first line is a header field (RFC 5322 §2.2: printable name, colon).
 pub fn starts_with_header_field(raw: &[u8]) -> bool {
     let name_len = raw

@@ -16,7 +16,7 @@ use crate::auth;
 use crate::config::Config;
 use crate::mail::{
     envelope::{Envelope, Recipient},
-    header::{header_section_len, header_start, starts_with_header_field},
+    header::header_span,
     reply::Reply,
 };
 
@@ -569,20 +569,17 @@ impl Session {
         // Like Postfix, accept what has no header fields or has an mbox `From ` line or
         // blank lines before them (an MX that bounces those loses real mail); only a
         // message with nothing in it is refused.
-        let fields = &raw[header_start(raw)..];
-        if fields.is_empty() {
+        let span = header_span(raw);
+        if span.start >= raw.len() {
             return Err(Reply::new(550, (5, 6, 0), "Message is empty"));
         }
-        let header_len = if starts_with_header_field(fields) {
-            header_section_len(fields)
-        } else {
-            0
-        };
-        if header_len > self.config.smtp.max_header_size {
+        if span.len() > self.config.smtp.max_header_size {
             return Err(Reply::new(552, (5, 3, 4), "Header section too large"));
         }
         let max_line = self.config.smtp.max_line_length;
-        if fields[..header_len]
+        if raw
+            .get(span)
+            .unwrap_or_default()
             .split(|b| *b == b'\n')
             .any(|line| line.len() > max_line)
         {

@@ -223,17 +223,21 @@ impl WriterState {
             &mut rk,
         )?;
         // A Message-ID both halves name keeps its `referenced_by` entry for `conv`.
-        let still_named: BTreeSet<String> = kept
+        let inboxes: Vec<&String> = std::iter::once(&source.inbox)
+            .chain(&source.former_inboxes)
+            .collect();
+        let still_named: BTreeSet<Vec<u8>> = kept
             .iter()
             .flat_map(|(_, m)| m.summary.references.iter())
             .map(|r| message_id::index_form(r))
-            .collect();
-        rk.removes.retain(|(tree, k)| {
-            *tree != TreeId::ReferencedBy
-                || !still_named
+            .flat_map(|r| {
+                inboxes
                     .iter()
-                    .any(|r| *k == keys::referenced_by(&source.inbox, r, conv))
-        });
+                    .map(move |inbox| keys::referenced_by(inbox, &r, conv))
+            })
+            .collect();
+        rk.removes
+            .retain(|(tree, k)| *tree != TreeId::ReferencedBy || !still_named.contains(k));
         source.updated = source.updated.max(now);
         let mut contacts = contacts_of(&source, moved);
         contacts.extend(created.customer.iter().cloned());
@@ -342,8 +346,11 @@ impl WriterState {
                     if records::u64_at(tree, &k, &v, 0)? != source.id.0 || !moves(&v) {
                         continue;
                     }
+                    // The value starts with the conversation (u64_at just read it).
                     let mut value = v.to_vec();
-                    value[..8].copy_from_slice(&to.0.to_be_bytes());
+                    if let Some(head) = value.get_mut(..8) {
+                        head.copy_from_slice(&to.0.to_be_bytes());
+                    }
                     rk.inserts.push((tree, k.to_vec(), value));
                 }
             }
@@ -371,6 +378,9 @@ impl WriterState {
             .iter()
             .map(|(_, m)| m.summary.message_id.clone())
             .collect();
+        // A merge moves everything, also timeline notes naming no message; a split (which
+        // allocates the new conversation) only its messages' entries.
+        let everything_moves = allocated.is_none();
         let mut contact_rk = Rekey::default();
         let mut notes: Vec<(String, Vec<u8>)> = Vec::new();
         let now = unix_now();
@@ -395,7 +405,7 @@ impl WriterState {
                     .message_id
                     .as_ref()
                     .is_some_and(|m| moved_ids.contains(m))
-                    || allocated.is_none();
+                    || everything_moves;
                 if follows {
                     entry.conversation = Some(to);
                     contact_rk.inserts.push((
@@ -407,7 +417,7 @@ impl WriterState {
                     still_in_from = true;
                 }
             }
-            if !still_in_from && allocated.is_none() {
+            if !still_in_from {
                 contact_rk
                     .removes
                     .push((TreeId::ContactConvs, keys::contact_conv(email, from)));
