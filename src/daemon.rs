@@ -166,6 +166,13 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
     let ingest =
         Ingest::new(store.clone(), config.clone(), filters.clone()).with_metrics(metrics.clone());
     let ingest_for_admin = ingest.clone();
+    // Teaches spamd from agents' Junk gestures; `Store::learn_enqueue` wakes it.
+    tasks.spawn(crate::filter::learn::run(
+        store.clone(),
+        config.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let auth = Authenticator::with_metrics(metrics.clone());
     let replying = Replying::default();
     tasks.spawn(crate::replying::run_expiry(

@@ -8,7 +8,9 @@ use std::{collections::BTreeMap, fmt, net::IpAddr, sync::Arc};
 use crate::{
     config::Config,
     contacts,
-    filter::{FilterError, FilterInput, Filters, Verdict, strip_parts},
+    filter::{
+        AgentIdentity, AttachmentHit, FilterError, FilterInput, Filters, Verdict, strip_parts,
+    },
     mail::{
         envelope::{Envelope, Recipient},
         reply::Reply,
@@ -17,9 +19,9 @@ use crate::{
     metrics::Metrics,
     reload::Reloadable,
     store::{
-        Delivery, DeliveryOutcome, Direction, IncomingMessage, IngestOutcome, JunkId, MessageKey,
-        NewJunk, QuarantineHit, QuarantinedOriginal, Status, Store, StoreError, ThreadLookup,
-        Threading,
+        ConversationId, Delivery, DeliveryOutcome, Direction, IncomingMessage, IngestOutcome,
+        JunkId, LearnClass, MessageKey, MessageSummary, NewJunk, QuarantineHit,
+        QuarantinedOriginal, Status, Store, StoreError, ThreadLookup, Threading,
     },
     threading::{self, ThreadInput},
 };
@@ -135,8 +137,8 @@ impl Ingest {
     /// Filters, then stores a message for every inbox of the envelope; returns only once
     /// it is durable. `trace` is our `Received:` header (prepended with the
     /// `Authentication-Results:` of the checks); `origin` is the SMTP client, or `None`
-    /// for mail an agent brings in (IMAP intake, a forward to another team), which is not
-    /// filtered.
+    /// for mail an agent brings in (IMAP intake, a forward to another team, a release
+    /// from Junk), which is not judged as spam but still meets the attachment policy.
     pub async fn deliver(
         &self,
         envelope: &Envelope,
@@ -146,11 +148,32 @@ impl Ingest {
         received_at: i64,
     ) -> Result<Accepted, IngestError> {
         let config = self.config.current();
-        let outcome = match origin {
+        let filters = self.filters.current();
+        let mut raw = Vec::with_capacity(body.len() + trace.len() + 256);
+        raw.extend_from_slice(trace.as_bytes());
+        let trace_len = raw.len();
+        raw.extend_from_slice(&body);
+        drop(body);
+        // No fact depends on the Authentication-Results field, so the message is read
+        // before the filters, which need to know whether it reports on our own mail.
+        let (mut raw, facts) = analyze(raw, &envelope.mail_from).await?;
+        let message = raw.get(trace_len..).unwrap_or_default();
+        let (verdict, authentication_results) = match origin {
             Some(origin) => {
-                let filters = self.filters.current();
+                let own_mail_report = self.reports_on_our_mail(&facts, envelope)?;
+                if own_mail_report {
+                    self.metrics.report_not_judged();
+                }
+                let agents: Vec<AgentIdentity> = config
+                    .agents
+                    .iter()
+                    .map(|a| AgentIdentity {
+                        name: a.name.clone(),
+                        email: a.email.clone(),
+                    })
+                    .collect();
                 let input = FilterInput {
-                    raw: &body,
+                    raw: message,
                     peer_ip: origin.peer,
                     helo: origin.helo,
                     mail_from: &envelope.mail_from,
@@ -160,21 +183,17 @@ impl Ingest {
                         .flat_map(|i| i.addresses.iter().cloned())
                         .collect::<Vec<_>>(),
                     hostname: &config.server.hostname,
+                    agents: &agents,
+                    own_mail_report,
                 };
-                Some(filters.check(&input).await?)
+                let outcome = filters.check(&input).await?;
+                (outcome.verdict, outcome.authentication_results)
             }
-            None => None,
+            None => (filters.check_attachments(message).await?, String::new()),
         };
-        let mut raw = Vec::with_capacity(body.len() + trace.len() + 256);
-        if let Some(o) = &outcome {
-            raw.extend_from_slice(o.authentication_results.as_bytes());
-        }
-        raw.extend_from_slice(trace.as_bytes());
-        let header_len = raw.len();
-        raw.extend_from_slice(&body);
-        drop(body);
+        raw.splice(0..0, authentication_results.bytes());
+        let header_len = trace_len + authentication_results.len();
 
-        let (raw, facts) = analyze(raw, &envelope.mail_from).await?;
         let digest = message::content_digest(&facts, raw.get(header_len..).unwrap_or_default());
         // Named by its content: a retry of a message without a Message-ID is the same
         // message, two different ones never share a name.
@@ -195,13 +214,23 @@ impl Ingest {
         let mut quarantined = None;
         let mut causes: Vec<&'static str> = Vec::new();
         let mut stored_raw = raw;
-        match outcome.map(|o| o.verdict) {
-            Some(Verdict::Junk {
+        match verdict {
+            Verdict::Junk {
                 score,
                 reason,
                 findings,
-            }) => {
-                // Spam: kept whole in Junk, per inbox; no conversation, no contact.
+                hits,
+            } => {
+                // Spam: kept in Junk, per inbox; no conversation, no contact. Dangerous
+                // parts are replaced there too (agents open Junk to find mistakes); the
+                // original is kept for a release, which checks it again.
+                let original = if hits.is_empty() {
+                    None
+                } else {
+                    let stripped = replace_parts(&stored_raw, header_len, &hits);
+                    mark_quarantined(&mut summary, &hits);
+                    Some(std::mem::replace(&mut stored_raw, stripped))
+                };
                 let mut ids = Vec::new();
                 for inbox in inbox_deliveries(envelope).into_keys() {
                     let junk = NewJunk {
@@ -213,6 +242,7 @@ impl Ingest {
                         summary: summary.clone(),
                         score,
                         reason: reason.clone(),
+                        original: original.clone(),
                     };
                     ids.push(self.store.junk(junk).await?);
                 }
@@ -223,23 +253,19 @@ impl Ingest {
                     .max_by(|a, b| a.score.total_cmp(&b.score))
                     .map_or("score", |f| f.rule);
                 self.metrics.junk(strongest);
+                for hit in &hits {
+                    self.metrics.quarantined(hit.cause.as_str());
+                }
                 return Ok(Accepted::Junk(ids));
             }
-            Some(Verdict::Quarantine { hits }) => {
+            Verdict::Quarantine { hits } => {
                 // The conversation gets the message with those parts replaced by a notice;
                 // the original is kept whole in quarantine (SPEC §7).
-                let original = stored_raw;
-                let (head, rest) = original.split_at(header_len.min(original.len()));
-                let mut stripped = head.to_vec();
-                stripped.extend_from_slice(&strip_parts(rest, &hits));
-                for a in &mut summary.attachments {
-                    if hits.iter().any(|h| h.filename == a.name) {
-                        a.quarantined = true;
-                    }
-                }
+                let stripped = replace_parts(&stored_raw, header_len, &hits);
+                mark_quarantined(&mut summary, &hits);
                 causes = hits.iter().map(|h| h.cause.as_str()).collect();
                 quarantined = Some(QuarantinedOriginal {
-                    raw: original,
+                    raw: std::mem::replace(&mut stored_raw, stripped),
                     hits: hits
                         .into_iter()
                         .map(|h| QuarantineHit {
@@ -248,9 +274,8 @@ impl Ingest {
                         })
                         .collect(),
                 });
-                stored_raw = stripped;
             }
-            Some(Verdict::Accept) | None => {}
+            Verdict::Accept => {}
         }
 
         let facts = Arc::new(facts);
@@ -292,13 +317,17 @@ impl Ingest {
     }
 
     /// "Not spam": a junk message goes through threading like any mail (moving it out of
-    /// Junk in IMAP, or `teamgate junk release`), and leaves Junk.
+    /// Junk in IMAP, or `teamgate junk release`), and leaves Junk. The message as received
+    /// meets the attachment policy again (clamd may know more by now), so nothing leaves
+    /// Junk with a dangerous part in place. Taught to spamd as ham when learning is on.
     pub async fn release_junk(&self, id: JunkId) -> Result<Accepted, IngestError> {
         let item = self
             .store
             .junk_item(id)?
             .ok_or_else(|| IngestError::Unparseable(format!("no junk message {}", id.0)))?;
-        let raw = self.store.read_message(item.message)?;
+        let raw = self
+            .store
+            .read_message(item.original.unwrap_or(item.message))?;
         let config = self.config.current();
         let rcpts: Vec<Recipient> = item
             .rcpts
@@ -330,10 +359,14 @@ impl Ingest {
             rcpts,
             smtputf8: true,
         };
-        // Already filtered and already carrying its trace headers: stored as it is.
+        // Already carrying its trace headers: stored as it is, or with parts replaced.
         let accepted = self
             .deliver(&envelope, raw, "", None, item.received_at)
             .await?;
+        let mut ham = Vec::new();
+        if let Some(key) = accepted.message() {
+            ham.push(key);
+        }
         // Marked as spam from a conversation (IMAP "move to Junk"): the message is still
         // in that conversation, which is marked junk (or, before that mark existed, went
         // to the trash); "not spam" brings the whole conversation back and takes all of
@@ -346,6 +379,7 @@ impl Ingest {
                         .conversation_info(*conversation)?
                         .is_some_and(|c| c.junk || c.status == Status::Trash)
                 {
+                    ham.extend(self.inbound_messages(*conversation)?);
                     self.store.unmark_junk(*conversation).await?;
                 }
             }
@@ -353,7 +387,102 @@ impl Ingest {
         if self.store.junk_item(id)?.is_some() {
             self.store.junk_remove(id).await?;
         }
+        self.learn(ham, LearnClass::Ham).await?;
         Ok(accepted)
+    }
+
+    /// "Move to Junk" on a conversation (SPEC §5): its inbound mail goes to Junk, and is
+    /// taught to spamd as spam when learning is on. The learning itself happens later,
+    /// from the durable queue: the gesture never waits for spamd.
+    pub async fn mark_spam(
+        &self,
+        conv: ConversationId,
+        by: &str,
+    ) -> Result<Vec<JunkId>, IngestError> {
+        let ids = self
+            .store
+            .mark_junk(conv, format!("marked as spam by {by}"))
+            .await?;
+        let mut spam = Vec::with_capacity(ids.len());
+        for id in &ids {
+            if let Some(item) = self.store.junk_item(*id)? {
+                spam.push(item.message);
+            }
+        }
+        self.learn(spam, LearnClass::Spam).await?;
+        Ok(ids)
+    }
+
+    /// Queues the lesson when `[filter] learn` is on.
+    async fn learn(&self, messages: Vec<MessageKey>, class: LearnClass) -> Result<(), StoreError> {
+        if self.config.current().filter.learns() {
+            self.store.learn_enqueue(messages, class).await?;
+        }
+        Ok(())
+    }
+
+    fn inbound_messages(&self, conv: ConversationId) -> Result<Vec<MessageKey>, StoreError> {
+        let mut inbound = Vec::new();
+        for key in self.store.message_keys(conv)? {
+            if self
+                .store
+                .message_meta(key)?
+                .is_some_and(|m| m.direction == Direction::In)
+            {
+                inbound.push(key);
+            }
+        }
+        Ok(inbound)
+    }
+
+    /// A bounce, report or auto-reply naming a message the team sent from one of the
+    /// envelope's inboxes (the report's enclosed original, or In-Reply-To/References).
+    fn reports_on_our_mail(
+        &self,
+        facts: &MessageFacts,
+        envelope: &Envelope,
+    ) -> Result<bool, StoreError> {
+        if !facts
+            .auto
+            .as_ref()
+            .is_some_and(|a| a.is_machine_generated())
+        {
+            return Ok(false);
+        }
+        let named = facts
+            .dsn_reported_message_id
+            .iter()
+            .chain(&facts.in_reply_to)
+            .chain(facts.references.iter().rev().take(MAX_REPORT_REFERENCES));
+        let inboxes = inbox_deliveries(envelope);
+        for id in named {
+            for inbox in inboxes.keys() {
+                if self.store.sent_message(inbox, id)? {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// References a report is checked by, newest first: the message reported on is the last.
+const MAX_REPORT_REFERENCES: usize = 3;
+
+/// The message with the `hits` parts (below the first `header_len` bytes: our own trace
+/// fields) replaced by notices.
+fn replace_parts(raw: &[u8], header_len: usize, hits: &[AttachmentHit]) -> Vec<u8> {
+    let (head, rest) = raw.split_at(header_len.min(raw.len()));
+    let mut stripped = head.to_vec();
+    stripped.extend_from_slice(&strip_parts(rest, hits));
+    stripped
+}
+
+fn mark_quarantined(summary: &mut MessageSummary, hits: &[AttachmentHit]) {
+    for a in &mut summary.attachments {
+        if hits.iter().any(|h| h.filename == a.name) {
+            a.quarantined = true;
+        }
     }
 }
 

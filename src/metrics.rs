@@ -124,6 +124,39 @@ struct ResultLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LearnLabels {
+    class: &'static str,
+    result: &'static str,
+}
+
+/// What became of one attempt to teach spamd a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LearnResult {
+    /// spamd's learner took it.
+    Learned,
+    /// spamd was down or refused: retried from the durable queue.
+    Retried,
+    /// Out of retries, or the message is gone or too large to be worth learning.
+    Dropped,
+}
+
+impl LearnResult {
+    const ALL: [LearnResult; 3] = [
+        LearnResult::Learned,
+        LearnResult::Retried,
+        LearnResult::Dropped,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            LearnResult::Learned => "learned",
+            LearnResult::Retried => "retried",
+            LearnResult::Dropped => "dropped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -168,6 +201,9 @@ struct Inner {
     auth_failures: Family<ReasonLabel, Counter>,
     junk: Family<CauseLabel, Counter>,
     quarantined: Family<CauseLabel, Counter>,
+    spam_learned: Family<LearnLabels, Counter>,
+    learn_queue_depth: Gauge,
+    reports_not_judged: Counter,
     queue_depth: Gauge,
     delivery_attempts: Family<ResultLabel, Counter>,
     imap_sessions_active: Gauge,
@@ -225,6 +261,9 @@ impl Metrics {
             auth_failures: Family::default(),
             junk: Family::default(),
             quarantined: Family::default(),
+            spam_learned: Family::default(),
+            learn_queue_depth: Gauge::default(),
+            reports_not_judged: Counter::default(),
             queue_depth: Gauge::default(),
             delivery_attempts: Family::default(),
             imap_sessions_active: Gauge::default(),
@@ -244,6 +283,14 @@ impl Metrics {
             let _ = inner.delivery_attempts.get_or_create(&ResultLabel {
                 result: result.as_str(),
             });
+        }
+        for class in ["spam", "ham"] {
+            for result in LearnResult::ALL {
+                let _ = inner.spam_learned.get_or_create(&LearnLabels {
+                    class,
+                    result: result.as_str(),
+                });
+            }
         }
         for reason in [AuthFailure::Invalid, AuthFailure::Throttled] {
             let _ = inner.auth_failures.get_or_create(&ReasonLabel {
@@ -295,6 +342,21 @@ impl Metrics {
             "teamgate_quarantined_attachments",
             "Attachments taken out of inbound mail into quarantine, by cause",
             inner.quarantined.clone(),
+        );
+        registry.register(
+            "teamgate_spam_learn",
+            "Attempts to teach spamd's learner a message agents moved into (spam) or out of (ham) Junk, by class and result",
+            inner.spam_learned.clone(),
+        );
+        registry.register(
+            "teamgate_spam_learn_queue_depth",
+            "Messages waiting to be taught to spamd's learner",
+            inner.learn_queue_depth.clone(),
+        );
+        registry.register(
+            "teamgate_reports_not_judged",
+            "Bounces, reports and auto-replies about the team's own mail, kept out of spam scoring",
+            inner.reports_not_judged.clone(),
         );
         registry.register(
             "teamgate_outbound_queue_depth",
@@ -413,6 +475,22 @@ impl Metrics {
             .inc();
     }
 
+    /// One attempt to teach spamd `class` ("spam" or "ham").
+    pub fn spam_learn(&self, class: &'static str, result: LearnResult) {
+        self.inner
+            .spam_learned
+            .get_or_create(&LearnLabels {
+                class,
+                result: result.as_str(),
+            })
+            .inc();
+    }
+
+    /// A report on the team's own mail went past spam scoring.
+    pub fn report_not_judged(&self) {
+        self.inner.reports_not_judged.inc();
+    }
+
     pub fn delivery_attempt(&self, result: DeliveryResult) {
         self.inner
             .delivery_attempts
@@ -445,6 +523,9 @@ impl Metrics {
             self.inner
                 .queue_depth
                 .set(i64::try_from(store.queue_len()).unwrap_or(i64::MAX));
+            self.inner
+                .learn_queue_depth
+                .set(i64::try_from(store.learn_pending()).unwrap_or(i64::MAX));
         }
         let mut out = String::new();
         // Writing into a String cannot fail.

@@ -207,6 +207,7 @@ fn filter_config() -> FilterConfig {
         .to_vec(),
         trust_upstream_spam_headers: false,
         dns: teamgate::config::DnsSource::Off,
+        ..FilterConfig::default()
     }
 }
 
@@ -225,6 +226,8 @@ async fn check(
         mail_from,
         team_addresses: &team,
         hostname: HOSTNAME,
+        agents: &[],
+        own_mail_report: false,
     };
     filters.check(&input).await
 }
@@ -367,6 +370,7 @@ async fn spamd_gtube_is_junk_ham_is_not_and_an_outage_temp_fails() {
         score,
         reason,
         findings,
+        ..
     } = &outcome.verdict
     else {
         panic!("GTUBE not junk: {outcome:?}\n{}", spamd.service.log())

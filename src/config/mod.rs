@@ -70,6 +70,11 @@ pub const DEFAULT_METRICS_MAX_CONNECTIONS: u64 = 16;
 pub const DEFAULT_METRICS_TIMEOUT_SECS: u64 = 10;
 /// 1 min, 5 min, 15 min, 1 h, 4 h: then a bounce to the agent.
 pub const DEFAULT_RETRY_SCHEDULE_SECS: [u64; 5] = [60, 300, 900, 3600, 14400];
+/// A display name claiming the team without DMARC behind it: near the threshold on its
+/// own, so it decides together with spamd's score rather than alone.
+pub const DEFAULT_DISPLAY_NAME_SPOOF_SCORE: f64 = 4.0;
+/// 1 min, 5 min, 30 min, 2 h, 12 h between attempts to teach spamd; then given up.
+pub const DEFAULT_LEARN_RETRY_SECS: [u64; 5] = [60, 300, 1800, 7200, 43200];
 /// Executable and script types commonly used to deliver malware.
 pub const DEFAULT_BLOCKED_EXTENSIONS: [&str; 13] = [
     "exe", "scr", "js", "vbs", "bat", "cmd", "com", "jar", "msi", "ps1", "hta", "iso", "lnk",
@@ -198,6 +203,43 @@ pub struct FilterConfig {
     pub blocked_extensions: Vec<String>,
     pub trust_upstream_spam_headers: bool,
     pub dns: DnsSource,
+    /// Added when DMARC does not pass and the From display name claims an agent or an
+    /// inbox's domain (rule `DISPLAY_NAME_SPOOF`).
+    pub display_name_spoof_score: f64,
+    /// `[filter] learn`; unset = on whenever spamd is configured (see [`Self::learns`]).
+    pub learn: Option<bool>,
+    /// Waits between attempts to teach spamd; after the last one the lesson is dropped.
+    pub learn_retry: Vec<Duration>,
+}
+
+impl FilterConfig {
+    /// Whether agents' Junk gestures are sent to spamd's learner.
+    pub fn learns(&self) -> bool {
+        self.spamd.is_some() && self.learn.unwrap_or(true)
+    }
+}
+
+impl Default for FilterConfig {
+    /// The documented defaults: no spamd, no clamd, system DNS.
+    fn default() -> Self {
+        FilterConfig {
+            spamd: None,
+            spam_threshold: DEFAULT_SPAM_THRESHOLD,
+            clamd: None,
+            blocked_extensions: DEFAULT_BLOCKED_EXTENSIONS
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            trust_upstream_spam_headers: false,
+            dns: DnsSource::System,
+            display_name_spoof_score: DEFAULT_DISPLAY_NAME_SPOOF_SCORE,
+            learn: None,
+            learn_retry: DEFAULT_LEARN_RETRY_SECS
+                .iter()
+                .map(|s| Duration::from_secs(*s))
+                .collect(),
+        }
+    }
 }
 
 /// Where SPF/DKIM/DMARC look things up.
@@ -345,16 +387,9 @@ impl Config {
                     .collect(),
             },
             filter: FilterConfig {
-                spamd: None,
-                spam_threshold: DEFAULT_SPAM_THRESHOLD,
-                clamd: None,
-                blocked_extensions: DEFAULT_BLOCKED_EXTENSIONS
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect(),
-                trust_upstream_spam_headers: false,
                 // Tests never query real DNS.
                 dns: DnsSource::Off,
+                ..FilterConfig::default()
             },
             workflow: WorkflowConfig {
                 notes_address: "notes@mx.example.test".into(),

@@ -9,11 +9,11 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use super::{
     DEFAULT_BLOCKED_EXTENSIONS, DEFAULT_COLLISION_WINDOW_SECS, DEFAULT_DATA_TIMEOUT_SECS,
-    DEFAULT_EXPUNGE_LOG_LEN, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ERRORS, DEFAULT_MAX_HEADER_SIZE,
-    DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS,
-    DEFAULT_METRICS_MAX_CONNECTIONS, DEFAULT_METRICS_TIMEOUT_SECS, DEFAULT_RETRY_SCHEDULE_SECS,
-    DEFAULT_SHUTDOWN_GRACE_SECS, DEFAULT_SPAM_THRESHOLD, DEFAULT_TIMEOUT_SECS,
-    DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
+    DEFAULT_DISPLAY_NAME_SPOOF_SCORE, DEFAULT_EXPUNGE_LOG_LEN, DEFAULT_LEARN_RETRY_SECS,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ERRORS, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_LINE_LENGTH,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS, DEFAULT_METRICS_MAX_CONNECTIONS,
+    DEFAULT_METRICS_TIMEOUT_SECS, DEFAULT_RETRY_SCHEDULE_SECS, DEFAULT_SHUTDOWN_GRACE_SECS,
+    DEFAULT_SPAM_THRESHOLD, DEFAULT_TIMEOUT_SECS, DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -230,6 +230,10 @@ pub(super) struct RawFilter {
     /// that name server, "none" = no sender authentication checks.
     #[serde(deserialize_with = "lenient_string")]
     pub(super) dns_server: String,
+    pub(super) display_name_spoof_score: f64,
+    /// Teach spamd from agents' Junk gestures; unset = whenever spamd is configured.
+    pub(super) learn: Option<bool>,
+    pub(super) learn_retry_secs: Vec<u64>,
 }
 
 impl Default for RawFilter {
@@ -244,6 +248,9 @@ impl Default for RawFilter {
                 .collect(),
             trust_upstream_spam_headers: false,
             dns_server: String::new(),
+            display_name_spoof_score: DEFAULT_DISPLAY_NAME_SPOOF_SCORE,
+            learn: None,
+            learn_retry_secs: DEFAULT_LEARN_RETRY_SECS.to_vec(),
         }
     }
 }

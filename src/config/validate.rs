@@ -688,6 +688,24 @@ impl RawFilter {
                 }
             },
         };
+        if !(self.display_name_spoof_score.is_finite() && self.display_name_spoof_score >= 0.0) {
+            ck.push(
+                "filter.display_name_spoof_score",
+                "must be a number, 0 or more (0 turns the rule off)",
+            );
+        }
+        if self.learn == Some(true) && spamd.is_none() {
+            ck.push("filter.learn", "learning needs filter.spamd");
+        }
+        if self.learn_retry_secs.is_empty() {
+            ck.push("filter.learn_retry_secs", "must list at least one delay");
+        }
+        let learn_retry = self
+            .learn_retry_secs
+            .iter()
+            .enumerate()
+            .map(|(i, s)| ck.secs(&format!("filter.learn_retry_secs[{i}]"), *s))
+            .collect();
         FilterConfig {
             spamd,
             spam_threshold: self.spam_threshold,
@@ -695,6 +713,9 @@ impl RawFilter {
             blocked_extensions,
             trust_upstream_spam_headers: self.trust_upstream_spam_headers,
             dns,
+            display_name_spoof_score: self.display_name_spoof_score,
+            learn: self.learn,
+            learn_retry,
         }
     }
 }

@@ -26,6 +26,8 @@ pub(super) struct AuthSummary {
     /// Lower-cased domains this message is authenticated for: DKIM `d=` of each passing
     /// signature, the MAIL FROM domain when SPF passed, and the From domain when DMARC passed.
     pub authenticated_domains: Vec<String>,
+    /// DMARC passed for the From domain.
+    pub dmarc_passed: bool,
 }
 
 /// Runs SPF and DKIM concurrently, then DMARC over both, all within `limit`.
@@ -117,9 +119,13 @@ fn summarize(
         authenticated_domains.push(mail_from_domain(input).to_ascii_lowercase());
     }
     let mut dmarc_failed = None;
+    let mut dmarc_passed = false;
     if let Some(dmarc) = dmarc {
         match dmarc.result() {
-            DmarcResult::Pass => authenticated_domains.push(dmarc.domain().to_ascii_lowercase()),
+            DmarcResult::Pass => {
+                dmarc_passed = true;
+                authenticated_domains.push(dmarc.domain().to_ascii_lowercase());
+            }
             DmarcResult::Fail(_)
                 if matches!(dmarc.policy(), Policy::Reject | Policy::Quarantine) =>
             {
@@ -132,6 +138,7 @@ fn summarize(
         header: header(input, spf, dkim, dmarc, header_from),
         dmarc_failed,
         authenticated_domains,
+        dmarc_passed,
     }
 }
 
@@ -247,7 +254,7 @@ fn strip_tag(address: &str) -> String {
 /// Relaxed alignment (RFC 7489 §3.1): the same domain or one a subdomain of the other.
 /// Without a public-suffix list this is a little laxer than the organizational domain.
 /// The suffix is only sliced right after an ASCII `.`, which is always a char boundary.
-fn aligned(a: &str, b: &str) -> bool {
+pub(super) fn aligned(a: &str, b: &str) -> bool {
     let a = a.trim_end_matches('.');
     let b = b.trim_end_matches('.');
     a.eq_ignore_ascii_case(b)
@@ -269,6 +276,7 @@ mod tests {
             header: String::new(),
             dmarc_failed: None,
             authenticated_domains: domains.iter().map(|d| d.to_string()).collect(),
+            dmarc_passed: false,
         }
     }
 
@@ -324,6 +332,8 @@ mod tests {
             mail_from: "a@sender.test",
             team_addresses: &[],
             hostname: "mx.example.test",
+            agents: &[],
+            own_mail_report: false,
         };
         let message = AuthenticatedMessage::parse(raw);
         let summary = timed_out(&input, message.as_ref());

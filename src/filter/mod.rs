@@ -16,6 +16,8 @@
 mod attachments;
 mod authn;
 mod clamd;
+mod display_name;
+pub mod learn;
 mod spamd;
 
 use std::{net::IpAddr, net::SocketAddr, sync::Arc, time::Duration};
@@ -58,6 +60,20 @@ pub struct FilterInput<'a> {
     pub team_addresses: &'a [String],
     /// Our host name: the authserv-id of `Authentication-Results:`.
     pub hostname: &'a str,
+    /// The configured agents: a `From:` display name claiming one of them (or an inbox's
+    /// domain) without DMARC behind it is phishing's favourite trick.
+    pub agents: &'a [AgentIdentity],
+    /// A bounce, report or auto-reply about a message the team sent: never judged as spam
+    /// (it belongs in that conversation, SPEC §6); the attachment policy still applies.
+    pub own_mail_report: bool,
+}
+
+/// Who an agent is, for the display-name check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentIdentity {
+    pub name: String,
+    /// Lower-cased.
+    pub email: String,
 }
 
 /// One signal that fired.
@@ -119,12 +135,14 @@ impl HitCause {
 pub enum Verdict {
     /// Into its conversation.
     Accept,
-    /// Into Junk, whole. Wins over quarantine: attachment hits are then listed among the
-    /// findings (rule `ATTACHMENT`, score 0) and the original is kept whole in Junk.
+    /// Into Junk. Wins over quarantine, but the attachment policy holds in Junk too:
+    /// `hits` are replaced in the Junk copy (the original is kept for release) and listed
+    /// among the findings (rule `ATTACHMENT`, score 0).
     Junk {
         score: f64,
         reason: String,
         findings: Vec<Finding>,
+        hits: Vec<AttachmentHit>,
     },
     /// Into its conversation with these parts replaced ([`strip_parts`]); the original
     /// goes to quarantine.
@@ -149,16 +167,25 @@ pub enum FilterError {
     ClamdDown(String),
     #[error("DNS resolver: {0}")]
     Resolver(String),
+    /// More attachments than the policy examines: never let through unchecked.
+    #[error("more attachments than can be checked (at most {0})")]
+    TooManyParts(usize),
 }
 
 impl FilterError {
-    /// The one SMTP answer to a filter outage (SPEC §7).
+    /// The SMTP answer: a filter outage temp-fails (SPEC §7); a message the policy cannot
+    /// examine is refused.
     pub fn reply(&self) -> Reply {
-        Reply::new(
-            451,
-            (4, 7, 0),
-            "Message filters temporarily unavailable, try again later",
-        )
+        match self {
+            FilterError::TooManyParts(_) => {
+                Reply::new(550, (5, 6, 0), format!("Message refused: {self}"))
+            }
+            _ => Reply::new(
+                451,
+                (4, 7, 0),
+                "Message filters temporarily unavailable, try again later",
+            ),
+        }
     }
 }
 
@@ -217,6 +244,7 @@ struct Inner {
     spam_threshold: f64,
     blocked_extensions: Vec<String>,
     trust_upstream_spam_headers: bool,
+    display_name_spoof_score: f64,
     /// None: sender authentication is off (`[filter].dns_server = "none"`).
     resolver: Option<Resolver>,
     timeout: Duration,
@@ -248,6 +276,7 @@ impl Filters {
                     .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
                     .collect(),
                 trust_upstream_spam_headers: config.trust_upstream_spam_headers,
+                display_name_spoof_score: config.display_name_spoof_score,
                 resolver,
                 timeout: DEFAULT_CHECK_TIMEOUT,
             }),
@@ -262,6 +291,27 @@ impl Filters {
         Filters {
             inner: Arc::new(inner),
         }
+    }
+
+    /// The attachment policy alone (names, types, archives, clamd), for mail that is not
+    /// judged as spam but must not carry a dangerous part into a conversation: an agent's
+    /// intake, a forward to another team, a release from Junk. Accept or Quarantine.
+    pub async fn check_attachments(&self, raw: &[u8]) -> Result<Verdict, FilterError> {
+        let inner = &*self.inner;
+        let parsed = parse(raw);
+        let parts = parsed
+            .as_ref()
+            .map(attachments::collect)
+            .unwrap_or_default();
+        if attachments::truncated(&parts) {
+            return Err(FilterError::TooManyParts(parts.len()));
+        }
+        let mut hits = attachments::check_names_and_types(&parts, &inner.blocked_extensions);
+        if let Some(addr) = &inner.clamd {
+            let virus = clamd::scan_parts(addr, &parts, inner.timeout).await?;
+            attachments::merge_hits(&mut hits, virus);
+        }
+        Ok(decide(Vec::new(), hits, inner.spam_threshold))
     }
 
     /// Runs every check: authentication, spamd and clamd concurrently, each bounded by the
@@ -284,8 +334,10 @@ impl Filters {
             },
             async {
                 match &inner.spamd {
-                    Some(addr) => spamd::check(addr, input.raw, inner.timeout).await,
-                    None => Ok(None),
+                    Some(addr) if !input.own_mail_report => {
+                        spamd::check(addr, input.raw, inner.timeout).await
+                    }
+                    _ => Ok(None),
                 }
             },
             async {
@@ -311,19 +363,29 @@ impl Filters {
         if let Some(report) = spam {
             findings.push(spamd::finding(&report));
         }
-        if inner.trust_upstream_spam_headers {
+        let judged = !input.own_mail_report;
+        if judged && inner.trust_upstream_spam_headers {
             findings.extend(spamd::upstream_flag(parsed.as_ref()));
         }
         // Without sender authentication nothing is authenticated, so the rules built on
-        // it (DMARC policy, team-address spoofing) cannot judge and stay silent.
+        // it (DMARC policy, team-address and display-name spoofing) cannot judge and stay
+        // silent.
         let authentication_results = match &auth {
             Some(auth) => {
-                findings.extend(authn::dmarc_reject(auth));
-                findings.extend(authn::from_spoofs_team(
-                    auth,
-                    parsed.as_ref(),
-                    input.team_addresses,
-                ));
+                if judged {
+                    findings.extend(authn::dmarc_reject(auth));
+                    findings.extend(authn::from_spoofs_team(
+                        auth,
+                        parsed.as_ref(),
+                        input.team_addresses,
+                    ));
+                    findings.extend(display_name::spoof(
+                        auth,
+                        parsed.as_ref(),
+                        input,
+                        inner.display_name_spoof_score,
+                    ));
+                }
                 auth.header.clone()
             }
             None => format!("Authentication-Results: {}; none\r\n", input.hostname),
@@ -355,7 +417,7 @@ fn decide(mut findings: Vec<Finding>, hits: Vec<AttachmentHit>, threshold: f64) 
             .map(|f| format!("{} ({})", f.rule, f.detail))
             .collect::<Vec<_>>()
             .join("; ");
-        findings.extend(hits.into_iter().map(|hit| Finding {
+        findings.extend(hits.iter().map(|hit| Finding {
             rule: "ATTACHMENT",
             score: 0.0,
             detail: format!("{}: {}", hit.filename, hit.reason),
@@ -364,6 +426,7 @@ fn decide(mut findings: Vec<Finding>, hits: Vec<AttachmentHit>, threshold: f64) 
             score,
             reason,
             findings,
+            hits,
         }
     } else if hits.is_empty() {
         Verdict::Accept
@@ -409,6 +472,7 @@ mod tests {
             score,
             reason,
             findings,
+            hits,
         } = decide(
             vec![
                 finding("SPAMD", -2.0),
@@ -424,6 +488,7 @@ mod tests {
         assert_eq!(reason, "DMARC_REJECT (d)");
         assert_eq!(findings.len(), 3);
         assert_eq!(findings[2].rule, "ATTACHMENT");
+        assert_eq!(hits, vec![hit()], "the Junk copy gets them replaced too");
     }
 
     #[test]
@@ -481,6 +546,7 @@ mod tests {
                 blocked_extensions: vec![],
                 trust_upstream_spam_headers: false,
                 dns: DnsSource::Off,
+                ..FilterConfig::default()
             },
             Resolver::name_server("127.0.0.1:9".parse().unwrap()).unwrap(),
         );
@@ -491,6 +557,8 @@ mod tests {
             mail_from: "",
             team_addresses: &[],
             hostname: "h",
+            agents: &[],
+            own_mail_report: false,
         };
         is_send(&filters.check(&input));
     }

@@ -20,6 +20,24 @@ pub const MAGIC: [u8; 4] = *b"TGB1";
 /// Header length in bytes.
 pub const HEADER_LEN: u64 = 16;
 
+/// Where phase 1 of a batch put a request's bytes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct BodyLocs {
+    /// The message as filed (in its conversations, in Junk, in a folder, in the queue).
+    pub body: BlobLoc,
+    /// The original of a message whose attachments were replaced.
+    pub original: Option<BlobLoc>,
+}
+
+impl BodyLocs {
+    pub fn body(body: BlobLoc) -> BodyLocs {
+        BodyLocs {
+            body,
+            original: None,
+        }
+    }
+}
+
 /// Where a body lives: `offset` is the start of its header, `len` the body length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlobLoc {

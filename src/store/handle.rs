@@ -25,6 +25,8 @@ pub(super) struct Inner {
     pub(super) changes: Arc<watch::Sender<u64>>,
     /// Poked when the outbound queue gains due work (see `queue.rs`).
     pub(super) queue_wake: Arc<Notify>,
+    /// Poked when the learn queue gains work (see `learn_queue.rs`).
+    pub(super) learn_wake: Arc<Notify>,
 }
 
 /// Handle on an open store. Cheap to clone; `Send + Sync`.

@@ -13,7 +13,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use sled::Transactional;
 
-use super::blobs::BlobLoc;
+use super::blobs::BodyLocs;
 use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::merge_split;
@@ -29,15 +29,6 @@ use super::tx::{Tx, TxResult, abort, abort_with, tx_error};
 use super::views;
 use super::writer_state::{Bump, WriterState};
 
-/// Where phase 1 put an ingest's bytes.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct IngestLocs {
-    /// The message as filed in its conversations.
-    body: BlobLoc,
-    /// The original of a message whose attachments were removed.
-    original: Option<BlobLoc>,
-}
-
 impl WriterState {
     /// Appends the body (and a quarantined original) unless every delivery is already a
     /// duplicate (then nothing is kept). A copy that turns out to be a duplicate of an
@@ -45,7 +36,7 @@ impl WriterState {
     pub(super) fn append_if_needed(
         &mut self,
         msg: &IncomingMessage,
-    ) -> Result<Option<IngestLocs>, StoreError> {
+    ) -> Result<Option<BodyLocs>, StoreError> {
         let mut any_new = false;
         for d in &msg.deliveries {
             if self.duplicate_of(&d.inbox, &msg.summary)?.is_none() {
@@ -66,7 +57,7 @@ impl WriterState {
             })?),
             None => None,
         };
-        Ok(Some(IngestLocs { body, original }))
+        Ok(Some(BodyLocs { body, original }))
     }
 
     /// Runs the threading decision with read access to the indexes, and checks it.
@@ -141,7 +132,7 @@ impl WriterState {
     pub(super) fn commit_ingest(
         &mut self,
         msg: &IncomingMessage,
-        loc: Option<IngestLocs>,
+        loc: Option<BodyLocs>,
     ) -> Result<IngestOutcome, StoreError> {
         let s = &msg.summary;
         let mid = message_id::index_form(&s.message_id);

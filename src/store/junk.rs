@@ -17,7 +17,7 @@ use std::collections::HashSet;
 
 use sled::Transactional;
 
-use super::blobs::BlobLoc;
+use super::blobs::BodyLocs;
 use super::db::Trees;
 use super::error::StoreError;
 use super::handle::Store;
@@ -188,6 +188,7 @@ impl Store {
         Ok(Some(JunkItem {
             json: rec.json(&msg),
             message: rec.message,
+            original: rec.original,
             mail_from: msg.mail_from,
             rcpts: msg.rcpts,
             received_at: msg.received_at,
@@ -272,40 +273,57 @@ impl WriterState {
         }
     }
 
-    /// Phase 1 of a batch for `junk`: the bytes go to the segment unless the message is
-    /// junk for that inbox already.
-    pub(super) fn append_junk_body(&mut self, j: &NewJunk) -> Result<Option<BlobLoc>, StoreError> {
+    /// Phase 1 of a batch for `junk`: the bytes (and a replaced original) go to the segment
+    /// unless the message is junk for that inbox already.
+    pub(super) fn append_junk_body(&mut self, j: &NewJunk) -> Result<Option<BodyLocs>, StoreError> {
         if self.junk_known(&j.inbox, &j.summary.message_id)?.is_some() {
             return Ok(None);
         }
-        self.segments
+        let body = self
+            .segments
             .append(&j.raw)
-            .map(Some)
-            .map_err(|e| StoreError::io("appending a junk message to the segment", e))
+            .map_err(|e| StoreError::io("appending a junk message to the segment", e))?;
+        let original = match &j.original {
+            Some(raw) => Some(self.segments.append(raw).map_err(|e| {
+                StoreError::io("appending a junk message's original to the segment", e)
+            })?),
+            None => None,
+        };
+        Ok(Some(BodyLocs { body, original }))
     }
 
     pub(super) fn junk_add(
         &mut self,
         j: &NewJunk,
-        loc: Option<BlobLoc>,
+        loc: Option<BodyLocs>,
     ) -> Result<JunkId, StoreError> {
         if let Some(id) = self.junk_known(&j.inbox, &j.summary.message_id)? {
             return Ok(id);
         }
-        let loc = loc.ok_or_else(|| {
+        let locs = loc.ok_or_else(|| {
             StoreError::Internal("junk message was not appended; retry the delivery".into())
         })?;
+        let record = |loc| MessageRecord {
+            loc,
+            received_at: j.received_at,
+            mail_from: j.mail_from.clone(),
+            rcpts: j.rcpts.clone(),
+            summary: j.summary.clone(),
+        };
         let key = MessageKey(self.db.generate_id()?);
-        let message = records::encode(
-            TreeId::Messages,
-            &MessageRecord {
-                loc,
-                received_at: j.received_at,
-                mail_from: j.mail_from.clone(),
-                rcpts: j.rcpts.clone(),
-                summary: j.summary.clone(),
-            },
-        )?;
+        let message = records::encode(TreeId::Messages, &record(locs.body))?;
+        let original = match (&j.original, locs.original) {
+            (None, _) => None,
+            (Some(_), Some(loc)) => Some((
+                MessageKey(self.db.generate_id()?),
+                records::encode(TreeId::Messages, &record(loc))?,
+            )),
+            (Some(_), None) => {
+                return Err(StoreError::Internal(
+                    "junk message's original was not appended; retry the delivery".into(),
+                ));
+            }
+        };
         let id = JunkId(next_id(last_id(&self.trees)?)?);
         let rec = JunkRecord {
             id,
@@ -314,6 +332,7 @@ impl WriterState {
             score: finite(j.score),
             reason: j.reason.clone(),
             at: j.received_at,
+            original: original.as_ref().map(|(key, _)| *key),
         };
         let value = records::encode(TreeId::Junk, &rec)?;
         let by_mid = (!message_id::index_form(&j.summary.message_id).is_empty())
@@ -324,6 +343,10 @@ impl WriterState {
                 let tx = Tx(t);
                 tx.t(TreeId::Messages)
                     .insert(&keys::message(key)[..], message.as_slice())?;
+                if let Some((key, record)) = &original {
+                    tx.t(TreeId::Messages)
+                        .insert(&keys::message(*key)[..], record.as_slice())?;
+                }
                 insert(&tx, &rec, &value)?;
                 if let Some(k) = &by_mid {
                     tx.t(TreeId::JunkByMessageId)
@@ -357,6 +380,12 @@ impl WriterState {
                     .remove(&keys::junk_by_message(rec.message, id)[..])?;
                 if let Some(k) = &by_mid {
                     tx.t(TreeId::JunkByMessageId).remove(k.as_slice())?;
+                }
+                // Only the record named the original; its bytes stay in the segment
+                // like any removed message's.
+                if let Some(original) = rec.original {
+                    tx.t(TreeId::Messages)
+                        .remove(&keys::message(original)[..])?;
                 }
                 bump.write(&tx)
             })
@@ -420,6 +449,7 @@ impl WriterState {
                 score: 0.0,
                 reason: reason.to_owned(),
                 at,
+                original: None,
             };
             let value = records::encode(TreeId::Junk, &rec)?;
             let mid = &msg.summary.message_id;

@@ -97,11 +97,13 @@ pub enum TreeId {
     /// [`modseq_entry`] → u64 BE; [`modseq_space`] → [`space_modseq_value`];
     /// [`expunged`] → empty (the expunge log).
     Modseq,
+    /// [`learn`] key → `LearnRecord`: messages waiting to be taught to the spam filter.
+    LearnQueue,
 }
 
 impl TreeId {
     /// Every tree, in discriminant order.
-    pub const ALL: [TreeId; 25] = [
+    pub const ALL: [TreeId; 26] = [
         TreeId::Meta,
         TreeId::Messages,
         TreeId::Conversations,
@@ -127,6 +129,7 @@ impl TreeId {
         TreeId::QuarantineByMessage,
         TreeId::Subscriptions,
         TreeId::Modseq,
+        TreeId::LearnQueue,
     ];
 
     /// The sled tree name (part of the on-disk format).
@@ -157,6 +160,7 @@ impl TreeId {
             TreeId::QuarantineByMessage => "quarantine_by_message",
             TreeId::Subscriptions => "subscriptions",
             TreeId::Modseq => "modseq",
+            TreeId::LearnQueue => "learn_queue",
         }
     }
 
@@ -562,6 +566,11 @@ pub fn parse_expunged(k: &[u8]) -> Option<(u64, u32)> {
 
 /// `queue` key.
 pub fn queue(id: u64) -> [u8; 8] {
+    id.to_be_bytes()
+}
+
+/// `learn_queue` key.
+pub fn learn(id: u64) -> [u8; 8] {
     id.to_be_bytes()
 }
 

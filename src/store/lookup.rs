@@ -4,8 +4,9 @@
 use super::error::StoreError;
 use super::handle::Store;
 use super::keys::{self, TreeId};
-use super::model::ConversationId;
+use super::model::{ConversationId, Direction, MessageKey};
 use super::records;
+use super::views;
 use crate::mail::message_id;
 
 impl Store {
@@ -29,5 +30,20 @@ impl Store {
             )?))),
             None => Ok(None),
         }
+    }
+
+    /// Whether the team sent a message with this Message-ID from `inbox` (a reply or a
+    /// new message in one of its conversations).
+    pub fn sent_message(&self, inbox: &str, message_id: &str) -> Result<bool, StoreError> {
+        if message_id::index_form(message_id).is_empty() {
+            return Ok(false);
+        }
+        let key = keys::by_message_id(inbox, message_id);
+        let Some(v) = self.inner.trees.get(TreeId::ByMessageId).get(&key)? else {
+            return Ok(false);
+        };
+        let message = MessageKey(records::u64_at(TreeId::ByMessageId, &key, &v, 8)?);
+        Ok(views::message_record(&self.inner.trees, message)?
+            .is_some_and(|m| m.summary.direction == Direction::Out))
     }
 }

@@ -39,7 +39,7 @@
 //! - `handle.rs`: [`Store`] and its request channel to the writer;
 //! - features, each with its changes (methods of the writer state) and its `Store`
 //!   methods: `modseq.rs` (RFC 7162 mod-sequences), `flags.rs`, `uid_space.rs`, `conversation_action.rs`, `quarantine.rs`,
-//!   `junk.rs`, `ingest_tx.rs`, `queue.rs`, `lookup.rs`, `backup.rs`, `restore.rs`;
+//!   `junk.rs`, `ingest_tx.rs`, `queue.rs`, `learn_queue.rs`, `lookup.rs`, `backup.rs`, `restore.rs`;
 //! - `writer.rs`: the commit loop and the request dispatch.
 
 mod backup;
@@ -54,6 +54,7 @@ mod handle;
 mod ingest_tx;
 mod junk;
 pub mod keys;
+mod learn_queue;
 mod lookup;
 mod membership;
 mod merge_split;
@@ -211,6 +212,7 @@ impl Store {
             counters,
             changes,
             queue_wake: Arc::new(Notify::new()),
+            learn_wake: Arc::new(Notify::new()),
         };
         Ok((
             Store {

@@ -602,6 +602,42 @@ pub struct QueueRecorded {
 #[serde(transparent)]
 pub struct JunkId(pub u64);
 
+/// What an agent's gesture taught about a message: "move to Junk" is spam, "not spam"
+/// (a move out of Junk) is ham. Sent to spamd's learner (`TELL`) from a durable queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LearnClass {
+    Spam,
+    Ham,
+}
+
+impl LearnClass {
+    /// The SPAMC `Message-class:` value and the metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LearnClass::Spam => "spam",
+            LearnClass::Ham => "ham",
+        }
+    }
+}
+
+/// A learn queue entry's number: per installation, never reused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LearnId(pub u64);
+
+/// One message waiting to be taught to the spam filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearnTask {
+    pub id: LearnId,
+    pub message: MessageKey,
+    pub class: LearnClass,
+    /// Failed attempts so far.
+    pub attempts: u32,
+    /// Unix seconds.
+    pub next_attempt: i64,
+}
+
 /// A quarantine record's number (`teamgate quarantine release ID`): per installation,
 /// never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -624,6 +660,9 @@ pub struct NewJunk {
     /// The spam score; a value that is not finite (NaN, infinity) is stored as 0.
     pub score: f64,
     pub reason: String,
+    /// The message as received when `raw` has dangerous attachments replaced (SPEC §7:
+    /// the attachment policy holds in Junk too); kept for release, never shown.
+    pub original: Option<Vec<u8>>,
 }
 
 /// `junk list --json` element (SPEC §8).
@@ -648,6 +687,8 @@ pub struct JunkItem {
     pub json: JunkJson,
     /// The stored bytes (`Store::read_message`).
     pub message: MessageKey,
+    /// The message as received, when `message` has dangerous attachments replaced.
+    pub original: Option<MessageKey>,
     pub mail_from: String,
     pub rcpts: Vec<String>,
     /// Unix seconds.

@@ -12,7 +12,8 @@ use super::blobs::BlobLoc;
 use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::model::{
-    ConversationId, JunkId, MessageKey, MessageSummary, QuarantineId, Status, TimelineKind,
+    ConversationId, JunkId, LearnClass, MessageKey, MessageSummary, QuarantineId, Status,
+    TimelineKind,
 };
 
 /// `messages` value: where the body is and what the parser learned about it.
@@ -123,6 +124,20 @@ pub struct JunkRecord {
     pub reason: String,
     /// Unix seconds: when it was judged spam (received, or moved to Junk).
     pub at: i64,
+    /// The message as received, when `message` has dangerous attachments replaced (a
+    /// `messages` record of its own, in no view).
+    #[serde(default)]
+    pub original: Option<MessageKey>,
+}
+
+/// `learn_queue` value: one message to teach the spam filter (`learn_queue.rs`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LearnRecord {
+    pub message: MessageKey,
+    pub class: LearnClass,
+    pub attempts: u32,
+    /// Unix seconds.
+    pub next_attempt: i64,
 }
 
 /// `quarantine` value: one attachment removed from one delivery of a message.

@@ -10,8 +10,9 @@ use super::backup_format::BackupSnapshot;
 use super::error::StoreError;
 use super::model::{
     ConversationAction, ConversationId, FlagOp, Flags, FolderId, IncomingMessage, IngestOutcome,
-    JunkId, MailboxSnapshot, MessageKey, MessageSummary, NewJunk, OutboundMessage, QuarantineId,
-    QueueId, QueueItem, QueueRecorded, RecipientOutcome, TeamView, UnchangedSince,
+    JunkId, LearnClass, LearnId, MailboxSnapshot, MessageKey, MessageSummary, NewJunk,
+    OutboundMessage, QuarantineId, QueueId, QueueItem, QueueRecorded, RecipientOutcome, TeamView,
+    UnchangedSince,
 };
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
@@ -109,6 +110,15 @@ pub enum Op {
     Split {
         conv: ConversationId,
         message_id: String,
+    },
+    LearnEnqueue {
+        messages: Vec<MessageKey>,
+        class: LearnClass,
+    },
+    LearnFinish(LearnId),
+    LearnRetry {
+        id: LearnId,
+        next_attempt: i64,
     },
 }
 

@@ -37,6 +37,7 @@ fn spam(inbox: &str, mid: &str, at: i64, score: f64) -> NewJunk {
         ),
         score,
         reason: "SPAMD 12.5".into(),
+        original: None,
     }
 }
 

@@ -30,11 +30,10 @@ use std::sync::atomic::Ordering;
 use tokio::sync::{mpsc, watch};
 
 use super::backup;
-use super::blobs::{BlobLoc, SegmentWriter};
+use super::blobs::{BlobLoc, BodyLocs, SegmentWriter};
 use super::counters::Counters;
 use super::db::Trees;
 use super::error::StoreError;
-use super::ingest_tx::IngestLocs;
 use super::model::{IncomingMessage, IngestOutcome};
 use super::request::{Op, OpOutput, QueueOp, QueueOutput, Reply, Request};
 use super::uid_space;
@@ -44,14 +43,14 @@ use super::writer_state::WriterState;
 enum Job {
     Ingest {
         msg: Box<IncomingMessage>,
-        loc: Option<IngestLocs>,
+        loc: Option<BodyLocs>,
         reply: Reply<IngestOutcome>,
         result: Option<Result<IngestOutcome, StoreError>>,
     },
     Op {
         op: Box<Op>,
         /// Where an appended body went (phase 1).
-        loc: Option<BlobLoc>,
+        loc: Option<BodyLocs>,
         reply: Reply<OpOutput>,
         result: Option<Result<OpOutput, StoreError>>,
     },
@@ -315,13 +314,13 @@ impl WriterState {
     /// Phase 1 of a batch for an APPEND: the body goes to the segment (after checking
     /// the folder exists, so a refused APPEND leaves no bytes behind).
     /// For junk, the bytes go to the segment unless the message is junk already.
-    fn append_op_body(&mut self, op: &Op) -> Result<Option<BlobLoc>, StoreError> {
+    fn append_op_body(&mut self, op: &Op) -> Result<Option<BodyLocs>, StoreError> {
         match op {
             Op::FolderAppend { folder, raw, .. } => {
                 self.folder_space(folder)?;
                 self.segments
                     .append(raw)
-                    .map(Some)
+                    .map(|loc| Some(BodyLocs::body(loc)))
                     .map_err(|e| StoreError::io("appending a message to the segment", e))
             }
             Op::Junk(j) => self.append_junk_body(j),
@@ -330,7 +329,7 @@ impl WriterState {
     }
 
     /// Phase 3 for one op.
-    fn run_op(&mut self, op: &Op, loc: Option<BlobLoc>) -> Result<OpOutput, StoreError> {
+    fn run_op(&mut self, op: &Op, loc: Option<BodyLocs>) -> Result<OpOutput, StoreError> {
         match op {
             Op::SyncView(view) => self.sync_view(view).map(OpOutput::Snapshot),
             Op::SyncFolder(folder) => {
@@ -377,7 +376,7 @@ impl WriterState {
                 let loc = loc.ok_or_else(|| {
                     StoreError::Internal("message body was not appended; retry".into())
                 })?;
-                self.folder_append(folder, summary, flags, *internal_date, loc)
+                self.folder_append(folder, summary, flags, *internal_date, loc.body)
                     .map(|(v, u)| OpOutput::Appended(v, u))
             }
             Op::FolderCopy { folder, keys } => self
@@ -398,6 +397,13 @@ impl WriterState {
             Op::UnmarkJunk(conv) => self.unmark_junk(*conv).map(|()| OpOutput::Done),
             Op::QuarantineRelease(id) => self.quarantine_release(*id).map(OpOutput::Released),
             Op::Merge { into, from } => self.merge(*into, *from).map(|()| OpOutput::Done),
+            Op::LearnEnqueue { messages, class } => {
+                self.learn_add(messages, *class).map(|()| OpOutput::Done)
+            }
+            Op::LearnFinish(id) => self.learn_remove(*id).map(|()| OpOutput::Done),
+            Op::LearnRetry { id, next_attempt } => self
+                .learn_reschedule(*id, *next_attempt)
+                .map(|()| OpOutput::Done),
             Op::Split { conv, message_id } => {
                 self.split(*conv, message_id).map(OpOutput::Conversation)
             }

@@ -423,9 +423,11 @@ impl Session {
             }
             Gesture::Junk => {
                 let login = self.agent()?.login.clone();
-                store
-                    .mark_junk(conv, format!("marked as spam by {login}"))
-                    .await?;
+                self.ctx
+                    .ingest
+                    .mark_spam(conv, &login)
+                    .await
+                    .map_err(|e| no(None, e.to_string()))?;
             }
             Gesture::Unassign => {
                 store
