@@ -37,6 +37,11 @@ mod submission;
 mod sink;
 // Outbound delivery: queue, DKIM, retries, bounces into conversations, `queue` CLI.
 mod outbound;
+// Every path into a conversation meets the attachment policy; reports on our own mail;
+// learning from Junk gestures; display-name spoofing (issue 13).
+mod filter_paths;
+// The real spamd, clamd and dnsmasq the filter tests start, and the messages they send.
+mod filter_services;
 // Spam, sender authentication and attachment filters against real spamd, clamd and dnsmasq.
 mod filters;
 // The Prometheus endpoint scraped with curl after real traffic; `teamgate status`.

@@ -156,6 +156,8 @@ pub struct FilterOutcome {
     /// The complete `Authentication-Results: host; spf=…; dkim=…; dmarc=…\r\n` field
     /// (RFC 8601), folded, ending in CRLF.
     pub authentication_results: String,
+    /// Every signal that fired, whatever the verdict (spamd's score of a ham message too).
+    pub findings: Vec<Finding>,
 }
 
 /// A configured filter could not give an answer: the caller temp-fails the message.
@@ -392,8 +394,9 @@ impl Filters {
         };
 
         Ok(FilterOutcome {
-            verdict: decide(findings, hits, inner.spam_threshold),
+            verdict: decide(findings.clone(), hits, inner.spam_threshold),
             authentication_results,
+            findings,
         })
     }
 }
