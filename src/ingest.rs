@@ -173,7 +173,9 @@ impl Ingest {
                     })
                     .collect();
                 let input = FilterInput {
-                    raw: message,
+                    // With our Received field: SpamAssassin finds the SMTP client there (the
+                    // last untrusted relay, for its network tests), as behind any MTA.
+                    raw: &raw,
                     peer_ip: origin.peer,
                     helo: origin.helo,
                     mail_from: &envelope.mail_from,

@@ -11,6 +11,19 @@ pub struct Row {
     pub original_sender: String,
     pub is_autoreply: bool,
     pub auto_kind: String,
+    /// `is_spam`: `Some(true)` spam, `Some(false)` ham, `None` not labelled.
+    pub is_spam: Option<bool>,
+    /// `dangerous_attachment`, labelled the same way.
+    pub dangerous_attachment: Option<bool>,
+}
+
+/// A yes/no column; anything else is "not labelled".
+fn yes_no(value: &str) -> Option<bool> {
+    match value {
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => None,
+    }
 }
 
 /// Where the corpus is: `../shared/corpus` beside the repository, never copied into it.
@@ -56,6 +69,8 @@ pub fn manifest() -> Vec<Row> {
                 original_sender: col(6),
                 is_autoreply: col(7) == "yes",
                 auto_kind: col(10),
+                is_spam: yes_no(&col(8)),
+                dangerous_attachment: yes_no(&col(11)),
             }
         })
         .collect()

@@ -40,6 +40,8 @@ mod outbound;
 // Every path into a conversation meets the attachment policy; reports on our own mail;
 // learning from Junk gestures; display-name spoofing (issue 13).
 mod filter_paths;
+// The filters as production sees mail: every corpus theme through real spamd and clamd.
+mod filter_eval;
 // The real spamd, clamd and dnsmasq the filter tests start, and the messages they send.
 mod filter_services;
 // Spam, sender authentication and attachment filters against real spamd, clamd and dnsmasq.

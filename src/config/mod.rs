@@ -201,6 +201,8 @@ pub struct FilterConfig {
     pub clamd: Option<ClamdAddr>,
     /// Lower-case, without leading dot.
     pub blocked_extensions: Vec<String>,
+    /// Quarantine Office documents that carry VBA macros.
+    pub block_office_macros: bool,
     pub trust_upstream_spam_headers: bool,
     pub dns: DnsSource,
     /// Added when DMARC does not pass and the From display name claims an agent or an
@@ -230,6 +232,7 @@ impl Default for FilterConfig {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            block_office_macros: true,
             trust_upstream_spam_headers: false,
             dns: DnsSource::System,
             display_name_spoof_score: DEFAULT_DISPLAY_NAME_SPOOF_SCORE,

@@ -224,6 +224,8 @@ pub(super) struct RawFilter {
     pub(super) clamd: String,
     #[serde(deserialize_with = "lenient_list")]
     pub(super) blocked_extensions: Vec<String>,
+    /// Quarantine Office documents with VBA macros.
+    pub(super) block_office_macros: bool,
     /// Honour X-Spam-Flag / X-Spam-Status set by a trusted upstream relay.
     pub(super) trust_upstream_spam_headers: bool,
     /// DNS for SPF/DKIM/DMARC: "" = the system resolver (/etc/resolv.conf), "host:port" =
@@ -246,6 +248,7 @@ impl Default for RawFilter {
                 .iter()
                 .map(|s| s.to_string())
                 .collect(),
+            block_office_macros: true,
             trust_upstream_spam_headers: false,
             dns_server: String::new(),
             display_name_spoof_score: DEFAULT_DISPLAY_NAME_SPOOF_SCORE,

@@ -555,6 +555,39 @@ fn plaintext_auth_without_tls_is_an_error() {
 }
 
 #[test]
+fn learning_and_display_name_keys_are_checked() {
+    let t = format!(
+        "{}\n[filter]\nlearn = true\nlearn_retry_secs = []\ndisplay_name_spoof_score = -1\n",
+        good_toml()
+    );
+    let (errs, f) = load_err(&t, &[]);
+    assert_file_err(&errs, &f, "filter.learn", "needs filter.spamd");
+    assert_file_err(&errs, &f, "filter.learn_retry_secs", "at least one");
+    assert_file_err(&errs, &f, "filter.display_name_spoof_score", "0 or more");
+    let t = format!("{}\n[filter]\nlearn_retry_secs = [0]\n", good_toml());
+    let (errs, f) = load_err(&t, &[]);
+    assert_file_err(&errs, &f, "filter.learn_retry_secs[0]", "greater than 0");
+
+    // Learning is on by default once spamd is configured, and can be turned off.
+    let c = load_ok(
+        &format!("{}\n[filter]\nspamd = \"127.0.0.1:783\"\n", good_toml()),
+        &[],
+    );
+    assert!(c.filter.learns());
+    assert_eq!(c.filter.display_name_spoof_score, 4.0);
+    assert_eq!(c.filter.learn_retry.len(), 5);
+    let c = load_ok(
+        &format!(
+            "{}\n[filter]\nspamd = \"127.0.0.1:783\"\nlearn = false\n",
+            good_toml()
+        ),
+        &[],
+    );
+    assert!(!c.filter.learns());
+    assert!(!load_ok(&good_toml(), &[]).filter.learns());
+}
+
+#[test]
 fn outbound_filter_log_values_are_checked() {
     let t = format!(
         "{}\n[outbound]\nrelay = \"mail.example.test:25\"\nretry_schedule_secs = []\ndkim_selector = \"s1\"\n\

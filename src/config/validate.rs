@@ -711,6 +711,7 @@ impl RawFilter {
             spam_threshold: self.spam_threshold,
             clamd,
             blocked_extensions,
+            block_office_macros: self.block_office_macros,
             trust_upstream_spam_headers: self.trust_upstream_spam_headers,
             dns,
             display_name_spoof_score: self.display_name_spoof_score,

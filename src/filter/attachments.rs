@@ -42,6 +42,13 @@ const EXECUTABLE_TYPES: &[&str] = &[
     "application/x-ms-shortcut",
 ];
 
+/// Office formats that carry macros by design (OOXML `*m`, add-ins, binary workbooks).
+const MACRO_EXTENSIONS: &[&str] = &[
+    "docm", "dotm", "xlsm", "xltm", "xlam", "xlsb", "pptm", "potm", "ppam", "ppsm", "sldm",
+];
+/// The OLE2 compound-file signature (`.doc`, `.xls`, `.ppt`, and `vbaProject.bin` itself).
+const OLE2_MAGIC: &[u8] = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1";
+
 /// One attachment, as the checks see it.
 #[derive(Debug)]
 pub(super) struct Part<'m> {
@@ -116,7 +123,13 @@ fn content_type_of(part: &MessagePart<'_>) -> String {
 
 /// The local checks (no clamd): names, archive names, executable content under another
 /// name or type. `blocked` holds lower-case extensions without the dot.
-pub(super) fn check_names_and_types(parts: &[Part<'_>], blocked: &[String]) -> Vec<AttachmentHit> {
+/// With `macros`, Office documents carrying VBA macros count too (by content, whatever
+/// their name, and macro-enabled names inside archives, which are not opened).
+pub(super) fn check_names_and_types(
+    parts: &[Part<'_>],
+    blocked: &[String],
+    macros: bool,
+) -> Vec<AttachmentHit> {
     parts
         .iter()
         .filter_map(|part| {
@@ -130,17 +143,24 @@ pub(super) fn check_names_and_types(parts: &[Part<'_>], blocked: &[String]) -> V
             };
             found(name_reason(&part.filename, blocked), HitCause::BlockedName);
             found(disguised_executable(part), HitCause::DisguisedExecutable);
-            if is_zip(part) {
-                for entry in zip_names(part.contents)
-                    .into_iter()
-                    .filter_map(|entry| {
-                        name_reason(&entry, blocked)
-                            .map(|why| format!("archive contains {}: {why}", printable(&entry)))
-                    })
-                    .take(MAX_ARCHIVE_REASONS)
-                {
-                    found(Some(entry), HitCause::Archive);
-                }
+            let entries = if is_zip(part) {
+                zip_names(part.contents)
+            } else {
+                Vec::new()
+            };
+            if macros {
+                found(office_macros(part, &entries), HitCause::OfficeMacro);
+            }
+            for entry in entries
+                .iter()
+                .filter_map(|entry| {
+                    let why = name_reason(entry, blocked)
+                        .or_else(|| macros.then(|| macro_name_reason(entry)).flatten())?;
+                    Some(format!("archive contains {}: {why}", printable(entry)))
+                })
+                .take(MAX_ARCHIVE_REASONS)
+            {
+                found(Some(entry), HitCause::Archive);
             }
             Some(AttachmentHit {
                 part_path: part.path.clone(),
@@ -258,6 +278,37 @@ fn disguised_executable(part: &Part<'_>) -> Option<String> {
         Some((_, ext)) => Some(format!("{kind} disguised as .{ext}")),
         None => Some(format!("{kind} disguised as a file without extension")),
     }
+}
+
+/// An Office document with a VBA project: an OOXML package holding `vbaProject.bin`, or
+/// an OLE2 file with a `_VBA_PROJECT` stream. By content, so a renamed one is caught too.
+fn office_macros(part: &Part<'_>, zip_entries: &[String]) -> Option<String> {
+    if zip_entries.iter().any(|e| {
+        e.rsplit('/')
+            .next()
+            .is_some_and(|n| n.eq_ignore_ascii_case("vbaProject.bin"))
+    }) {
+        return Some("Office document with VBA macros (vbaProject.bin)".into());
+    }
+    let vba_stream: Vec<u8> = "_VBA_PROJECT"
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    (part.contents.starts_with(OLE2_MAGIC)
+        && part
+            .contents
+            .windows(vba_stream.len())
+            .any(|w| w == vba_stream.as_slice()))
+    .then(|| "Office document with VBA macros (_VBA_PROJECT)".into())
+}
+
+/// A name inside an archive in a macro-enabled Office format (its content is not read).
+fn macro_name_reason(name: &str) -> Option<String> {
+    let name = normalize(name);
+    let (_, ext) = split_extension(&name)?;
+    MACRO_EXTENSIONS
+        .contains(&ext)
+        .then(|| format!("macro-enabled Office document .{ext}"))
 }
 
 fn is_zip(part: &Part<'_>) -> bool {
@@ -544,7 +595,11 @@ mod tests {
     fn zip_directory_names() {
         let z = zip(&["docs/readme.txt", "docs/payload.exe"]);
         assert_eq!(zip_names(&z), vec!["docs/readme.txt", "docs/payload.exe"]);
-        let hits = check_names_and_types(&[part("files.zip", "application/zip", &z)], &blocked());
+        let hits = check_names_and_types(
+            &[part("files.zip", "application/zip", &z)],
+            &blocked(),
+            true,
+        );
         assert_eq!(hits.len(), 1);
         assert_eq!(
             hits[0].reason,
@@ -591,7 +646,7 @@ Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\npre\r\n\
             names,
             vec![(vec![2, 2], "inv.pdf.exe"), (vec![3], "ok.pdf")]
         );
-        let hits = check_names_and_types(&parts, &blocked());
+        let hits = check_names_and_types(&parts, &blocked(), true);
         assert_eq!(hits.len(), 1);
         assert_eq!(
             hits[0].reason,
@@ -655,7 +710,7 @@ Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\npre\r\n\
         let parts = collect(&msg);
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].path, vec![2, 0]);
-        let hits = check_names_and_types(&parts, &blocked());
+        let hits = check_names_and_types(&parts, &blocked(), true);
         let out = strip_parts(raw.as_bytes(), &hits);
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains(&encoded));
@@ -700,5 +755,44 @@ Content-Type: multipart/mixed; boundary=\"o\"\r\n\r\npre\r\n\
             .expect("notice part");
         assert!(notice.contains(&name), "{notice}");
         assert!(notice.contains("kept in quarantine"), "{notice}");
+    }
+
+    #[test]
+    fn office_macros_by_content_and_by_name_inside_archives() {
+        let xlsm = zip(&[
+            "[Content_Types].xml",
+            "xl/workbook.xml",
+            "xl/vbaProject.bin",
+        ]);
+        let xlsx = zip(&["[Content_Types].xml", "xl/workbook.xml"]);
+        let mut ole2 = OLE2_MAGIC.to_vec();
+        ole2.extend("_VBA_PROJECT".encode_utf16().flat_map(u16::to_le_bytes));
+        let inner = zip(&["macro.xlsm"]);
+        let parts = [
+            part("report.xlsm", "application/octet-stream", &xlsm),
+            // The extension lies: the content decides.
+            part("photo.jpg", "image/jpeg", &xlsm),
+            part("old.xls", "application/vnd.ms-excel", &ole2),
+            part("bundle.zip", "application/zip", &inner),
+            part("table.xlsx", "application/octet-stream", &xlsx),
+            part("plain.doc", "application/msword", OLE2_MAGIC),
+        ];
+        let hits = check_names_and_types(&parts, &blocked(), true);
+        let hit_names: Vec<&str> = hits.iter().map(|h| h.filename.as_str()).collect();
+        assert_eq!(
+            hit_names,
+            ["report.xlsm", "photo.jpg", "old.xls", "bundle.zip"],
+            "{hits:?}"
+        );
+        assert_eq!(hits[0].cause, HitCause::OfficeMacro);
+        assert_eq!(hits[3].cause, HitCause::Archive);
+        assert!(
+            hits[3]
+                .reason
+                .contains("macro-enabled Office document .xlsm"),
+            "{hits:?}"
+        );
+        // `block_office_macros = false`: none of them.
+        assert!(check_names_and_types(&parts, &blocked(), false).is_empty());
     }
 }

@@ -48,7 +48,7 @@ fn claim(name: &str, address: &str, input: &FilterInput<'_>) -> Option<String> {
         let Some((_, domain)) = team.rsplit_once('@') else {
             continue;
         };
-        if !aligned(from_domain, domain) && tokens.iter().any(|t| aligned(t, domain)) {
+        if !aligned(from_domain, domain) && tokens.iter().any(|t| within(t, domain)) {
             return Some(format!("the team's domain {domain}"));
         }
     }
@@ -67,6 +67,17 @@ fn claim(name: &str, address: &str, input: &FilterInput<'_>) -> Option<String> {
         (names_agent || name.contains(&agent.email))
             .then(|| format!("agent {} <{}>", agent.name, agent.email))
     })
+}
+
+/// `name` is `domain` or one of its subdomains (never a parent: "test" does not claim
+/// "example.test").
+fn within(name: &str, domain: &str) -> bool {
+    name.eq_ignore_ascii_case(domain)
+        || name
+            .len()
+            .checked_sub(domain.len() + 1)
+            .and_then(|dot| name.get(dot..))
+            .is_some_and(|tail| tail.starts_with('.') && tail[1..].eq_ignore_ascii_case(domain))
 }
 
 /// The maximal runs of `keep` characters.
@@ -136,6 +147,8 @@ mod tests {
             "\"Alice\" <alice@customer.test>",
             "\"Bob at myexample.test\" <bob@myexample.test>",
             "\"Customer\" <c@customer.test>",
+            "\"Test User\" <test@example.com>",
+            "\"example\" <x@phish.test>",
             "plain@customer.test",
         ] {
             assert_eq!(judge(from, false), None, "{from}");

@@ -48,7 +48,8 @@ const DNS_CACHE_SIZE: u64 = 4096;
 /// What the filters need to know about one received message.
 #[derive(Debug, Clone, Copy)]
 pub struct FilterInput<'a> {
-    /// The message as received, before our `Received:` header.
+    /// The message as received, under our `Received:` field (spamd reads the SMTP client
+    /// from it, as it would behind any MTA).
     pub raw: &'a [u8],
     /// The connecting SMTP client.
     pub peer_ip: IpAddr,
@@ -111,6 +112,8 @@ pub enum HitCause {
     Archive,
     /// Executable content under another name or type.
     DisguisedExecutable,
+    /// An Office document carrying VBA macros (`[filter] block_office_macros`).
+    OfficeMacro,
     /// clamd could not scan it (too large).
     NotScanned,
     /// clamd found a signature.
@@ -124,6 +127,7 @@ impl HitCause {
             HitCause::BlockedName => "blocked_name",
             HitCause::Archive => "archive",
             HitCause::DisguisedExecutable => "disguised_executable",
+            HitCause::OfficeMacro => "office_macro",
             HitCause::NotScanned => "not_scanned",
             HitCause::Virus => "virus",
         }
@@ -245,6 +249,7 @@ struct Inner {
     clamd: Option<ClamdAddr>,
     spam_threshold: f64,
     blocked_extensions: Vec<String>,
+    block_office_macros: bool,
     trust_upstream_spam_headers: bool,
     display_name_spoof_score: f64,
     /// None: sender authentication is off (`[filter].dns_server = "none"`).
@@ -277,6 +282,7 @@ impl Filters {
                     .iter()
                     .map(|e| e.trim_start_matches('.').to_ascii_lowercase())
                     .collect(),
+                block_office_macros: config.block_office_macros,
                 trust_upstream_spam_headers: config.trust_upstream_spam_headers,
                 display_name_spoof_score: config.display_name_spoof_score,
                 resolver,
@@ -308,7 +314,11 @@ impl Filters {
         if attachments::truncated(&parts) {
             return Err(FilterError::TooManyParts(parts.len()));
         }
-        let mut hits = attachments::check_names_and_types(&parts, &inner.blocked_extensions);
+        let mut hits = attachments::check_names_and_types(
+            &parts,
+            &inner.blocked_extensions,
+            inner.block_office_macros,
+        );
         if let Some(addr) = &inner.clamd {
             let virus = clamd::scan_parts(addr, &parts, inner.timeout).await?;
             attachments::merge_hits(&mut hits, virus);
@@ -325,7 +335,11 @@ impl Filters {
             .as_ref()
             .map(attachments::collect)
             .unwrap_or_default();
-        let mut hits = attachments::check_names_and_types(&parts, &inner.blocked_extensions);
+        let mut hits = attachments::check_names_and_types(
+            &parts,
+            &inner.blocked_extensions,
+            inner.block_office_macros,
+        );
 
         let (auth, spam, virus) = tokio::join!(
             async {
@@ -502,7 +516,7 @@ mod tests {
             content_type: "application/pdf".into(),
             contents: b"MZ\x90\0rest",
         };
-        let mut hits = attachments::check_names_and_types(&[exe], &["exe".to_string()]);
+        let mut hits = attachments::check_names_and_types(&[exe], &["exe".to_string()], true);
         assert_eq!(hits.len(), 1);
         assert_eq!(
             hits[0].cause,
