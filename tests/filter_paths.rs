@@ -100,8 +100,14 @@ fn assert_quarantined(store: &Store, conv: ConversationId, name: &str, payload: 
 
 async fn append(imap: &mut ImapConn, tag: &str, raw: &[u8]) -> String {
     let raw = String::from_utf8_lossy(raw);
-    imap.send_raw(format!("{tag} APPEND INBOX {{{}+}}\r\n{raw}\r\n", raw.len()).as_bytes())
-        .await;
+    imap.send_raw(
+        format!(
+            "{tag} APPEND \"Inboxes/Support\" {{{}+}}\r\n{raw}\r\n",
+            raw.len()
+        )
+        .as_bytes(),
+    )
+    .await;
     imap.until_tagged(tag).await.1
 }
 
@@ -113,6 +119,11 @@ async fn no_path_delivers_a_blocked_or_infected_part_unquarantined() {
     let d = TestDaemon::start_with(move |c| {
         c.filter.spamd = Some(spamd_addr);
         c.filter.clamd = Some(ClamdAddr::Tcp(clamd_addr));
+        c.inboxes.push(teamgate::config::InboxConfig {
+            name: "Sales".into(),
+            addresses: vec!["sales@example.test".into()],
+            members: vec!["alice".into()],
+        });
     })
     .await;
     let store = d.handle.store().clone();
@@ -212,6 +223,31 @@ async fn no_path_delivers_a_blocked_or_infected_part_unquarantined() {
         assert!(tagged.contains("OK"), "{id}: {tagged}");
         assert_quarantined(&store, conversation_of(&store, id), name, data);
     }
+
+    // An agent passes mail on to another team: it arrives there as inbound mail, checked.
+    let mut alice = d.submission_as("alice", "alice-password").await;
+    let handover = String::from_utf8(mail_with(
+        "handover",
+        "for you",
+        "patch.exe",
+        "application/x-msdownload",
+        EXE,
+    ))
+    .expect("ascii")
+    .replace(
+        "From: Customer <customer@sender.test>",
+        "From: Support <support@example.test>",
+    )
+    .replace(&format!("To: <{TEAM}>"), "To: <sales@example.test>");
+    let (code, text) = alice
+        .send_mail(TEAM, &["sales@example.test"], handover.as_bytes())
+        .await;
+    assert_eq!(code, 250, "{text:?}");
+    let sales = store
+        .conversation_for_message("Sales", "handover@sender.test")
+        .expect("lookup")
+        .expect("in Sales");
+    assert_quarantined(&store, sales, "patch.exe", EXE);
 
     // Junk kept whole before the policy held there (an old record): its release is
     // checked too.
