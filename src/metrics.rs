@@ -679,6 +679,17 @@ impl Snapshot {
                 breakdown(&quarantined)
             ),
         ));
+        let learned = self.by_label("teamgate_spam_learn_total", "result", &[]);
+        lines.push((
+            "spam learning",
+            format!(
+                "{} waiting; {} attempts{}; {} reports on our mail not judged",
+                count(self.sum("teamgate_spam_learn_queue_depth", &[])),
+                count(self.sum("teamgate_spam_learn_total", &[])),
+                breakdown(&learned),
+                count(self.sum("teamgate_reports_not_judged_total", &[])),
+            ),
+        ));
         let attempts = self.by_label("teamgate_outbound_delivery_attempts_total", "result", &[]);
         lines.push((
             "outbound",

@@ -235,6 +235,10 @@ async fn counters_follow_real_traffic() {
         ("junk", "1 (upstream_spam 1)"),
         ("quarantine", "1 attachments (blocked_name 1)"),
         ("outbound", "0 waiting; 1 delivery attempts (delivered 1)"),
+        (
+            "spam learning",
+            "0 waiting; 0 attempts; 0 reports on our mail not judged",
+        ),
         ("auth failures", "1 (invalid 1)"),
     ] {
         let line = status_line(topic, summary);
