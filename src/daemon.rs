@@ -77,6 +77,8 @@ pub struct DaemonHandle {
     config: Arc<Reloadable<Config>>,
     tls: Option<Tls>,
     filters: Arc<Reloadable<Filters>>,
+    /// Its login cache is flushed on reload.
+    auth: Authenticator,
     store: Store,
     outbound: Outbound,
     metrics: Metrics,
@@ -173,7 +175,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         metrics.clone(),
         shutdown.clone(),
     ));
-    let auth = Authenticator::with_metrics(metrics.clone());
+    let auth = Authenticator::new(config.current().server.auth_workers, metrics.clone());
     let replying = Replying::default();
     tasks.spawn(crate::replying::run_expiry(
         replying.clone(),
@@ -230,7 +232,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         submit: smtp_ctx.submit.clone(),
         replying,
         ingest,
-        auth,
+        auth: auth.clone(),
         tls: tls.clone(),
         recent: Default::default(),
     });
@@ -290,6 +292,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         config,
         tls,
         filters,
+        auth,
         store,
         outbound,
         metrics,
@@ -385,6 +388,8 @@ impl DaemonHandle {
         // spamd/clamd addresses, thresholds and the DNS source apply to the next message.
         self.filters
             .replace(Filters::from_config(&new.filter).map_err(|e| e.to_string())?);
+        // Passwords or agents may have changed: every login checks its hash again.
+        self.auth.flush_cache();
         self.config.replace(new);
         Ok(())
     }

@@ -157,6 +157,11 @@ impl LearnResult {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HowLabel {
+    how: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
 }
@@ -199,6 +204,7 @@ struct Inner {
     smtp_message_seconds: Histograms<PortLabel>,
     connections_refused: Family<ListenerLabel, Counter>,
     auth_failures: Family<ReasonLabel, Counter>,
+    auth_checks: Family<HowLabel, Counter>,
     junk: Family<CauseLabel, Counter>,
     quarantined: Family<CauseLabel, Counter>,
     spam_learned: Family<LearnLabels, Counter>,
@@ -259,6 +265,7 @@ impl Metrics {
             smtp_message_seconds: Family::new_with_constructor(message_buckets),
             connections_refused: Family::default(),
             auth_failures: Family::default(),
+            auth_checks: Family::default(),
             junk: Family::default(),
             quarantined: Family::default(),
             spam_learned: Family::default(),
@@ -291,6 +298,9 @@ impl Metrics {
                     result: result.as_str(),
                 });
             }
+        }
+        for how in ["cached", "hashed"] {
+            let _ = inner.auth_checks.get_or_create(&HowLabel { how });
         }
         for reason in [AuthFailure::Invalid, AuthFailure::Throttled] {
             let _ = inner.auth_failures.get_or_create(&ReasonLabel {
@@ -332,6 +342,11 @@ impl Metrics {
             "teamgate_auth_failures",
             "Failed logins (SMTP AUTH and IMAP LOGIN/AUTHENTICATE), by reason",
             inner.auth_failures.clone(),
+        );
+        registry.register(
+            "teamgate_auth_checks",
+            "Password checks, by how they were answered: from the login cache or by an argon2 hash",
+            inner.auth_checks.clone(),
         );
         registry.register(
             "teamgate_junk",
@@ -451,6 +466,15 @@ impl Metrics {
             .get_or_create(&ReasonLabel {
                 reason: why.as_str(),
             })
+            .inc();
+    }
+
+    /// A password check answered from the login cache (`cached`) or by hashing.
+    pub fn auth_check(&self, cached: bool) {
+        let how = if cached { "cached" } else { "hashed" };
+        self.inner
+            .auth_checks
+            .get_or_create(&HowLabel { how })
             .inc();
     }
 

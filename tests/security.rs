@@ -1001,3 +1001,31 @@ async fn a_transferred_conversation_is_out_of_reach_of_the_old_inbox() {
     assert_eq!(count(), 2);
     d.stop().await;
 }
+
+/// A client's reconnects are answered from the login cache; a reload (a password may have
+/// changed) makes the next login check its hash again, over IMAP and submission alike.
+#[tokio::test]
+async fn logins_are_cached_until_a_reload() {
+    let d = TestDaemon::start().await;
+    let hashed = || {
+        d.handle
+            .metrics()
+            .snapshot()
+            .sum("teamgate_auth_checks_total", &[("how", "hashed")])
+    };
+    for _ in 0..3 {
+        d.imap_as("alice", "alice-password").await;
+    }
+    d.submission_as("alice", "alice-password").await;
+    assert_eq!(hashed(), 1.0, "one hash for four logins");
+    d.handle
+        .reload(d.handle.config().as_ref().clone())
+        .expect("reload");
+    d.imap_as("alice", "alice-password").await;
+    assert_eq!(hashed(), 2.0, "the reload flushed the cache");
+    // A wrong password never comes from the cache.
+    let mut c = ImapConn::connect(d.imap_addr()).await;
+    c.refused("LOGIN alice alice-passwore", "NO").await;
+    assert_eq!(hashed(), 3.0);
+    d.stop().await;
+}

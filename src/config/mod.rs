@@ -60,6 +60,10 @@ pub const DEFAULT_MAX_ERRORS: u64 = 10;
 pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 20;
 /// A TLS handshake needs a few round trips; 10 s stops slowloris-style handshakes.
 pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS: u64 = 10;
+/// Dovecot's `auth_cache_ttl` is an hour; five minutes covers a client's morning burst of
+/// connections and its reconnects while bounding how long a changed password is honoured
+/// before a reload.
+pub const DEFAULT_AUTH_CACHE_SECS: u64 = 300;
 /// Two agents answering the same conversation within 10 minutes get warned.
 pub const DEFAULT_COLLISION_WINDOW_SECS: u64 = 600;
 /// SpamAssassin's own default threshold.
@@ -111,6 +115,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub shutdown_grace: Duration,
     pub tls_handshake_timeout: Duration,
+    /// How long a successful login is remembered; zero = not at all.
+    pub auth_cache_ttl: Duration,
+    /// argon2 threads; 0 = one per core.
+    pub auth_workers: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -343,6 +351,8 @@ impl Config {
                 data_dir: data_dir.to_path_buf(),
                 shutdown_grace: Duration::from_secs(5),
                 tls_handshake_timeout: Duration::from_secs(5),
+                auth_cache_ttl: Duration::from_secs(DEFAULT_AUTH_CACHE_SECS),
+                auth_workers: 0,
             },
             smtp: SmtpConfig {
                 listen: vec![loopback],

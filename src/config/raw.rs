@@ -8,12 +8,13 @@ use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 
 use super::{
-    DEFAULT_BLOCKED_EXTENSIONS, DEFAULT_COLLISION_WINDOW_SECS, DEFAULT_DATA_TIMEOUT_SECS,
-    DEFAULT_DISPLAY_NAME_SPOOF_SCORE, DEFAULT_EXPUNGE_LOG_LEN, DEFAULT_LEARN_RETRY_SECS,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ERRORS, DEFAULT_MAX_HEADER_SIZE, DEFAULT_MAX_LINE_LENGTH,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS, DEFAULT_METRICS_MAX_CONNECTIONS,
-    DEFAULT_METRICS_TIMEOUT_SECS, DEFAULT_RETRY_SCHEDULE_SECS, DEFAULT_SHUTDOWN_GRACE_SECS,
-    DEFAULT_SPAM_THRESHOLD, DEFAULT_TIMEOUT_SECS, DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
+    DEFAULT_AUTH_CACHE_SECS, DEFAULT_BLOCKED_EXTENSIONS, DEFAULT_COLLISION_WINDOW_SECS,
+    DEFAULT_DATA_TIMEOUT_SECS, DEFAULT_DISPLAY_NAME_SPOOF_SCORE, DEFAULT_EXPUNGE_LOG_LEN,
+    DEFAULT_LEARN_RETRY_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ERRORS, DEFAULT_MAX_HEADER_SIZE,
+    DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS,
+    DEFAULT_METRICS_MAX_CONNECTIONS, DEFAULT_METRICS_TIMEOUT_SECS, DEFAULT_RETRY_SCHEDULE_SECS,
+    DEFAULT_SHUTDOWN_GRACE_SECS, DEFAULT_SPAM_THRESHOLD, DEFAULT_TIMEOUT_SECS,
+    DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -46,6 +47,10 @@ pub(super) struct RawServer {
     pub(super) shutdown_grace_secs: u64,
     /// Seconds allowed for a TLS handshake (implicit TLS and STARTTLS).
     pub(super) tls_handshake_timeout_secs: u64,
+    /// Seconds a successful login is remembered (0 = every login checks the hash).
+    pub(super) auth_cache_secs: u64,
+    /// Threads checking passwords (0 = one per core).
+    pub(super) auth_workers: usize,
 }
 
 impl Default for RawServer {
@@ -55,6 +60,8 @@ impl Default for RawServer {
             data_dir: "./data".into(),
             shutdown_grace_secs: DEFAULT_SHUTDOWN_GRACE_SECS,
             tls_handshake_timeout_secs: DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
+            auth_cache_secs: DEFAULT_AUTH_CACHE_SECS,
+            auth_workers: 0,
         }
     }
 }

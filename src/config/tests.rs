@@ -555,6 +555,30 @@ fn plaintext_auth_without_tls_is_an_error() {
 }
 
 #[test]
+fn auth_cache_and_worker_keys() {
+    let c = load_ok(&good_toml(), &[]);
+    assert_eq!(c.server.auth_cache_ttl, Duration::from_secs(300));
+    assert_eq!(c.server.auth_workers, 0);
+    let t = edit(
+        "hostname = \"mx.example.test\"",
+        "hostname = \"mx.example.test\"\nauth_cache_secs = 0\nauth_workers = 3",
+    );
+    let c = load_ok(&t, &[]);
+    assert_eq!(
+        c.server.auth_cache_ttl,
+        Duration::ZERO,
+        "0 turns the cache off"
+    );
+    assert_eq!(c.server.auth_workers, 3);
+    let t = edit(
+        "hostname = \"mx.example.test\"",
+        "hostname = \"mx.example.test\"\nauth_cache_secs = 99999999999",
+    );
+    let (errs, f) = load_err(&t, &[]);
+    assert_file_err(&errs, &f, "server.auth_cache_secs", "more than a year");
+}
+
+#[test]
 fn learning_and_display_name_keys_are_checked() {
     let t = format!(
         "{}\n[filter]\nlearn = true\nlearn_retry_secs = []\ndisplay_name_spoof_score = -1\n",

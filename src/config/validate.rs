@@ -218,6 +218,11 @@ impl RawServer {
                 "server.tls_handshake_timeout_secs",
                 self.tls_handshake_timeout_secs,
             ),
+            auth_cache_ttl: match self.auth_cache_secs {
+                0 => Duration::ZERO,
+                s => ck.secs("server.auth_cache_secs", s),
+            },
+            auth_workers: self.auth_workers,
         }
     }
 }

@@ -1,6 +1,10 @@
-//! Agent authentication: argon2id verification off the async threads, bounded in
-//! concurrency, with failed attempts throttled per peer address and per login. Also owns
-//! password hashing (`teamgate hash-password`) and verification.
+//! Agent authentication: argon2id verification on a fixed set of threads that reuse their
+//! memory ([`hasher`]), successful logins cached for a while ([`cache`]), failed attempts
+//! throttled per peer address and per login. Also owns password hashing
+//! (`teamgate hash-password`) and verification.
+
+mod cache;
+mod hasher;
 
 use std::{
     collections::HashMap,
@@ -9,9 +13,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
-use password_hash::{PasswordHash, SaltString, rand_core::OsRng};
-use tokio::sync::{Notify, Semaphore};
+use argon2::{Argon2, PasswordHasher};
+use password_hash::{SaltString, rand_core::OsRng};
+use tokio::sync::Notify;
+
+use cache::AuthCache;
+use hasher::Hasher;
 
 use crate::{
     config::Config,
@@ -24,8 +31,6 @@ const FAILURE_WINDOW: Duration = Duration::from_secs(300);
 /// How long an attempt waits for earlier attempts on the same address or login to finish
 /// before it is refused as throttled.
 const MAX_ADMISSION_WAIT: Duration = Duration::from_secs(30);
-/// argon2 costs ~19 MiB and ~26 ms per check: a handful at once is plenty.
-const CONCURRENT_CHECKS: usize = 4;
 /// The failure table never grows past this many keys (oldest windows are dropped first).
 const MAX_TRACKED: usize = 10_000;
 
@@ -50,7 +55,8 @@ struct Attempts {
 
 #[derive(Debug, Clone)]
 pub struct Authenticator {
-    checks: Arc<Semaphore>,
+    hasher: Hasher,
+    cache: Arc<AuthCache>,
     attempts: Arc<Mutex<HashMap<String, Attempts>>>,
     /// Wakes attempts waiting for a slot when a check finishes.
     finished: Arc<Notify>,
@@ -60,7 +66,7 @@ pub struct Authenticator {
 
 impl Default for Authenticator {
     fn default() -> Self {
-        Authenticator::with_metrics(Metrics::default())
+        Authenticator::new(0, Metrics::default())
     }
 }
 
@@ -72,9 +78,15 @@ enum Admission {
 }
 
 impl Authenticator {
-    pub fn with_metrics(metrics: Metrics) -> Authenticator {
+    /// `workers` argon2 threads (`[server] auth_workers`; 0 = one per core).
+    pub fn new(workers: usize, metrics: Metrics) -> Authenticator {
+        let workers = match workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
         Authenticator {
-            checks: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
+            hasher: Hasher::start(workers),
+            cache: Arc::new(AuthCache::new()),
             attempts: Arc::default(),
             finished: Arc::new(Notify::new()),
             metrics,
@@ -98,23 +110,37 @@ impl Authenticator {
             return Err(AuthError::Throttled);
         }
         let agent = config.agent(login);
-        // Unknown logins still pay for a hash check, so timing does not reveal them.
-        let hash = agent
-            .map(|a| a.password_hash.clone())
-            .unwrap_or_else(|| DUMMY_HASH.to_string());
-        let password = password.to_string();
-        let ok = match self.checks.acquire().await {
-            Ok(_permit) => tokio::task::spawn_blocking(move || verify_password(&hash, &password))
-                .await
-                .unwrap_or(false),
-            Err(_) => false,
+        let ttl = config.server.auth_cache_ttl;
+        let cached = agent.is_some_and(|a| {
+            !ttl.is_zero() && self.cache.hit(&a.login, password, &a.password_hash)
+        });
+        let ok = cached || {
+            // Unknown logins still pay for a hash check, so timing does not reveal them.
+            let hash = agent
+                .map(|a| a.password_hash.clone())
+                .unwrap_or_else(|| DUMMY_HASH.to_string());
+            self.hasher.verify(hash, password.to_string()).await
         };
+        self.metrics.auth_check(cached);
+        if let Some(a) = agent
+            && ok
+            && !cached
+            && !ttl.is_zero()
+        {
+            self.cache
+                .remember(&a.login, password, &a.password_hash, ttl);
+        }
         let verified = agent.filter(|_| ok).map(|a| a.login.clone());
         self.finish(&keys, verified.is_some());
         verified.ok_or_else(|| {
             self.metrics.auth_failed(AuthFailure::Invalid);
             AuthError::Invalid
         })
+    }
+
+    /// Forgets every cached login (a reload: passwords or agents may have changed).
+    pub fn flush_cache(&self) {
+        self.cache.flush();
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Attempts>> {
@@ -260,13 +286,10 @@ pub fn hash_password(password: &str) -> Result<String, password_hash::Error> {
         .to_string())
 }
 
-/// True when `password` matches the PHC `hash`; a malformed hash never matches.
+/// True when `password` matches the PHC `hash`; a malformed hash never matches. For
+/// one-off checks; logins go through the [`Authenticator`]'s threads.
 pub fn verify_password(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash).is_ok_and(|parsed| {
-        Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok()
-    })
+    hasher::verify_into(&mut Vec::new(), hash, password.as_bytes())
 }
 
 #[cfg(test)]
@@ -367,6 +390,59 @@ mod tests {
             assert_eq!(l.await.unwrap(), Ok("alice".into()));
         }
         assert!(auth.lock().is_empty(), "nothing left in flight or failed");
+    }
+
+    #[tokio::test]
+    async fn a_successful_login_is_cached_until_the_password_or_config_changes() {
+        let mut config = Config::for_tests(Path::new("/tmp/none"));
+        let metrics = Metrics::default();
+        let auth = Authenticator::new(1, metrics.clone());
+        let ip: IpAddr = "127.0.0.5".parse().unwrap();
+        let checks = |how: &str| {
+            metrics
+                .snapshot()
+                .sum("teamgate_auth_checks_total", &[("how", how)])
+        };
+        for _ in 0..3 {
+            assert_eq!(
+                auth.verify(&config, ip, "alice", "alice-password").await,
+                Ok("alice".into())
+            );
+        }
+        assert_eq!((checks("hashed"), checks("cached")), (1.0, 2.0));
+        // A wrong password is never answered from the cache.
+        assert_eq!(
+            auth.verify(&config, ip, "alice", "alice-passwore").await,
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(checks("hashed"), 2.0);
+        // A new password hash: the old password is checked again, and fails.
+        config.agents[0].password_hash = hash_password("new-password").expect("hash");
+        assert_eq!(
+            auth.verify(&config, ip, "alice", "alice-password").await,
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            auth.verify(&config, ip, "alice", "new-password").await,
+            Ok("alice".into())
+        );
+        assert_eq!(checks("hashed"), 4.0);
+        auth.flush_cache();
+        assert_eq!(
+            auth.verify(&config, ip, "alice", "new-password").await,
+            Ok("alice".into())
+        );
+        assert_eq!(checks("hashed"), 5.0, "flushed");
+        // `auth_cache_secs = 0`: every login hashes.
+        config.server.auth_cache_ttl = Duration::ZERO;
+        for _ in 0..2 {
+            assert!(
+                auth.verify(&config, ip, "alice", "new-password")
+                    .await
+                    .is_ok()
+            );
+        }
+        assert_eq!((checks("hashed"), checks("cached")), (7.0, 2.0));
     }
 
     #[test]
