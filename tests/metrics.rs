@@ -258,6 +258,18 @@ async fn counters_follow_real_traffic() {
     assert!(json["conversations"].as_u64().unwrap() >= 1, "{json}");
     assert!(json["messages"].as_u64().unwrap() >= 3, "{json}");
     assert_eq!(json["queued"], 0);
+    // What each tree holds (issue 14: bytes per message per tree).
+    let trees = json["trees"].as_array().expect("trees");
+    let messages = trees
+        .iter()
+        .find(|t| t["tree"] == "messages")
+        .expect("the messages tree");
+    assert!(messages["entries"].as_u64().unwrap() >= 3, "{messages}");
+    assert!(
+        messages["value_bytes"].as_u64().unwrap() > 100,
+        "{messages}"
+    );
+    assert_eq!(trees.len(), 26, "every tree: {trees:?}");
     let snapshot: Snapshot = serde_json::from_value(json["metrics"].clone()).expect("snapshot");
     assert_eq!(
         snapshot.sum("teamgate_smtp_messages_accepted_total", &inbound),

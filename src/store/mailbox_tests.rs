@@ -927,3 +927,51 @@ async fn flag_log_names_the_messages_whose_flags_changed() -> TestResult {
     assert_eq!(log.since(last), None);
     Ok(())
 }
+
+/// A large sync writes its entries ahead of its transaction; what a crash leaves of such a
+/// write-ahead (entries at or above `uid_next`) is in no mailbox and is overwritten later.
+#[tokio::test]
+async fn a_large_sync_writes_ahead_and_an_uncommitted_write_ahead_is_ignored() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let opts = || StoreOptions {
+        view_write_ahead: 2,
+        ..StoreOptions::default()
+    };
+    let (store, _) = Store::open(dir.path(), opts())?;
+    let mut keys = Vec::new();
+    for i in 0..5 {
+        let o = store
+            .ingest(simple("a", &format!("w{i}@x"), T0 + i, "c@x", new_conv()))
+            .await?;
+        keys.push(key(&o)?);
+    }
+    let view = open_view(&["a"]);
+    let first = store.sync_view(&view).await?;
+    let expected: Vec<(u32, MessageKey)> = (1..=5).zip(keys.iter().copied()).collect();
+    assert_eq!(uids(&first), expected);
+    assert_eq!(first.uid_next, 6);
+    // A crash between the write-ahead and its transaction: entries past uid_next.
+    let stray = first.entries[0].1;
+    for uid in [6, 7] {
+        store.inner.trees.get(TreeId::UidMap).insert(
+            keys::uid_map(first.space, uid),
+            &keys::entry_value(&stray)[..],
+        )?;
+    }
+    store.close().await?;
+    let (store, _) = Store::open(dir.path(), opts())?;
+    let reopened = store.sync_view(&view).await?;
+    assert_eq!(
+        uids(&reopened),
+        expected,
+        "nothing past uid_next is in the view"
+    );
+    let o = store
+        .ingest(simple("a", "w5@x", T0 + 9, "c@x", new_conv()))
+        .await?;
+    let next = store.sync_view(&view).await?;
+    let mut with_new = expected.clone();
+    with_new.push((6, key(&o)?));
+    assert_eq!(uids(&next), with_new, "uid 6 reassigned, 7 still ignored");
+    Ok(())
+}

@@ -116,6 +116,19 @@ pub struct StoreStats {
     /// Outgoing messages waiting in the queue.
     #[serde(default)]
     pub queued: u64,
+    /// What each sled tree holds: entries, and the bytes of their keys and values (before
+    /// sled's own page overhead, which `db_bytes` includes).
+    #[serde(default)]
+    pub trees: Vec<TreeBytes>,
+}
+
+/// One sled tree's contents in [`StoreStats`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TreeBytes {
+    pub tree: String,
+    pub entries: u64,
+    pub key_bytes: u64,
+    pub value_bytes: u64,
 }
 
 fn check_schema(db: &sled::Db, trees: &Trees) -> Result<(), StoreError> {
@@ -197,7 +210,7 @@ impl Store {
             max_batch,
             counters.clone(),
             changes.clone(),
-            opts.expunge_log_len,
+            &opts,
         )?;
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -547,6 +560,22 @@ impl Store {
         let t = &self.inner.trees;
         let segs = blobs::list_segments(&self.inner.segments_dir)
             .map_err(|e| StoreError::io("listing segments", e))?;
+        let mut trees = Vec::with_capacity(TreeId::ALL.len());
+        for id in TreeId::ALL {
+            let mut size = TreeBytes {
+                tree: id.name().to_string(),
+                entries: 0,
+                key_bytes: 0,
+                value_bytes: 0,
+            };
+            for kv in t.get(id).iter() {
+                let (k, v) = kv?;
+                size.entries += 1;
+                size.key_bytes += k.len() as u64;
+                size.value_bytes += v.len() as u64;
+            }
+            trees.push(size);
+        }
         Ok(StoreStats {
             conversations: t.get(TreeId::Conversations).len() as u64,
             messages: t.get(TreeId::Messages).len() as u64,
@@ -557,6 +586,7 @@ impl Store {
             barriers: self.inner.counters.barriers.load(Ordering::Relaxed),
             requests: self.inner.counters.requests.load(Ordering::Relaxed),
             queued: self.queue_len() as u64,
+            trees,
         })
     }
 }

@@ -74,6 +74,20 @@ pub(super) struct SpaceWrite {
 }
 
 impl SpaceWrite {
+    /// Takes out the mod-sequences of the entries entering `space` at uid `from` or
+    /// above, for a sync that writes its new entries ahead of its transaction.
+    pub(super) fn take_entries_from(&mut self, space: u64, from: u32) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let first = keys::modseq_entry(space, from);
+        let last = keys::modseq_entry(space, u32::MAX);
+        let (ahead, kept) = std::mem::take(&mut self.puts)
+            .into_iter()
+            .partition(|(k, _)| {
+                k.as_slice() >= first.as_slice() && k.as_slice() <= last.as_slice()
+            });
+        self.puts = kept;
+        ahead
+    }
+
     pub(super) fn apply(&self, tx: &Tx<'_>) -> TxResult<()> {
         let t = tx.t(TreeId::Modseq);
         for k in &self.removes {

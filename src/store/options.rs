@@ -16,6 +16,10 @@ pub struct StoreOptions {
     /// covers weeks of a busy shared view; a client further behind gets every vanished
     /// uid of its known range instead (correct, only larger).
     pub expunge_log_len: usize,
+    /// A view sync adding more entries than this writes them ahead of its transaction in
+    /// batches (`uid_space.rs`): a sled transaction holds each write in memory several
+    /// times over, so one of 20,000 entries took 236 MiB.
+    pub view_write_ahead: usize,
 }
 
 impl Default for StoreOptions {
@@ -25,6 +29,7 @@ impl Default for StoreOptions {
             cache_capacity_bytes: 64 << 20,
             max_batch: 256,
             expunge_log_len: 10_000,
+            view_write_ahead: 1000,
         }
     }
 }

@@ -41,19 +41,60 @@ fn agent_owner(owner: &str) -> Option<&str> {
 }
 
 /// The entries of a UID space, ascending uid.
-fn read_entries(trees: &Trees, space: u64) -> Result<Vec<(u32, Entry)>, StoreError> {
-    trees
+/// Writes per batch when a large sync writes its entries ahead of its transaction
+/// (`StoreOptions::view_write_ahead`).
+const WRITE_AHEAD_BATCH: usize = 2_000;
+
+/// The space's entries: its `uid_map` below `uid_next`. Entries at `uid_next` or above
+/// are a sync's write-ahead that its transaction never committed (a crash in between);
+/// they are not in the mailbox, and the next sync overwrites them.
+fn read_entries(trees: &Trees, rec: &UidSpaceRecord) -> Result<Vec<(u32, Entry)>, StoreError> {
+    let mut entries = Vec::new();
+    for kv in trees
         .get(TreeId::UidMap)
-        .scan_prefix(keys::uid_map_prefix(space))
-        .map(|kv| {
-            let (k, v) = kv?;
-            let uid = keys::uid_of_key(&k)
-                .ok_or_else(|| records::corrupt(TreeId::UidMap, &k, "short key"))?;
-            let entry = keys::parse_entry(&v)
-                .ok_or_else(|| records::corrupt(TreeId::UidMap, &k, "bad entry value"))?;
-            Ok((uid, entry))
-        })
-        .collect()
+        .scan_prefix(keys::uid_map_prefix(rec.space))
+    {
+        let (k, v) = kv?;
+        let uid = keys::uid_of_key(&k)
+            .ok_or_else(|| records::corrupt(TreeId::UidMap, &k, "short key"))?;
+        if uid >= rec.uid_next {
+            break;
+        }
+        let entry = keys::parse_entry(&v)
+            .ok_or_else(|| records::corrupt(TreeId::UidMap, &k, "bad entry value"))?;
+        entries.push((uid, entry));
+    }
+    Ok(entries)
+}
+
+/// Writes a large sync's new `uid_map` entries and their mod-sequences ahead of its
+/// transaction, in bounded batches (each atomic per tree). They lie at or above the
+/// space's old `uid_next`, so until the transaction raises it they are in no mailbox.
+fn write_ahead(
+    db: &sled::Db,
+    trees: &Trees,
+    space: u64,
+    inserts: &[(u32, Entry)],
+    modseqs: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<(), StoreError> {
+    for chunk in inserts.chunks(WRITE_AHEAD_BATCH) {
+        let mut batch = sled::Batch::default();
+        for (uid, e) in chunk {
+            batch.insert(&keys::uid_map(space, *uid)[..], &keys::entry_value(e)[..]);
+        }
+        trees.get(TreeId::UidMap).apply_batch(batch)?;
+        // sled holds every page a write touched in memory until it is flushed.
+        db.flush()?;
+    }
+    for chunk in modseqs.chunks(WRITE_AHEAD_BATCH) {
+        let mut batch = sled::Batch::default();
+        for (k, v) in chunk {
+            batch.insert(k.as_slice(), v.as_slice());
+        }
+        trees.get(TreeId::Modseq).apply_batch(batch)?;
+        db.flush()?;
+    }
+    Ok(())
 }
 
 pub(super) fn snapshot(
@@ -65,7 +106,7 @@ pub(super) fn snapshot(
         space: rec.space,
         uid_validity: rec.uid_validity,
         uid_next: rec.uid_next,
-        entries: read_entries(trees, rec.space)?,
+        entries: read_entries(trees, rec)?,
         highest_change: change,
     })
 }
@@ -253,7 +294,7 @@ impl WriterState {
         {
             let entries = match cached(rec, &self.view_cache) {
                 Some(entries) => entries,
-                None => read_entries(&self.trees, rec.space)?,
+                None => read_entries(&self.trees, rec)?,
             };
             self.remember_view(&name, rec, &entries);
             return Ok(MailboxSnapshot {
@@ -268,7 +309,7 @@ impl WriterState {
             Some(rec) => {
                 let current = match cached(&rec, &self.view_cache) {
                     Some(entries) => entries,
-                    None => read_entries(&self.trees, rec.space)?,
+                    None => read_entries(&self.trees, &rec)?,
                 };
                 (rec, None, current)
             }
@@ -326,7 +367,18 @@ impl WriterState {
         // and HIGHESTMODSEQ never exceeds a snapshot's counter (`Store::highest_modseq`).
         let added: Vec<u32> = inserts.iter().map(|(u, _)| *u).collect();
         let gone: Vec<u32> = removed.iter().map(|(u, _)| *u).collect();
-        let space_write = self.space_write(space, &added, &gone, self.change)?;
+        let mut space_write = self.space_write(space, &added, &gone, self.change)?;
+        let ahead = inserts.len() > self.view_write_ahead;
+        if ahead {
+            write_ahead(
+                &self.db,
+                &self.trees,
+                space,
+                &inserts,
+                space_write.take_entries_from(space, first),
+            )?;
+        }
+        let in_transaction = if ahead { &[][..] } else { &inserts[..] };
         self.trees.all[..]
             .transaction(|t| {
                 let tx = Tx(t);
@@ -340,7 +392,7 @@ impl WriterState {
                 for (uid, _) in &removed {
                     map.remove(&keys::uid_map(space, *uid)[..])?;
                 }
-                for (uid, e) in inserts.iter().chain(&moved) {
+                for (uid, e) in in_transaction.iter().chain(&moved) {
                     map.insert(&keys::uid_map(space, *uid)[..], keys::entry_value(e))?;
                 }
                 Ok(())
@@ -386,7 +438,7 @@ impl WriterState {
 
     pub(super) fn folder_delete(&mut self, folder: &FolderId) -> Result<(), StoreError> {
         let (name, rec) = self.folder_space(folder)?;
-        let uids: Vec<u32> = read_entries(&self.trees, rec.space)?
+        let uids: Vec<u32> = read_entries(&self.trees, &rec)?
             .into_iter()
             .map(|(u, _)| u)
             .collect();

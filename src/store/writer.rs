@@ -35,6 +35,7 @@ use super::counters::Counters;
 use super::db::Trees;
 use super::error::StoreError;
 use super::model::{IncomingMessage, IngestOutcome};
+use super::options::StoreOptions;
 use super::request::{Op, OpOutput, QueueOp, QueueOutput, Reply, Request};
 use super::uid_space;
 use super::writer_state::WriterState;
@@ -129,9 +130,9 @@ impl Writer {
         max_batch: usize,
         counters: Arc<Counters>,
         changes: Arc<watch::Sender<u64>>,
-        expunge_log_len: usize,
+        opts: &StoreOptions,
     ) -> Result<Self, StoreError> {
-        let state = WriterState::new(db, trees, segments, counters, expunge_log_len)?;
+        let state = WriterState::new(db, trees, segments, counters, opts)?;
         state.counters.change.store(state.change, Ordering::SeqCst);
         changes.send_replace(state.change);
         Ok(Writer {

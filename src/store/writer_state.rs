@@ -14,6 +14,7 @@ use super::db::Trees;
 use super::error::StoreError;
 use super::keys::{self, TreeId};
 use super::model::{ConversationId, Entry, MessageKey};
+use super::options::StoreOptions;
 use super::records::{self, MessageRecord, UidSpaceRecord};
 use super::tx::{Tx, TxResult};
 use super::views;
@@ -37,6 +38,8 @@ pub struct WriterState {
     pub(super) view_cache: HashMap<Vec<u8>, CachedView>,
     /// Expunges kept per UID space for VANISHED (`StoreOptions::expunge_log_len`).
     pub(super) expunge_log_len: usize,
+    /// `StoreOptions::view_write_ahead`.
+    pub(super) view_write_ahead: usize,
 }
 
 /// View generations remembered for incremental syncs; a space synced longer ago is
@@ -93,7 +96,7 @@ impl WriterState {
         trees: Trees,
         segments: SegmentWriter,
         counters: Arc<Counters>,
-        expunge_log_len: usize,
+        opts: &StoreOptions,
     ) -> Result<Self, StoreError> {
         let meta = trees.get(TreeId::Meta);
         let read = |k: &[u8]| -> Result<u64, StoreError> {
@@ -114,7 +117,8 @@ impl WriterState {
             dirty: false,
             view_log: VecDeque::new(),
             view_cache: HashMap::new(),
-            expunge_log_len,
+            expunge_log_len: opts.expunge_log_len,
+            view_write_ahead: opts.view_write_ahead,
         })
     }
 

@@ -15,17 +15,20 @@
 //! network step has a timeout; a failed login fails the run (exit 1).
 
 use std::{
-    net::{SocketAddr, TcpListener as StdListener},
-    path::{Path, PathBuf},
-    process::{Child, Command, ExitCode, Stdio},
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
     time::{Duration, Instant},
 };
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWriteExt;
 
-const STEP: Duration = Duration::from_secs(60);
-const PASSWORD: &str = "storm-password";
+// Shared with the scale benchmark, which uses all of it.
+#[allow(dead_code)]
+#[path = "daemon.rs"]
+mod daemon;
+
+use daemon::{Daemon, PASSWORD, connect, line, login_of, ms, percentile};
 const USAGE: &str = "usage: cargo bench --bench logins -- [--agents N] [--connections N] \
 [--cache-secs SECS] [--workers N] [--binary PATH]";
 
@@ -72,131 +75,10 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
     Ok(opts)
 }
 
-fn free_addr() -> Result<(StdListener, SocketAddr), String> {
-    let l = StdListener::bind("127.0.0.1:0").map_err(|e| format!("bind: {e}"))?;
-    let a = l.local_addr().map_err(|e| format!("local_addr: {e}"))?;
-    Ok((l, a))
-}
-
-fn login_of(i: usize) -> String {
-    format!("agent{i}")
-}
-
-struct Daemon {
-    child: Child,
-    imap: SocketAddr,
-    log: PathBuf,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_daemon(opts: &Options, dir: &Path) -> Result<Daemon, String> {
-    if !opts.binary.is_file() {
-        return Err(format!("{} not found", opts.binary.display()));
-    }
-    let (l1, smtp) = free_addr()?;
-    let (l2, imap) = free_addr()?;
-    let hash = teamgate::auth::hash_password(PASSWORD).map_err(|e| format!("hash: {e}"))?;
-    let logins: Vec<String> = (0..opts.agents).map(login_of).collect();
-    let members = logins
-        .iter()
-        .map(|l| format!("\"{l}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut cfg = format!(
-        "[server]\nhostname = \"mx.storm.test\"\ndata_dir = \"{data}\"\nauth_cache_secs = {cache}\n\
-         auth_workers = {workers}\n[smtp]\nlisten = [\"{smtp}\"]\n[submission]\nlisten = []\n\
-         [imap]\nlisten = [\"{imap}\"]\nmax_connections = {conns}\n[tls]\nallow_plaintext_auth = true\n\
-         [filter]\ndns_server = \"none\"\n[[inbox]]\nname = \"Support\"\n\
-         addresses = [\"support@storm.test\"]\nmembers = [{members}]\n",
-        data = dir.join("data").display(),
-        cache = opts.cache_secs,
-        workers = opts.workers,
-        conns = opts.agents * opts.connections + 100,
-    );
-    for login in &logins {
-        cfg.push_str(&format!(
-            "\n[[agent]]\nlogin = \"{login}\"\nname = \"Agent {login}\"\n\
-             email = \"{login}@agents.storm.test\"\npassword_hash = \"{hash}\"\n"
-        ));
-    }
-    let config = dir.join("teamgate.toml");
-    std::fs::write(&config, cfg).map_err(|e| format!("write config: {e}"))?;
-    let log = dir.join("teamgate.log");
-    let log_file = std::fs::File::create(&log).map_err(|e| format!("log file: {e}"))?;
-    drop((l1, l2));
-    let child = Command::new(&opts.binary)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log_file)
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", opts.binary.display()))?;
-    let mut daemon = Daemon { child, imap, log };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(imap).is_err() {
-        if let Ok(Some(status)) = daemon.child.try_wait() {
-            return Err(format!(
-                "teamgate exited early ({status}); see {}",
-                daemon.log.display()
-            ));
-        }
-        if Instant::now() > deadline {
-            return Err("teamgate did not start within 60 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(daemon)
-}
-
-/// (VmRSS, VmHWM) of a process, in MiB.
-fn memory(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib = |key: &str| -> f64 {
-        status
-            .lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (kib("VmRSS:") / 1024.0, kib("VmHWM:") / 1024.0)
-}
-
-async fn line(reader: &mut BufReader<TcpStream>) -> Result<String, String> {
-    let mut text = String::new();
-    let n = tokio::time::timeout(STEP, reader.read_line(&mut text))
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    if n == 0 {
-        return Err("connection closed".into());
-    }
-    Ok(text)
-}
-
 /// Connect, greeting, LOGIN; returns the time from connect to the LOGIN's OK. Then LOGOUT.
 async fn login_once(addr: SocketAddr, login: &str) -> Result<Duration, String> {
     let started = Instant::now();
-    let stream = tokio::time::timeout(STEP, TcpStream::connect(addr))
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut reader = BufReader::new(stream);
+    let mut reader = connect(addr).await?;
     line(&mut reader).await?;
     reader
         .get_mut()
@@ -217,21 +99,13 @@ async fn login_once(addr: SocketAddr, login: &str) -> Result<Duration, String> {
     Ok(took)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-fn report(what: &str, mut took: Vec<Duration>, pid: u32, idle: f64) {
+fn report(what: &str, mut took: Vec<Duration>, daemon: &Daemon, idle: f64) {
     took.sort_unstable();
-    let (rss, hwm) = memory(pid);
+    let (rss, hwm) = daemon.memory();
     println!(
         "{what:<34} p50 {:>7.1} ms  p99 {:>7.1} ms  RSS {rss:>6.1} MiB (+{:.1} over idle)  peak {hwm:>6.1} MiB",
-        percentile(&took, 0.50).as_secs_f64() * 1e3,
-        percentile(&took, 0.99).as_secs_f64() * 1e3,
+        ms(percentile(&took, 0.50)),
+        ms(percentile(&took, 0.99)),
         rss - idle,
     );
 }
@@ -252,10 +126,17 @@ async fn storm(addr: SocketAddr, opts: &Options) -> Result<Vec<Duration>, String
 
 async fn run(opts: Options) -> Result<(), String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    let daemon = start_daemon(&opts, dir.path())?;
-    let pid = daemon.child.id();
+    let daemon = Daemon::start(
+        &opts.binary,
+        dir.path(),
+        opts.agents,
+        &format!(
+            "auth_cache_secs = {}\nauth_workers = {}",
+            opts.cache_secs, opts.workers
+        ),
+    )?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let (idle, _) = memory(pid);
+    let (idle, _) = daemon.memory();
     println!(
         "teamgate {}: {} agents, {} connections each, auth_cache_secs {}, auth_workers {} (0 = cores)",
         opts.binary.display(),
@@ -269,15 +150,20 @@ async fn run(opts: Options) -> Result<(), String> {
     for i in 0..50 {
         sequential.push(login_once(daemon.imap, &login_of(i % opts.agents)).await?);
     }
-    report("50 sequential logins", sequential, pid, idle);
+    report("50 sequential logins", sequential, &daemon, idle);
     let n = opts.agents * opts.connections;
     let first = storm(daemon.imap, &opts).await?;
-    report(&format!("{n} concurrent logins"), first, pid, idle);
+    report(&format!("{n} concurrent logins"), first, &daemon, idle);
     let again = storm(daemon.imap, &opts).await?;
-    report(&format!("{n} concurrent logins, again"), again, pid, idle);
+    report(
+        &format!("{n} concurrent logins, again"),
+        again,
+        &daemon,
+        idle,
+    );
     // The checking threads give their memory back after 2 s without work.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let (rss, hwm) = memory(pid);
+    let (rss, hwm) = daemon.memory();
     println!(
         "5 s later                          RSS {rss:>6.1} MiB (+{:.1} over idle)  peak {hwm:>6.1} MiB",
         rss - idle
