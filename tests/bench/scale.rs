@@ -110,7 +110,11 @@ fn message(n: u64, size: usize) -> Vec<u8> {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         body.push_str(WORDS[(i >> 59) as usize % WORDS.len()]);
-        body.push(if (i >> 40).is_multiple_of(12) { '\n' } else { ' ' });
+        body.push(if (i >> 40).is_multiple_of(12) {
+            '\n'
+        } else {
+            ' '
+        });
     }
     format!(
         "From: Customer {c} <customer{c}@shop{d}.test>\r\nTo: <{INBOX_ADDRESS}>\r\n\

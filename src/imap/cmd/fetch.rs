@@ -130,9 +130,21 @@ impl Session {
         } else {
             Vec::new()
         };
+        // The message record is read only for the items that need it: `UID FETCH 1:*
+        // (FLAGS)`, what every client sends on open, then reads no record at all.
+        let needs_meta = names.iter().any(|n| {
+            matches!(
+                n,
+                MessageDataItemName::InternalDate | MessageDataItemName::Rfc822Size
+            )
+        });
         for (n, index) in indices.into_iter().enumerate() {
             let (uid_value, entry) = sel.entries[index];
-            let meta = self.ctx.store.message_meta(entry.message)?;
+            let meta = if needs_meta {
+                self.ctx.store.message_meta(entry.message)?
+            } else {
+                None
+            };
             let raw = if needs_body {
                 self.ctx.store.read_message(entry.message)?
             } else {
