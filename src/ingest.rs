@@ -157,6 +157,11 @@ impl Ingest {
         // No fact depends on the Authentication-Results field, so the message is read
         // before the filters, which need to know whether it reports on our own mail.
         let (mut raw, facts) = analyze(raw, &envelope.mail_from).await?;
+        let team: Arc<[String]> = config
+            .inboxes
+            .iter()
+            .flat_map(|i| i.addresses.iter().cloned())
+            .collect();
         let message = raw.get(trace_len..).unwrap_or_default();
         let (verdict, authentication_results) = match origin {
             Some(origin) => {
@@ -179,11 +184,7 @@ impl Ingest {
                     peer_ip: origin.peer,
                     helo: origin.helo,
                     mail_from: &envelope.mail_from,
-                    team_addresses: &config
-                        .inboxes
-                        .iter()
-                        .flat_map(|i| i.addresses.iter().cloned())
-                        .collect::<Vec<_>>(),
+                    team_addresses: &team,
                     hostname: &config.server.hostname,
                     agents: &agents,
                     own_mail_report,
@@ -281,11 +282,6 @@ impl Ingest {
         }
 
         let facts = Arc::new(facts);
-        let team: Arc<[String]> = config
-            .inboxes
-            .iter()
-            .flat_map(|i| i.addresses.iter().cloned())
-            .collect();
         let deliveries = inbox_deliveries(envelope)
             .into_iter()
             .map(|(inbox, plus)| {

@@ -290,16 +290,17 @@ fn office_macros(part: &Part<'_>, zip_entries: &[String]) -> Option<String> {
     }) {
         return Some("Office document with VBA macros (vbaProject.bin)".into());
     }
+    if !part.contents.starts_with(OLE2_MAGIC) {
+        return None;
+    }
     let vba_stream: Vec<u8> = "_VBA_PROJECT"
         .encode_utf16()
         .flat_map(u16::to_le_bytes)
         .collect();
-    (part.contents.starts_with(OLE2_MAGIC)
-        && part
-            .contents
-            .windows(vba_stream.len())
-            .any(|w| w == vba_stream.as_slice()))
-    .then(|| "Office document with VBA macros (_VBA_PROJECT)".into())
+    part.contents
+        .windows(vba_stream.len())
+        .any(|w| w == vba_stream.as_slice())
+        .then(|| "Office document with VBA macros (_VBA_PROJECT)".into())
 }
 
 /// A name inside an archive in a macro-enabled Office format (its content is not read).

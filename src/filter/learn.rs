@@ -7,12 +7,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::spamd::MAX_SCAN_BYTES;
+use super::spamd::{self, MAX_SCAN_BYTES};
 use crate::config::Config;
 use crate::mail::clock::unix_now;
 use crate::metrics::{LearnResult, Metrics};
@@ -21,8 +19,6 @@ use crate::store::{LearnClass, LearnTask, Store, StoreError};
 
 /// Lessons sent per pass over the queue.
 const BATCH: usize = 64;
-/// spamd's answer to TELL is a status line and a header or two.
-const MAX_RESPONSE_BYTES: u64 = 4096;
 /// Bound on one TELL (spamd learns a message in well under a second).
 const TELL_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest sleep between looks at the queue when nothing wakes the learner.
@@ -31,29 +27,16 @@ const IDLE_WAIT: Duration = Duration::from_secs(300);
 /// Teaches spamd at `addr` that `raw` is `class` (`Set: local`, the Bayes database).
 /// Unreachable, timed out or refused (spamd without `--allow-tell`): an error to retry.
 pub async fn tell(addr: &str, raw: &[u8], class: LearnClass) -> Result<(), String> {
-    let response = tokio::time::timeout(TELL_TIMEOUT, exchange(addr, raw, class))
-        .await
-        .map_err(|_| format!("{addr}: no answer within {TELL_TIMEOUT:?}"))?
-        .map_err(|e| format!("{addr}: {e}"))?;
-    check_response(&response).map_err(|e| format!("{addr}: {e}"))
-}
-
-async fn exchange(addr: &str, raw: &[u8], class: LearnClass) -> std::io::Result<Vec<u8>> {
-    let mut stream = TcpStream::connect(addr).await?;
     let head = format!(
         "TELL SPAMC/1.5\r\nMessage-class: {}\r\nSet: local\r\nContent-length: {}\r\nUser: teamgate\r\n\r\n",
         class.as_str(),
         raw.len()
     );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(raw).await?;
-    stream.shutdown().await?;
-    let mut response = Vec::new();
-    (&mut stream)
-        .take(MAX_RESPONSE_BYTES)
-        .read_to_end(&mut response)
-        .await?;
-    Ok(response)
+    let response = tokio::time::timeout(TELL_TIMEOUT, spamd::exchange(addr, &head, raw))
+        .await
+        .map_err(|_| format!("{addr}: no answer within {TELL_TIMEOUT:?}"))?
+        .map_err(|e| format!("{addr}: {e}"))?;
+    check_response(&response).map_err(|e| format!("{addr}: {e}"))
 }
 
 /// `SPAMD/1.1 0 EX_OK` (with `DidSet: local`, or without it when the message was learned

@@ -314,16 +314,29 @@ impl Filters {
         if attachments::truncated(&parts) {
             return Err(FilterError::TooManyParts(parts.len()));
         }
+        let hits = self.attachment_hits(&parts).await?;
+        Ok(decide(Vec::new(), hits, inner.spam_threshold))
+    }
+
+    /// The attachment policy on collected parts: names, types, archives and macros, then
+    /// clamd when configured.
+    async fn attachment_hits(
+        &self,
+        parts: &[attachments::Part<'_>],
+    ) -> Result<Vec<AttachmentHit>, FilterError> {
+        let inner = &*self.inner;
         let mut hits = attachments::check_names_and_types(
-            &parts,
+            parts,
             &inner.blocked_extensions,
             inner.block_office_macros,
         );
         if let Some(addr) = &inner.clamd {
-            let virus = clamd::scan_parts(addr, &parts, inner.timeout).await?;
-            attachments::merge_hits(&mut hits, virus);
+            attachments::merge_hits(
+                &mut hits,
+                clamd::scan_parts(addr, parts, inner.timeout).await?,
+            );
         }
-        Ok(decide(Vec::new(), hits, inner.spam_threshold))
+        Ok(hits)
     }
 
     /// Runs every check: authentication, spamd and clamd concurrently, each bounded by the
@@ -335,13 +348,7 @@ impl Filters {
             .as_ref()
             .map(attachments::collect)
             .unwrap_or_default();
-        let mut hits = attachments::check_names_and_types(
-            &parts,
-            &inner.blocked_extensions,
-            inner.block_office_macros,
-        );
-
-        let (auth, spam, virus) = tokio::join!(
+        let (auth, spam, hits) = tokio::join!(
             async {
                 match &inner.resolver {
                     Some(resolver) => Some(authn::verify(resolver, input, inner.timeout).await),
@@ -356,15 +363,10 @@ impl Filters {
                     _ => Ok(None),
                 }
             },
-            async {
-                match &inner.clamd {
-                    Some(addr) => clamd::scan_parts(addr, &parts, inner.timeout).await,
-                    None => Ok(Vec::new()),
-                }
-            },
+            self.attachment_hits(&parts),
         );
         let spam = spam?;
-        attachments::merge_hits(&mut hits, virus?);
+        let hits = hits?;
 
         let mut findings = Vec::new();
         // Hundreds of attachments could hide one past the checking limit: such a message

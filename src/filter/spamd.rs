@@ -43,7 +43,11 @@ pub(super) async fn check(
         );
         return Ok(None);
     }
-    let response = tokio::time::timeout(limit, exchange(addr, raw))
+    let head = format!(
+        "SYMBOLS SPAMC/1.5\r\nContent-length: {}\r\nUser: teamgate\r\n\r\n",
+        raw.len()
+    );
+    let response = tokio::time::timeout(limit, exchange(addr, &head, raw))
         .await
         .map_err(|_| FilterError::SpamdDown(format!("{addr}: no answer within {limit:?}")))?
         .map_err(|e| FilterError::SpamdDown(format!("{addr}: {e}")))?;
@@ -52,12 +56,10 @@ pub(super) async fn check(
         .map_err(|e| FilterError::SpamdDown(format!("{addr}: {e}")))
 }
 
-async fn exchange(addr: &str, raw: &[u8]) -> std::io::Result<Vec<u8>> {
+/// One SPAMC request (`head`: the request line and headers, up to the blank line) with
+/// the message, answered by spamd and read up to [`MAX_RESPONSE_BYTES`].
+pub(super) async fn exchange(addr: &str, head: &str, raw: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut stream = TcpStream::connect(addr).await?;
-    let head = format!(
-        "SYMBOLS SPAMC/1.5\r\nContent-length: {}\r\nUser: teamgate\r\n\r\n",
-        raw.len()
-    );
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(raw).await?;
     stream.shutdown().await?;

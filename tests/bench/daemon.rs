@@ -5,7 +5,7 @@
 use std::{
     net::{SocketAddr, TcpListener as StdListener},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, ExitCode, Stdio},
     time::{Duration, Instant},
 };
 
@@ -221,4 +221,40 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// A benchmark's `main`: its arguments parsed (exit 2 on a bad one), `run` on a
+/// multi-threaded runtime, exit 1 with the error when it fails.
+pub fn main_with<O, F>(
+    name: &str,
+    parse: impl FnOnce(std::iter::Skip<std::env::Args>) -> Result<O, String>,
+    run: impl FnOnce(O) -> F,
+) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), String>>,
+{
+    let opts = match parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
