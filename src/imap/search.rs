@@ -12,13 +12,9 @@ use imap_codec::imap_types::{
     search::SearchKey,
     sequence::{SeqOrUid, Sequence, SequenceSet},
 };
-use mail_parser::{
-    Header, HeaderValue, Message, MessageParser, PartType, decoders::html::html_to_text,
-    parsers::MessageStream,
-};
+use mail_parser::Message;
 
-/// Nested message/rfc822 levels whose text BODY and TEXT search.
-const MAX_DEPTH: usize = 32;
+use crate::mail::search_text;
 /// NOT / OR / parenthesis nesting evaluated; a key nested deeper matches nothing.
 const MAX_KEY_DEPTH: usize = 64;
 
@@ -109,8 +105,12 @@ impl<'a> Eval<'_, 'a> {
             SearchKey::Body(s) => contains(&self.body_text(), s),
             SearchKey::Text(s) => {
                 let needle = needle(s);
-                let header = self.message().map(header_text).unwrap_or_default();
-                contains_lower(&header, &needle) || contains_lower(&self.body_text(), &needle)
+                let header = self
+                    .message()
+                    .map(search_text::header_text)
+                    .unwrap_or_default();
+                search_text::contains_folded(&header, &needle)
+                    || search_text::contains_folded(&self.body_text(), &needle)
             }
             // `cmd/search.rs` replaces MODSEQ by the UIDs it matches before evaluating.
             SearchKey::ModSequence { .. } => false,
@@ -119,16 +119,7 @@ impl<'a> Eval<'_, 'a> {
 
     fn message(&self) -> Option<&Message<'a>> {
         let raw = self.c.raw;
-        self.msg
-            .get_or_init(|| {
-                // mail-parser 0.11.9 has reachable `debug_assert!`s on malformed MIME (see
-                // message.rs): treat a failure like a message without a header.
-                std::panic::catch_unwind(|| MessageParser::default().parse(raw))
-                    .ok()
-                    .flatten()
-                    .filter(|m| !m.parts.is_empty())
-            })
-            .as_ref()
+        self.msg.get_or_init(|| search_text::parse(raw)).as_ref()
     }
 
     fn has(&self, flag: &Flag<'static>) -> bool {
@@ -163,26 +154,13 @@ impl<'a> Eval<'_, 'a> {
         let Some(msg) = self.message() else {
             return false;
         };
-        let buf = msg.raw_message.as_ref();
         let needle = needle(s);
-        msg.parts.first().is_some_and(|root| {
-            root.headers
-                .iter()
-                .filter(|h| h.name().eq_ignore_ascii_case(name))
-                .any(|h| contains_lower(&header_value(h, buf), &needle))
-        })
+        search_text::field_values(msg, name).any(|v| search_text::contains_folded(&v, &needle))
     }
 
     /// Decoded text of every text part (HTML as text), embedded messages included.
     fn body_text(&self) -> String {
-        match self.message() {
-            Some(msg) => {
-                let mut out = String::new();
-                body_text(msg, 0, &mut out);
-                out
-            }
-            None => String::from_utf8_lossy(self.c.raw).into_owned(),
-        }
+        search_text::body_text(self.message(), self.c.raw)
     }
 }
 
@@ -201,79 +179,13 @@ fn in_set(set: &SequenceSet, n: u32, max: u32) -> bool {
     })
 }
 
-fn body_text(msg: &Message<'_>, depth: usize, out: &mut String) {
-    for part in &msg.parts {
-        match &part.body {
-            PartType::Text(text) => {
-                out.push_str(text);
-                out.push('\n');
-            }
-            PartType::Html(html) => {
-                out.push_str(&html_to_text(html));
-                out.push('\n');
-            }
-            PartType::Message(inner) if depth < MAX_DEPTH => {
-                out.push_str(&header_text(inner));
-                body_text(inner, depth + 1, out);
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Every top-level header as `Name: decoded value` lines.
-fn header_text(msg: &Message<'_>) -> String {
-    let buf = msg.raw_message.as_ref();
-    let mut out = String::new();
-    for h in msg
-        .parts
-        .first()
-        .map(|p| p.headers.as_slice())
-        .unwrap_or_default()
-    {
-        out.push_str(h.name());
-        out.push_str(": ");
-        out.push_str(&header_value(h, buf));
-        out.push('\n');
-    }
-    out
-}
-
-/// A header's value with RFC 2047 encoded-words decoded, plus the addresses mail-parser found
-/// in it (which also decodes words inside quoted display names).
-fn header_value(h: &Header<'_>, buf: &[u8]) -> String {
-    let start = usize::try_from(h.offset_start).unwrap_or(usize::MAX);
-    let end = usize::try_from(h.offset_end)
-        .unwrap_or(usize::MAX)
-        .min(buf.len());
-    let raw = buf.get(start.min(end)..end).unwrap_or_default();
-    let mut out = match MessageStream::new(raw).parse_unstructured() {
-        HeaderValue::Text(text) => text.into_owned(),
-        _ => String::from_utf8_lossy(raw).trim().to_string(),
-    };
-    if let HeaderValue::Address(addresses) = &h.value {
-        for a in addresses.iter() {
-            out.push('\n');
-            out.push_str(a.name().unwrap_or_default());
-            out.push_str(" <");
-            out.push_str(a.address().unwrap_or_default());
-            out.push('>');
-        }
-    }
-    out
-}
-
 fn needle(s: &AString<'_>) -> String {
-    String::from_utf8_lossy(s.as_ref()).to_lowercase()
+    search_text::fold(&String::from_utf8_lossy(s.as_ref()))
 }
 
 /// Case-insensitive substring test (RFC 3501 §6.4.4).
 fn contains(haystack: &str, s: &AString<'_>) -> bool {
-    contains_lower(haystack, &needle(s))
-}
-
-fn contains_lower(haystack: &str, needle_lower: &str) -> bool {
-    needle_lower.is_empty() || haystack.to_lowercase().contains(needle_lower)
+    search_text::contains_folded(haystack, &needle(s))
 }
 
 fn len_u64(bytes: &[u8]) -> u64 {

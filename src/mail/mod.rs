@@ -10,5 +10,6 @@ pub mod envelope;
 pub mod header;
 pub mod message_id;
 pub mod reply;
+pub mod search_text;
 pub mod subject;
 pub mod thread_index;
