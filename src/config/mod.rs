@@ -72,6 +72,14 @@ pub const DEFAULT_SPAM_THRESHOLD: f64 = 5.0;
 pub const DEFAULT_METRICS_MAX_CONNECTIONS: u64 = 16;
 /// Prometheus' default scrape_timeout is 10 s; a scraper slower than that has given up.
 pub const DEFAULT_METRICS_TIMEOUT_SECS: u64 = 10;
+/// 64 MiB instead of sled's 1 GiB: sled holds only metadata, the bodies live in segments.
+pub const DEFAULT_STORE_CACHE_MB: u64 = 64;
+/// tantivy refuses less than 15 MiB per indexing thread, and 4 GiB or more.
+pub const MIN_SEARCH_MEMORY_MB: u64 = 15;
+pub const MAX_SEARCH_MEMORY_MB: u64 = 4000;
+pub const DEFAULT_SEARCH_MEMORY_MB: u64 = 16;
+/// A new message waits about a second to be indexed; the scan covers it meanwhile.
+pub const DEFAULT_SEARCH_COMMIT_MS: u64 = 1000;
 /// 1 min, 5 min, 15 min, 1 h, 4 h: then a bounce to the agent.
 pub const DEFAULT_RETRY_SCHEDULE_SECS: [u64; 5] = [60, 300, 900, 3600, 14400];
 /// A display name claiming the team without DMARC behind it: near the threshold on its
@@ -107,6 +115,8 @@ pub struct Config {
     pub workflow: WorkflowConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub store: StoreConfig,
+    pub search: SearchConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -296,6 +306,23 @@ pub struct LogConfig {
 }
 
 #[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// sled's page cache.
+    pub cache_bytes: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchConfig {
+    /// Whether SEARCH and `conversations search` use the full-text index (else they scan).
+    pub index: bool,
+    /// The indexer's buffer before it writes a segment.
+    pub memory_bytes: usize,
+    /// How long a new message may wait for the index to commit it (the scan covers it
+    /// meanwhile).
+    pub commit_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
 pub struct MetricsConfig {
     /// `None`: no metrics endpoint (the numbers still show in `teamgate status`).
     pub listen: Option<SocketAddr>,
@@ -420,6 +447,14 @@ impl Config {
                 listen: None,
                 max_connections: DEFAULT_METRICS_MAX_CONNECTIONS as usize,
                 timeout: Duration::from_secs(DEFAULT_METRICS_TIMEOUT_SECS),
+            },
+            store: StoreConfig {
+                cache_bytes: DEFAULT_STORE_CACHE_MB << 20,
+            },
+            search: SearchConfig {
+                index: true,
+                memory_bytes: (DEFAULT_SEARCH_MEMORY_MB << 20) as usize,
+                commit_interval: Duration::from_millis(DEFAULT_SEARCH_COMMIT_MS),
             },
         }
     }

@@ -13,7 +13,8 @@ use super::{
     DEFAULT_LEARN_RETRY_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ERRORS, DEFAULT_MAX_HEADER_SIZE,
     DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS,
     DEFAULT_METRICS_MAX_CONNECTIONS, DEFAULT_METRICS_TIMEOUT_SECS, DEFAULT_RETRY_SCHEDULE_SECS,
-    DEFAULT_SHUTDOWN_GRACE_SECS, DEFAULT_SPAM_THRESHOLD, DEFAULT_TIMEOUT_SECS,
+    DEFAULT_SEARCH_COMMIT_MS, DEFAULT_SEARCH_MEMORY_MB, DEFAULT_SHUTDOWN_GRACE_SECS,
+    DEFAULT_SPAM_THRESHOLD, DEFAULT_STORE_CACHE_MB, DEFAULT_TIMEOUT_SECS,
     DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
 };
 
@@ -32,6 +33,8 @@ pub(super) struct RawConfig {
     pub(super) workflow: RawWorkflow,
     pub(super) log: RawLog,
     pub(super) metrics: RawMetrics,
+    pub(super) store: RawStore,
+    pub(super) search: RawSearch,
 }
 
 #[derive(Debug, Deserialize)]
@@ -408,4 +411,40 @@ fn lenient_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error
         }
     }
     d.deserialize_any(V)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawStore {
+    /// MiB of sled page cache: the ceiling of the metadata's memory.
+    pub(super) cache_mb: u64,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        Self {
+            cache_mb: DEFAULT_STORE_CACHE_MB,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawSearch {
+    /// The full-text index under `<data_dir>/search` (rebuilt from the store when lost).
+    pub(super) index: bool,
+    /// MiB the indexer buffers before it writes a segment (tantivy's floor is 15).
+    pub(super) index_memory_mb: u64,
+    /// Milliseconds between index commits while mail arrives.
+    pub(super) commit_interval_ms: u64,
+}
+
+impl Default for RawSearch {
+    fn default() -> Self {
+        Self {
+            index: true,
+            index_memory_mb: DEFAULT_SEARCH_MEMORY_MB,
+            commit_interval_ms: DEFAULT_SEARCH_COMMIT_MS,
+        }
+    }
 }

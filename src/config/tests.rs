@@ -579,6 +579,42 @@ fn auth_cache_and_worker_keys() {
 }
 
 #[test]
+fn store_and_search_keys_are_checked() {
+    let c = load_ok(&good_toml(), &[]);
+    assert_eq!(c.store.cache_bytes, 64 << 20);
+    assert!(c.search.index);
+    assert_eq!(c.search.memory_bytes, 16 << 20);
+    assert_eq!(c.search.commit_interval, Duration::from_secs(1));
+    let t = format!(
+        "{}\n[store]\ncache_mb = 8\n[search]\nindex = false\nindex_memory_mb = 32\ncommit_interval_ms = 250\n",
+        good_toml()
+    );
+    let c = load_ok(&t, &[]);
+    assert_eq!(c.store.cache_bytes, 8 << 20);
+    assert!(!c.search.index);
+    assert_eq!(c.search.memory_bytes, 32 << 20);
+    assert_eq!(c.search.commit_interval, Duration::from_millis(250));
+    let t = format!(
+        "{}\n[store]\ncache_mb = 0\n[search]\nindex_memory_mb = 4\ncommit_interval_ms = 0\n",
+        good_toml()
+    );
+    let (errs, f) = load_err(&t, &[]);
+    assert_file_err(&errs, &f, "store.cache_mb", "at least 1");
+    assert_file_err(&errs, &f, "search.index_memory_mb", "at least 15");
+    assert_file_err(&errs, &f, "search.commit_interval_ms", "greater than 0");
+    let t = format!(
+        "{}\n[search]\nindex_memory_mb = 5000\ncommit_interval_ms = 99999999\n",
+        good_toml()
+    );
+    let (errs, f) = load_err(&t, &[]);
+    assert_file_err(&errs, &f, "search.index_memory_mb", "at most 4000");
+    assert_file_err(&errs, &f, "search.commit_interval_ms", "more than an hour");
+    let t = format!("{}\n[search]\nindex = \"yes\"\n", good_toml());
+    let (errs, f) = load_err(&t, &[]);
+    assert_file_err(&errs, &f, "search.index", "invalid type");
+}
+
+#[test]
 fn learning_and_display_name_keys_are_checked() {
     let t = format!(
         "{}\n[filter]\nlearn = true\nlearn_retry_secs = []\ndisplay_name_spoof_score = -1\n",

@@ -19,8 +19,9 @@ use super::raw::{
 };
 use super::{
     AgentConfig, ClamdAddr, Config, DkimConfig, DnsSource, FilterConfig, ImapConfig, InboxConfig,
-    LogConfig, LogFormat, MetricsConfig, OutboundConfig, ServerConfig, SmtpConfig,
-    SubmissionConfig, TlsFiles, WorkflowConfig,
+    LogConfig, LogFormat, MAX_SEARCH_MEMORY_MB, MIN_SEARCH_MEMORY_MB, MetricsConfig,
+    OutboundConfig, SearchConfig, ServerConfig, SmtpConfig, StoreConfig, SubmissionConfig,
+    TlsFiles, WorkflowConfig,
 };
 
 /// Upper bound for every `*_secs` value: one year; more is a typo and could overflow timers.
@@ -62,6 +63,27 @@ impl Checker<'_> {
             );
         }
         Duration::from_secs(v.min(MAX_SECS))
+    }
+
+    /// A size in MiB within `min ..= max`; answered in bytes.
+    fn mebibytes(&mut self, key: &str, v: u64, min: u64, max: u64) -> u64 {
+        if v < min {
+            self.push(key, format!("must be at least {min} (MiB)"));
+        } else if v > max {
+            self.push(key, format!("must be at most {max} (MiB)"));
+        }
+        v.clamp(min, max) << 20
+    }
+
+    /// A number of milliseconds: 1 ..= one hour.
+    fn millis(&mut self, key: &str, v: u64) -> Duration {
+        const MAX_MS: u64 = 3_600_000;
+        if v == 0 {
+            self.push(key, "must be greater than 0");
+        } else if v > MAX_MS {
+            self.push(key, format!("{v} ms is more than an hour"));
+        }
+        Duration::from_millis(v.clamp(1, MAX_MS))
     }
 
     fn socket_addrs(&mut self, key: &str, list: &[String]) -> Vec<SocketAddr> {
@@ -124,6 +146,20 @@ impl RawConfig {
             max_connections: ck.limit("metrics.max_connections", self.metrics.max_connections),
             timeout: ck.secs("metrics.timeout_secs", self.metrics.timeout_secs),
         };
+        let store = StoreConfig {
+            cache_bytes: ck.mebibytes("store.cache_mb", self.store.cache_mb, 1, 1 << 20),
+        };
+        let search = SearchConfig {
+            index: self.search.index,
+            memory_bytes: usize::try_from(ck.mebibytes(
+                "search.index_memory_mb",
+                self.search.index_memory_mb,
+                MIN_SEARCH_MEMORY_MB,
+                MAX_SEARCH_MEMORY_MB,
+            ))
+            .unwrap_or(usize::MAX),
+            commit_interval: ck.millis("search.commit_interval_ms", self.search.commit_interval_ms),
+        };
         if self.inbox.is_empty() {
             ck.push(
                 "inbox",
@@ -175,6 +211,8 @@ impl RawConfig {
             workflow,
             log,
             metrics,
+            store,
+            search,
         }
     }
 }
