@@ -5,9 +5,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
+    fts::{Field, FtsIndex, Prefilter},
     ingest::Ingest,
+    mail::search_text,
     metrics::{Metrics, Snapshot},
-    store::{ConversationId, JunkId, QuarantineId, QueueId, Store, StoreError, StoreStats},
+    store::{
+        ConversationId, ConversationJson, JunkId, QuarantineId, QueueId, Store, StoreError,
+        StoreStats,
+    },
 };
 
 /// What admin requests act on: the store, and the ingest pipeline for releases (a
@@ -18,6 +23,8 @@ pub struct AdminContext {
     pub ingest: Ingest,
     /// The running daemon's metrics; `None` when the CLI opened the data directory itself.
     pub metrics: Option<Metrics>,
+    /// Narrows `conversations search`; `None`: it scans.
+    pub fts: Option<FtsIndex>,
 }
 
 /// The answer to `teamgate status`: the store's counters (the fields it always had), and
@@ -36,6 +43,7 @@ pub struct StatusReport {
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum AdminRequest {
     ConversationsList,
+    ConversationsSearch { query: String },
     ConversationsShow { id: u64 },
     // Agents' corrections of threading (SPEC §4): B's messages into A; a new conversation
     // from one message onward.
@@ -143,6 +151,9 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<Value, Admi
             serde_json::json!({ "id": id, "released": true, "message": key })
         }
         AdminRequest::ConversationsList => serde_json::to_value(store.list_conversations()?)?,
+        AdminRequest::ConversationsSearch { query } => {
+            serde_json::to_value(search_conversations(ctx, query)?)?
+        }
         AdminRequest::ConversationsShow { id } => match store.conversation(ConversationId(*id))? {
             Some(c) => serde_json::to_value(c)?,
             None => {
@@ -194,4 +205,51 @@ pub fn execute(ctx: &AdminContext, request: &AdminRequest) -> Result<Value, Admi
             Err(e) => return Err(e.into()),
         },
     })
+}
+
+/// The conversations with a message holding `query` in a header or its text, in the
+/// order `conversations list` gives. The index narrows which messages are read; each one
+/// read is then checked as IMAP SEARCH TEXT checks it.
+fn search_conversations(
+    ctx: &AdminContext,
+    query: &str,
+) -> Result<Vec<ConversationJson>, AdminError> {
+    let needle = search_text::fold(query.trim());
+    if needle.is_empty() {
+        return Err(AdminError::Invalid("the search query is empty".into()));
+    }
+    let prefilter = match &ctx.fts {
+        Some(index) => {
+            let narrow = |field| match index.candidates(field, &needle) {
+                Ok(Some(c)) => Prefilter::Only(c),
+                Ok(None) => Prefilter::Everything,
+                Err(e) => {
+                    tracing::warn!(error = %e, "search index query failed; scanning");
+                    Prefilter::Everything
+                }
+            };
+            Prefilter::any(vec![narrow(Field::Headers), narrow(Field::Body)])
+        }
+        None => Prefilter::Everything,
+    };
+    let store = &ctx.store;
+    let mut found = Vec::new();
+    let mut bodies_read = 0;
+    for conversation in store.list_conversations()? {
+        for key in store.message_keys(conversation.id)? {
+            if !prefilter.admits(key) {
+                continue;
+            }
+            bodies_read += 1;
+            let raw = store.read_message(key)?;
+            if search_text::text_contains(search_text::parse(&raw).as_ref(), &raw, &needle) {
+                found.push(conversation);
+                break;
+            }
+        }
+    }
+    if let Some(metrics) = &ctx.metrics {
+        metrics.search(prefilter.narrows(), bodies_read);
+    }
+    Ok(found)
 }

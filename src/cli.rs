@@ -96,6 +96,13 @@ pub enum ConversationsVerb {
         #[arg(long)]
         json: bool,
     },
+    /// Conversations with a message holding QUERY in a header or its text (IMAP SEARCH
+    /// TEXT: case-insensitive substring).
+    Search {
+        query: String,
+        #[arg(long)]
+        json: bool,
+    },
     Show {
         id: String,
         #[arg(long)]
@@ -210,6 +217,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Conversations { verb } => {
             let (request, json) = match verb {
                 ConversationsVerb::List { json } => (AdminRequest::ConversationsList, json),
+                ConversationsVerb::Search { query, json } => {
+                    (AdminRequest::ConversationsSearch { query }, json)
+                }
                 ConversationsVerb::Show { id, json } => (
                     AdminRequest::ConversationsShow {
                         id: number(&id, "conversation number")?,
@@ -370,6 +380,7 @@ fn offline(config: &Config, request: &AdminRequest) -> anyhow::Result<Value> {
         // Nothing stored yet: answer as an empty store would, without creating files.
         return match request {
             AdminRequest::ConversationsList
+            | AdminRequest::ConversationsSearch { .. }
             | AdminRequest::ContactsList
             | AdminRequest::QueueList => Ok(Value::Array(Vec::new())),
             AdminRequest::QueueRetry { id } => bail!("queue entry {id} not found"),
@@ -416,6 +427,9 @@ fn offline(config: &Config, request: &AdminRequest) -> anyhow::Result<Value> {
             store: store.clone(),
             ingest,
             metrics: None,
+            fts: crate::fts::FtsIndex::open_existing(&data_dir.join("search"))
+                .ok()
+                .flatten(),
         },
         request,
     );
@@ -427,7 +441,7 @@ fn offline(config: &Config, request: &AdminRequest) -> anyhow::Result<Value> {
 
 fn print_human(out: &mut impl Write, request: &AdminRequest, data: Value) -> anyhow::Result<()> {
     match request {
-        AdminRequest::ConversationsList => {
+        AdminRequest::ConversationsList | AdminRequest::ConversationsSearch { .. } => {
             let list: Vec<ConversationJson> = serde_json::from_value(data)?;
             writeln!(
                 out,

@@ -19,6 +19,7 @@ use crate::{
     config::{self, Config},
     control,
     filter::Filters,
+    fts::{self, FtsIndex},
     imap::{self, session::ImapContext},
     ingest::Ingest,
     metrics::{self, Metrics},
@@ -82,6 +83,8 @@ pub struct DaemonHandle {
     store: Store,
     outbound: Outbound,
     metrics: Metrics,
+    /// The full-text indexer's task, awaited before the store closes.
+    indexer: Option<tokio::task::JoinHandle<()>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -96,6 +99,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
     let store_dir = data_dir.clone();
     let opts = StoreOptions {
         expunge_log_len: config.imap.expunge_log_len,
+        cache_capacity_bytes: config.store.cache_bytes,
         ..StoreOptions::default()
     };
     let (store, report) = tokio::task::spawn_blocking(move || Store::open(&store_dir, opts))
@@ -117,6 +121,19 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
             "dropped a torn segment tail left by a crash"
         );
     }
+
+    let fts = if config.search.index {
+        let dir = data_dir.join("search");
+        match tokio::task::spawn_blocking(move || FtsIndex::open_or_rebuild(&dir)).await? {
+            Ok(index) => Some(index),
+            Err(e) => {
+                error!(error = %e, "search index unavailable; SEARCH scans every message");
+                None
+            }
+        }
+    } else {
+        None
+    };
 
     let tls = config.tls.as_ref().map(Tls::new).transpose()?;
     let shutdown = CancellationToken::new();
@@ -153,6 +170,15 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
     };
     let metrics = Metrics::new();
     metrics.watch_store(store.clone());
+    let indexer = fts.as_ref().map(|index| {
+        fts::indexer::spawn(
+            index.clone(),
+            store.clone(),
+            config.search.clone(),
+            shutdown.clone(),
+            metrics.clone(),
+        )
+    });
     let config = Arc::new(Reloadable::new(config));
     // The delivery worker; `Store::enqueue` wakes it (and so does `Outbound::wake`).
     let outbound = outbound::spawn(
@@ -235,6 +261,8 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         auth: auth.clone(),
         tls: tls.clone(),
         recent: Default::default(),
+        fts: fts.clone(),
+        metrics: metrics.clone(),
     });
     let imap_slots = Arc::new(Semaphore::new(config.current().imap.max_connections));
     let imap_listeners = imap_listeners
@@ -279,6 +307,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         store: store.clone(),
         ingest: ingest_for_admin,
         metrics: Some(metrics.clone()),
+        fts,
     };
     tasks.spawn(control::serve(
         control_listener,
@@ -296,6 +325,7 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
         store,
         outbound,
         metrics,
+        indexer,
         tasks,
         shutdown,
     })
@@ -410,6 +440,11 @@ impl DaemonHandle {
             );
         }
         let _ = std::fs::remove_file(&self.addrs.control);
+        if let Some(indexer) = self.indexer
+            && indexer.await.is_err()
+        {
+            warn!("the search indexer ended abnormally");
+        }
         self.store.close().await.map_err(DaemonError::Close)
     }
 }

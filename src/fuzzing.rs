@@ -281,6 +281,8 @@ impl Fixture {
                 auth: Authenticator::default(),
                 tls: None,
                 recent: Default::default(),
+                fts: None,
+                metrics: Default::default(),
             })
         });
         let mut fixture = Fixture {

@@ -13,6 +13,8 @@
 //!   message segments, group commit); domain types in and out.
 //! - **Observability.** `metrics`: every metric family, `/metrics`, `teamgate status`.
 //!   `reload`: a value SIGHUP may swap.
+//! - **Search index.** `fts`: the full-text index (tantivy) that narrows SEARCH to the
+//!   messages that may match; the scan then decides.
 //! - **Pure domain** (no I/O, no clock). `message`: facts of one raw message.
 //!   `forward`: who wrote a forwarded original. `threading`: which conversation a message
 //!   joins. `contacts`: contact touches. `compose`: a reply's email commands,
@@ -41,6 +43,7 @@ pub mod control;
 pub mod daemon;
 pub mod filter;
 pub mod forward;
+pub mod fts;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod imap;

@@ -26,6 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("networking", &["net"]),
     ("storage", &["store"]),
     ("observability", &["metrics", "reload"]),
+    ("search index", &["fts"]),
     (
         "pure domain",
         &["message", "contacts", "threading", "forward", "compose"],

@@ -16,7 +16,7 @@ use mail_parser::Message;
 
 use crate::mail::search_text;
 /// NOT / OR / parenthesis nesting evaluated; a key nested deeper matches nothing.
-const MAX_KEY_DEPTH: usize = 64;
+pub const MAX_KEY_DEPTH: usize = 64;
 
 /// What a search needs about one message.
 #[derive(Debug, Clone, Copy)]
@@ -28,6 +28,8 @@ pub struct Candidate<'a> {
     pub recent: bool,
     /// Unix seconds.
     pub internal_date: i64,
+    /// RFC822.SIZE.
+    pub size: u64,
     pub raw: &'a [u8],
 }
 
@@ -86,8 +88,8 @@ impl<'a> Eval<'_, 'a> {
             SearchKey::Unseen => !self.has(&Flag::Seen),
             SearchKey::Keyword(k) => self.has_keyword(k.as_ref()),
             SearchKey::Unkeyword(k) => !self.has_keyword(k.as_ref()),
-            SearchKey::Larger(n) => len_u64(c.raw) > u64::from(*n),
-            SearchKey::Smaller(n) => len_u64(c.raw) < u64::from(*n),
+            SearchKey::Larger(n) => c.size > u64::from(*n),
+            SearchKey::Smaller(n) => c.size < u64::from(*n),
             SearchKey::Before(d) => self.internal_date().is_some_and(|x| x < *d.as_ref()),
             SearchKey::On(d) => self.internal_date().is_some_and(|x| x == *d.as_ref()),
             SearchKey::Since(d) => self.internal_date().is_some_and(|x| x >= *d.as_ref()),
@@ -103,15 +105,7 @@ impl<'a> Eval<'_, 'a> {
                 self.field_contains(&String::from_utf8_lossy(name.as_ref()), s)
             }
             SearchKey::Body(s) => contains(&self.body_text(), s),
-            SearchKey::Text(s) => {
-                let needle = needle(s);
-                let header = self
-                    .message()
-                    .map(search_text::header_text)
-                    .unwrap_or_default();
-                search_text::contains_folded(&header, &needle)
-                    || search_text::contains_folded(&self.body_text(), &needle)
-            }
+            SearchKey::Text(s) => search_text::text_contains(self.message(), c.raw, &needle(s)),
             // `cmd/search.rs` replaces MODSEQ by the UIDs it matches before evaluating.
             SearchKey::ModSequence { .. } => false,
         })
@@ -158,7 +152,7 @@ impl<'a> Eval<'_, 'a> {
         search_text::field_values(msg, name).any(|v| search_text::contains_folded(&v, &needle))
     }
 
-    /// Decoded text of every text part (HTML as text), embedded messages included.
+    /// Decoded text of every text part and attachment name (`search_text::body_text`).
     fn body_text(&self) -> String {
         search_text::body_text(self.message(), self.c.raw)
     }
@@ -186,10 +180,6 @@ fn needle(s: &AString<'_>) -> String {
 /// Case-insensitive substring test (RFC 3501 §6.4.4).
 fn contains(haystack: &str, s: &AString<'_>) -> bool {
     search_text::contains_folded(haystack, &needle(s))
-}
-
-fn len_u64(bytes: &[u8]) -> u64 {
-    u64::try_from(bytes.len()).unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -276,6 +266,7 @@ Inner body line 2
             uid: 42,
             flags,
             internal_date: INTERNAL_DATE,
+            size: raw.len() as u64,
             raw,
         };
         for (criteria, expected) in cases {
@@ -357,6 +348,7 @@ Inner body line 2
             uid: 100,
             flags: &[],
             internal_date: 0,
+            size: 0,
             raw: b"",
         };
         assert!(matches(&key("*"), &c, 10, 100));
@@ -453,6 +445,7 @@ Inner body line 2
             uid: 42,
             flags: &[],
             internal_date: INTERNAL_DATE,
+            size: raw.len() as u64,
             raw: raw.as_bytes(),
         };
         for (key, expected) in [
@@ -490,6 +483,7 @@ Inner body line 2
             uid: 42,
             flags: &flags,
             internal_date: INTERNAL_DATE,
+            size: raw.len() as u64,
             raw: raw.as_bytes(),
         };
         let eval = Eval {
@@ -520,6 +514,7 @@ Inner body line 2
             uid: 1,
             flags: &[],
             internal_date: 0,
+            size: 0,
             raw: b"",
         };
         assert!(!matches(&key, &c, 1, 1));

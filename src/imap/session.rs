@@ -24,7 +24,9 @@ use super::{
 use crate::{
     auth::{self, AuthError, Authenticator},
     config::Config,
+    fts::FtsIndex,
     ingest::Ingest,
+    metrics::Metrics,
     net::tls::Tls,
     reload::Reloadable,
     replying::Replying,
@@ -45,6 +47,9 @@ pub struct ImapContext {
     pub tls: Option<Tls>,
     /// Which messages are `\Recent`, and to whom (RFC 3501 §2.3.2).
     pub recent: RecentMarks,
+    /// Narrows SEARCH; `None`: SEARCH scans.
+    pub fts: Option<FtsIndex>,
+    pub metrics: Metrics,
 }
 
 /// What the driver does after writing an answer.

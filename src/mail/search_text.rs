@@ -4,8 +4,8 @@
 //! recursion bounded.
 
 use mail_parser::{
-    Header, HeaderValue, Message, MessageParser, PartType, decoders::html::html_to_text,
-    parsers::MessageStream,
+    Header, HeaderValue, Message, MessageParser, MimeHeaders, PartType,
+    decoders::html::html_to_text, parsers::MessageStream,
 };
 
 /// Nested message/rfc822 levels whose text BODY and TEXT search.
@@ -33,8 +33,8 @@ pub fn field_values<'m>(msg: &'m Message<'_>, name: &'m str) -> impl Iterator<It
         .map(move |h| header_value(h, buf))
 }
 
-/// Decoded text of every text part (HTML as text), embedded messages included; the raw
-/// bytes when they have no header.
+/// Decoded text of every text part (HTML as text) and every attachment's name, embedded
+/// messages included; the raw bytes when they have no header.
 pub fn body_text(msg: Option<&Message<'_>>, raw: &[u8]) -> String {
     match msg {
         Some(msg) => {
@@ -60,6 +60,13 @@ fn push_body_text(msg: &Message<'_>, depth: usize, out: &mut String) {
             PartType::Message(inner) if depth < MAX_DEPTH => {
                 out.push_str(&header_text(inner));
                 push_body_text(inner, depth + 1, out);
+            }
+            // An attachment is found by its name, as agents look for "invoice.pdf".
+            PartType::Binary(_) | PartType::InlineBinary(_) => {
+                if let Some(name) = part.attachment_name() {
+                    out.push_str(name);
+                    out.push('\n');
+                }
             }
             _ => {}
         }
@@ -106,6 +113,12 @@ fn header_value(h: &Header<'_>, buf: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Whether `needle` (folded) is in a header or the text of the message (SEARCH TEXT).
+pub fn text_contains(msg: Option<&Message<'_>>, raw: &[u8], needle: &str) -> bool {
+    let header = msg.map(header_text).unwrap_or_default();
+    contains_folded(&header, needle) || contains_folded(&body_text(msg, raw), needle)
 }
 
 /// The form both sides of a comparison take: a SEARCH string and the text it is looked

@@ -20,6 +20,7 @@ use std::{
     time::Duration,
 };
 
+use crate::store::Store;
 use prometheus_client::{
     encoding::{EncodeLabelSet, prometheus_text},
     metrics::{
@@ -30,7 +31,6 @@ use prometheus_client::{
     },
     registry::Registry,
 };
-use crate::store::Store;
 
 /// `Content-Type` of [`Metrics::render`] (Prometheus text format 0.0.4).
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -167,6 +167,11 @@ struct ReasonLabel {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabel {
+    path: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CommandLabel {
     command: &'static str,
 }
@@ -210,6 +215,10 @@ struct Inner {
     spam_learned: Family<LearnLabels, Counter>,
     learn_queue_depth: Gauge,
     reports_not_judged: Counter,
+    searches: Family<PathLabel, Counter>,
+    search_messages_read: Counter,
+    search_index_documents: Gauge,
+    search_index_failures: Counter,
     queue_depth: Gauge,
     delivery_attempts: Family<ResultLabel, Counter>,
     imap_sessions_active: Gauge,
@@ -271,6 +280,10 @@ impl Metrics {
             spam_learned: Family::default(),
             learn_queue_depth: Gauge::default(),
             reports_not_judged: Counter::default(),
+            searches: Family::default(),
+            search_messages_read: Counter::default(),
+            search_index_documents: Gauge::default(),
+            search_index_failures: Counter::default(),
             queue_depth: Gauge::default(),
             delivery_attempts: Family::default(),
             imap_sessions_active: Gauge::default(),
@@ -372,6 +385,26 @@ impl Metrics {
             "teamgate_reports_not_judged",
             "Bounces, reports and auto-replies about the team's own mail, kept out of spam scoring",
             inner.reports_not_judged.clone(),
+        );
+        registry.register(
+            "teamgate_searches",
+            "IMAP SEARCH and `conversations search` answered, by path: index (narrowed by the full-text index) or scan",
+            inner.searches.clone(),
+        );
+        registry.register(
+            "teamgate_search_messages_read",
+            "Message bodies read to evaluate searches",
+            inner.search_messages_read.clone(),
+        );
+        registry.register(
+            "teamgate_search_index_documents",
+            "Messages in the searchable full-text index",
+            inner.search_index_documents.clone(),
+        );
+        registry.register(
+            "teamgate_search_index_failures",
+            "Failed steps of the full-text indexer (retried)",
+            inner.search_index_failures.clone(),
         );
         registry.register(
             "teamgate_outbound_queue_depth",
@@ -513,6 +546,23 @@ impl Metrics {
     /// A report on the team's own mail went past spam scoring.
     pub fn report_not_judged(&self) {
         self.inner.reports_not_judged.inc();
+    }
+
+    /// A search was answered; `narrowed`: the full-text index chose what was read.
+    pub fn search(&self, narrowed: bool, bodies_read: u64) {
+        let path = if narrowed { "index" } else { "scan" };
+        self.inner.searches.get_or_create(&PathLabel { path }).inc();
+        self.inner.search_messages_read.inc_by(bodies_read);
+    }
+
+    pub fn search_index_committed(&self, documents: u64) {
+        self.inner
+            .search_index_documents
+            .set(i64::try_from(documents).unwrap_or(i64::MAX));
+    }
+
+    pub fn search_index_failed(&self) {
+        self.inner.search_index_failures.inc();
     }
 
     pub fn delivery_attempt(&self, result: DeliveryResult) {

@@ -548,6 +548,23 @@ impl Store {
         })
     }
 
+    /// Up to `limit` stored messages with a key of `from` or above, in key order. Keys
+    /// come from the single writer in commit order, so a reader that has seen key k has
+    /// seen every committed message below it (the full-text indexer relies on this).
+    pub fn message_keys_from(
+        &self,
+        from: MessageKey,
+        limit: usize,
+    ) -> Result<Vec<MessageKey>, StoreError> {
+        let tree = self.inner.trees.get(TreeId::Messages);
+        let mut out = Vec::with_capacity(limit.min(4096));
+        for kv in tree.range(keys::message(from)..).keys().take(limit) {
+            let k = kv?;
+            out.push(MessageKey(records::u64_at(TreeId::Messages, &k, &k, 0)?));
+        }
+        Ok(out)
+    }
+
     /// The messages of a conversation, oldest first.
     pub fn message_keys(&self, id: ConversationId) -> Result<Vec<MessageKey>, StoreError> {
         if views::conversation_record(&self.inner.trees, id)?.is_none() {

@@ -579,6 +579,7 @@ fn corpus_renders_and_reparses() {
             uid: 1,
             flags: &[],
             internal_date: 0,
+            size: raw.len() as u64,
             raw: &raw,
         };
         let hit = matches(&key, &c, 1, 1);
