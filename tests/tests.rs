@@ -53,6 +53,8 @@ mod backup;
 // Security: no open relay, auth where allowed and throttled, inbox isolation through every
 // command, no header injection, MIME and zip bombs bounded.
 mod security;
+// Indexed search equals the scan: corpus and generated mail, restarts, a damaged index.
+mod search_index;
 // The dependency arrows of src/: no import cycles, no upward imports (GUIDE §3.3).
 mod layering;
 // The operator's protocol trace of IMAP sessions ([log] protocol_trace).
