@@ -535,7 +535,13 @@ async fn drive(
             Event::CommandReceived { command } => {
                 commands += 1;
                 let origins = binary::partial_origins(&command.body);
-                let answer = session.command(command).await;
+                let mut answer = session.command(command).await;
+                // The socket driver writes a large FETCH chunk by chunk; here it is one.
+                if let Some(mut cursor) = answer.more.take() {
+                    while let Ok(Some(chunk)) = session.fetch_more(&mut cursor).await {
+                        answer.untagged.extend(chunk);
+                    }
+                }
                 if let Some(origins) = origins {
                     answer.untagged.iter().for_each(&mut seen);
                     written += binary::encode_with_origins(answer, &origins).len();

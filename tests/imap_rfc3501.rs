@@ -260,3 +260,76 @@ async fn folders_from_before_subscriptions_stay_subscribed() {
     assert!(!has(&lsub, "\"/\" Personal/New"), "{lsub:?}");
     d.stop().await;
 }
+
+/// A FETCH of a whole large mailbox goes out in chunks (`cmd/fetch.rs`): every message
+/// once, in sequence order, a keyword first seen in a later chunk announced in FLAGS
+/// before it, and another session's EXPUNGE held back until the last FETCH is out (an
+/// EXPUNGE in between would renumber what is still to come).
+#[tokio::test]
+async fn a_fetch_of_a_large_mailbox_is_whole_and_in_order() {
+    const MESSAGES: u32 = 1_234;
+    let d = TestDaemon::start().await;
+    let mut a = d.imap_as("alice", "alice-password").await;
+    a.ok("CREATE Personal/big").await;
+    // MULTIAPPEND (RFC 3502), 100 messages a command.
+    let ids: Vec<u32> = (1..=MESSAGES).collect();
+    for batch in ids.chunks(100) {
+        let mut command = String::from("APPEND Personal/big");
+        for id in batch {
+            let raw = message(&format!("big{id}"));
+            command.push_str(&format!(" {{{}+}}\r\n{raw}", raw.len()));
+        }
+        a.ok(&command).await;
+    }
+    a.ok("SELECT Personal/big").await;
+    let mut b = d.imap_as("alice", "alice-password").await;
+    b.ok("SELECT Personal/big").await;
+    b.ok(&format!("STORE {MESSAGES} +FLAGS ($late)")).await;
+    b.ok("STORE 3 +FLAGS (\\Deleted)").await;
+    b.ok("EXPUNGE").await;
+
+    let lines = a.ok("UID FETCH 1:* (UID FLAGS RFC822.SIZE)").await;
+    let fetches: Vec<(usize, u32)> = lines
+        .iter()
+        .enumerate()
+        .filter_map(|(i, l)| {
+            let rest = l.strip_prefix("* ")?;
+            let (seq, tail) = rest.split_once(' ')?;
+            tail.starts_with("FETCH (UID")
+                .then(|| seq.parse().ok())
+                .flatten()
+                .map(|s| (i, s))
+        })
+        .collect();
+    let seqs: Vec<u32> = fetches.iter().map(|(_, s)| *s).collect();
+    assert_eq!(
+        seqs,
+        (1..=MESSAGES).collect::<Vec<_>>(),
+        "every message once, in order"
+    );
+    let last_fetch = fetches.last().map(|(i, _)| *i).unwrap_or_default();
+    let expunge_at = lines
+        .iter()
+        .position(|l| l == "* 3 EXPUNGE")
+        .unwrap_or_else(|| panic!("no EXPUNGE reported: {:?}", &lines[last_fetch..]));
+    assert!(expunge_at > last_fetch, "EXPUNGE only after the last FETCH");
+    let flags_at = lines
+        .iter()
+        .position(|l| l.starts_with("* FLAGS ") && l.contains("$late"));
+    let late_at = lines
+        .iter()
+        .position(|l| l.contains(&format!("* {MESSAGES} FETCH")) && l.contains("$late"));
+    assert!(
+        matches!((flags_at, late_at), (Some(f), Some(x)) if f < x),
+        "{flags_at:?} {late_at:?}"
+    );
+    // The session goes on with the new numbering.
+    let after = a.ok("FETCH 3 (UID)").await;
+    assert_eq!(after, vec!["* 3 FETCH (UID 4)".to_string()]);
+    let count = a.ok("SEARCH ALL").await;
+    assert_eq!(
+        count.first().map(|l| l.split_whitespace().count() - 2),
+        Some(MESSAGES as usize - 1)
+    );
+    d.stop().await;
+}

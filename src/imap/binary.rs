@@ -18,6 +18,8 @@ use imap_codec::{
 };
 use mail_parser::{HeaderName, MessageParser};
 
+use imap_codec::imap_types::response::Status;
+
 use super::{render::Rendered, session::Answer};
 
 /// The part's encoding is not one we can undo (RFC 3516 §4.3: `[UNKNOWN-CTE]`).
@@ -99,16 +101,37 @@ pub fn partial_origins(body: &CommandBody<'_>) -> Option<Vec<Option<u32>>> {
 /// The answer encoded, each FETCH's k-th BINARY item with the k-th origin (RFC 3516
 /// §4.2: `BINARY[section]<origin>`, as `BODY[section]<origin>` in RFC 3501 §7.4.2).
 pub fn encode_with_origins(answer: Answer, origins: &[Option<u32>]) -> Vec<u8> {
+    let mut out = encode_untagged(answer.untagged_status, answer.untagged, origins);
+    out.extend(
+        ResponseCodec::default()
+            .encode(&Response::Status(answer.status))
+            .dump(),
+    );
+    out
+}
+
+/// Untagged statuses, then data, encoded as [`encode_with_origins`] does (no origins:
+/// plain imap-codec output).
+pub fn encode_untagged(
+    statuses: Vec<Status<'static>>,
+    untagged: Vec<Data<'static>>,
+    origins: &[Option<u32>],
+) -> Vec<u8> {
     let codec = ResponseCodec::default();
     let mut out = Vec::new();
-    for status in answer.untagged_status {
+    for status in statuses {
         out.extend(codec.encode(&Response::Status(status)).dump());
     }
-    for data in answer.untagged {
-        let Data::Fetch { seq, items } = data else {
-            out.extend(codec.encode(&Response::Data(data)).dump());
-            continue;
+    let plain = origins.iter().all(Option::is_none);
+    for data in untagged {
+        let data = match data {
+            Data::Fetch { seq, items } if !plain => (seq, items),
+            other => {
+                out.extend(codec.encode(&Response::Data(other)).dump());
+                continue;
+            }
         };
+        let (seq, items) = data;
         out.extend_from_slice(format!("* {seq} FETCH (").as_bytes());
         let mut binary_index = 0;
         for (i, item) in items.into_iter().enumerate() {
@@ -145,7 +168,6 @@ pub fn encode_with_origins(answer: Answer, origins: &[Option<u32>]) -> Vec<u8> {
         }
         out.extend_from_slice(b")\r\n");
     }
-    out.extend(codec.encode(&Response::Status(answer.status)).dump());
     out
 }
 

@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::{
-    binary, extended,
+    binary,
+    cmd::FetchCursor,
+    extended,
     session::{After, Answer, ImapContext, Session},
     trace::{Trace, TraceConfig},
 };
@@ -180,7 +182,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     let name = command_name(&command.body);
                     let origins = binary::partial_origins(&command.body);
                     let started = Instant::now();
-                    let answer = session.command(command).await;
+                    let mut answer = session.command(command).await;
+                    // A FETCH of many messages goes out chunk by chunk, written here: the
+                    // send queue is empty, so the order holds, and the tagged status
+                    // follows through the queue.
+                    if let Some(cursor) = answer.more.take() {
+                        stream_fetch(io, trace, session, &mut answer, cursor, &origins).await?;
+                        metrics.imap_command(name, started.elapsed());
+                        enqueue(&mut server, answer);
+                        continue;
+                    }
                     metrics.imap_command(name, started.elapsed());
                     // A partial BINARY needs an origin imap-types cannot encode; the send
                     // queue is empty here, so writing it ourselves keeps the order.
@@ -386,6 +397,42 @@ async fn shutdown_write<S: AsyncWrite + Unpin>(
         }
     }
     io.flush().await
+}
+
+/// Writes the untagged part of `answer`, then every further chunk of its FETCH, leaving
+/// only the tagged status in `answer` (a NO if a chunk failed).
+async fn stream_fetch<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    trace: &mut Option<Traced>,
+    session: &mut Session,
+    answer: &mut Answer,
+    mut cursor: FetchCursor,
+    origins: &Option<Vec<Option<u32>>>,
+) -> std::io::Result<()> {
+    let origins = origins.as_deref().unwrap_or_default();
+    let head = binary::encode_untagged(
+        std::mem::take(&mut answer.untagged_status),
+        std::mem::take(&mut answer.untagged),
+        origins,
+    );
+    write_timed(io, &head, trace).await?;
+    loop {
+        match session.fetch_more(&mut cursor).await {
+            Ok(Some(chunk)) => {
+                write_timed(
+                    io,
+                    &binary::encode_untagged(Vec::new(), chunk, origins),
+                    trace,
+                )
+                .await?;
+            }
+            Ok(None) => return Ok(()),
+            Err(refused) => {
+                answer.status = refused;
+                return Ok(());
+            }
+        }
+    }
 }
 
 fn enqueue(server: &mut Server, answer: Answer) -> ResponseHandle {

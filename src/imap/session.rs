@@ -16,6 +16,7 @@ use imap_codec::imap_types::{
 };
 
 use super::{
+    cmd::FetchCursor,
     mailbox::{Mailboxes, Target},
     names::NameForm,
     recent::RecentMarks,
@@ -69,6 +70,9 @@ pub struct Answer {
     pub untagged_status: Vec<Status<'static>>,
     pub status: Status<'static>,
     pub after: After,
+    /// A FETCH too large for one answer: the driver writes `untagged`, then each chunk
+    /// of [`Session::fetch_more`], then `status`.
+    pub more: Option<FetchCursor>,
 }
 
 #[derive(Debug)]
@@ -249,7 +253,12 @@ impl Session {
         }
         // Changes made by others reach this session on its next command too, where RFC
         // 3501 §7.4.1 allows (never an EXPUNGE during FETCH, STORE or SEARCH).
-        if reports_changes && let Ok(answer) = &mut outcome {
+        if let Ok(Answer {
+            more: Some(cursor), ..
+        }) = &mut outcome
+        {
+            cursor.answering(tag.clone(), reports_changes);
+        } else if reports_changes && let Ok(answer) = &mut outcome {
             answer.untagged.extend(self.pending_updates().await);
         }
         respond(tag, outcome)
@@ -583,6 +592,7 @@ pub(super) fn done(untagged: Vec<Data<'static>>, text: impl Into<String>) -> Ans
         untagged_status: Vec::new(),
         status: Status::ok(None, None, text).unwrap_or_else(|_| fallback_ok()),
         after: After::Continue,
+        more: None,
     }
 }
 
@@ -644,6 +654,7 @@ pub(super) fn respond(tag: Tag<'static>, outcome: Outcome) -> Answer {
                 untagged_status: Vec::new(),
                 status,
                 after: After::Continue,
+                more: None,
             }
         }
     }

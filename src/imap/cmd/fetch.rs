@@ -4,9 +4,9 @@
 use imap_codec::imap_types::{
     ToStatic,
     command::FetchModifier,
-    core::Vec1,
+    core::{Tag, Vec1},
     fetch::{MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName},
-    response::Data,
+    response::{Data, Status},
     sequence::SequenceSet,
 };
 
@@ -16,7 +16,7 @@ use crate::{
     imap::{
         binary,
         render::{Rendered, partial},
-        session::{Outcome, Refusal, Session, State, done, no},
+        session::{Outcome, Refusal, Session, State, done, no, respond},
         wire::{flag_list, header_section, internal_date, nstring, nz, seq_of, text_section},
     },
     store::{FlagOp, Flags, MessageKey},
@@ -138,8 +138,79 @@ impl Session {
                 MessageDataItemName::InternalDate | MessageDataItemName::Rfc822Size
             )
         });
-        for (n, index) in indices.into_iter().enumerate() {
-            let (uid_value, entry) = sel.entries[index];
+        let mut cursor = FetchCursor {
+            names: names.iter().map(ToStatic::to_static).collect(),
+            indices,
+            mods,
+            next: 0,
+            needs_meta,
+            needs_body,
+            marks_seen,
+            updates_at_end: false,
+            finished: false,
+            // Set by `Session::command` (`answering`) before any later chunk.
+            tag: Tag::unvalidated("A"),
+        };
+        untagged.extend(self.fetch_chunk(&mut cursor)?);
+        let mut answer = done(untagged, "FETCH completed");
+        if announce {
+            let State::Selected(agent, sel) = &self.state else {
+                return Err(Refusal::Bad("select a mailbox first".into()));
+            };
+            let status = condstore::announce_highest(&self.ctx, &agent.login, sel)?;
+            answer.untagged_status.push(status);
+        }
+        if cursor.next < cursor.indices.len() {
+            answer.more = Some(cursor);
+        }
+        Ok(answer)
+    }
+
+    /// The next chunk of a FETCH answered in chunks; then, once, the changes held back for
+    /// its end (an EXPUNGE between chunks would renumber what is still to come); then
+    /// `None`. A failure is the command's tagged NO, to send instead of its OK.
+    pub async fn fetch_more(
+        &mut self,
+        cursor: &mut FetchCursor,
+    ) -> Result<Option<Vec<Data<'static>>>, Status<'static>> {
+        if cursor.next < cursor.indices.len() {
+            return match self.fetch_chunk(cursor) {
+                Ok(mut chunk) => {
+                    self.announce_keywords(&mut chunk);
+                    Ok(Some(chunk))
+                }
+                Err(refusal) => {
+                    cursor.next = cursor.indices.len();
+                    cursor.finished = true;
+                    Err(respond(cursor.tag.clone(), Err(refusal)).status)
+                }
+            };
+        }
+        if cursor.finished {
+            return Ok(None);
+        }
+        cursor.finished = true;
+        Ok(Some(if cursor.updates_at_end {
+            self.pending_updates().await
+        } else {
+            Vec::new()
+        }))
+    }
+
+    /// Renders the next [`FETCH_CHUNK`] messages of `cursor`.
+    fn fetch_chunk(&mut self, cursor: &mut FetchCursor) -> Result<Vec<Data<'static>>, Refusal> {
+        let State::Selected(agent, sel) = &mut self.state else {
+            return Err(Refusal::Bad("select a mailbox first".into()));
+        };
+        let end = cursor.indices.len().min(cursor.next + FETCH_CHUNK);
+        let mut untagged = Vec::with_capacity(end - cursor.next);
+        let (needs_meta, needs_body, marks_seen) =
+            (cursor.needs_meta, cursor.needs_body, cursor.marks_seen);
+        for n in cursor.next..end {
+            let index = cursor.indices[n];
+            let Some(&(uid_value, entry)) = sel.entries.get(index) else {
+                continue;
+            };
             let meta = if needs_meta {
                 self.ctx.store.message_meta(entry.message)?
             } else {
@@ -151,9 +222,9 @@ impl Session {
                 Vec::new()
             };
             let rendered = needs_body.then(|| Rendered::new(&raw));
-            let mut out = Vec::with_capacity(names.len());
+            let mut out = Vec::with_capacity(cursor.names.len());
             let mut flags_sent = false;
-            for name in &names {
+            for name in &cursor.names {
                 let item = match name {
                     MessageDataItemName::Uid => MessageDataItem::Uid(nz(uid_value)),
                     MessageDataItemName::Flags => {
@@ -201,7 +272,7 @@ impl Session {
                             data: nstring(data),
                         }
                     }
-                    MessageDataItemName::ModSeq => match mods.get(n) {
+                    MessageDataItemName::ModSeq => match cursor.mods.get(n) {
                         Some(m) => condstore::modseq_item(*m),
                         None => continue,
                     },
@@ -265,12 +336,41 @@ impl Session {
                 });
             }
         }
-        let mut answer = done(untagged, "FETCH completed");
-        if announce {
-            let status = condstore::announce_highest(&self.ctx, &agent.login, sel)?;
-            answer.untagged_status.push(status);
-        }
-        Ok(answer)
+        cursor.next = end;
+        Ok(untagged)
+    }
+}
+
+/// Messages rendered per chunk of a FETCH: a FETCH of a whole mailbox holds this many
+/// responses in memory at once, not one per message.
+const FETCH_CHUNK: usize = 500;
+
+/// What is left of a FETCH answered in chunks (`Answer::more`).
+#[derive(Debug)]
+pub struct FetchCursor {
+    names: Vec<MessageDataItemName<'static>>,
+    /// Indices into the selected entries, in answer order.
+    indices: Vec<usize>,
+    /// Mod-sequences parallel to `indices` (empty unless MODSEQ is fetched).
+    mods: Vec<u64>,
+    /// The first of `indices` not rendered yet.
+    next: usize,
+    needs_meta: bool,
+    needs_body: bool,
+    marks_seen: bool,
+    /// Changes by other sessions are reported after the last chunk.
+    updates_at_end: bool,
+    finished: bool,
+    /// The command's tag, for a refusal in a later chunk.
+    tag: Tag<'static>,
+}
+
+impl FetchCursor {
+    /// What only the command knows: its tag, and whether it reports others' changes
+    /// (held back until the last chunk is out).
+    pub(in crate::imap) fn answering(&mut self, tag: Tag<'static>, reports_changes: bool) {
+        self.tag = tag;
+        self.updates_at_end = reports_changes;
     }
 }
 

@@ -14,3 +14,5 @@ mod search;
 mod select;
 mod sort_thread;
 mod store;
+
+pub use fetch::FetchCursor;

@@ -139,6 +139,7 @@ impl Session {
             untagged_status: statuses,
             status: Status::ok(None, Some(code), format!("{verb} completed")).map_err(bad)?,
             after: After::Continue,
+            more: None,
         })
     }
 
