@@ -347,104 +347,119 @@ fn queries(rng: &mut Rng, mail: &[Vec<u8>]) -> Vec<String> {
 }
 
 /// The SEARCH answers of the index equal the scan's over the corpus and generated mail,
-/// the index answers most of them reading a fraction of the messages, and `conversations
-/// search` agrees online and offline.
+/// the index answers them reading a fraction of the messages, and `conversations search`
+/// agrees online and offline. The scan runs on the same data directory, restarted with
+/// the index off: the stored bytes (our `Received:` line with its time included) are the
+/// same for both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn indexed_search_equals_the_scan() {
     let seed = seed();
     eprintln!("search seed {seed} (TEAMGATE_SEARCH_SEED)");
     let mail = all_mail(seed);
-    let indexed = TestDaemon::start().await;
-    let scanning = TestDaemon::start_with(|c| c.search.index = false).await;
-    let (a, b) = tokio::join!(deliver(&indexed, &mail), deliver(&scanning, &mail));
-    assert_eq!(a, b, "both daemons answer the same mail alike");
-    let accepted = a.iter().filter(|c| **c == 250).count();
+    let d = TestDaemon::start().await;
+    let codes = deliver(&d, &mail).await;
+    let accepted = codes.iter().filter(|c| **c == 250).count();
     assert!(
         accepted > mail.len() * 9 / 10,
         "{accepted} of {}",
         mail.len()
     );
-    index_caught_up(&indexed).await;
-
-    let mut ci = indexed.imap_as("alice", "alice-password").await;
-    let mut cs = scanning.imap_as("alice", "alice-password").await;
-    for c in [&mut ci, &mut cs] {
-        c.ok("SELECT INBOX").await;
-        // Some messages seen, for the flag-and-text queries.
-        c.ok("UID STORE 1:60 +FLAGS.SILENT (\\Seen)").await;
-    }
-    let ids = "UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])";
-    let (fi, fs) = (ci.ok(ids).await, cs.ok(ids).await);
-    assert!(fi.len() > accepted / 2, "INBOX holds {}", fi.len());
-    assert_eq!(
-        fi, fs,
-        "both INBOXes hold the same messages under the same UIDs"
-    );
-
+    index_caught_up(&d).await;
     let mut rng = Rng(seed ^ 0xabcd);
     let queries = queries(&mut rng, &mail);
     assert_eq!(queries.len(), QUERIES);
-    let read_before = (
-        metric(&indexed, "teamgate_search_messages_read_total", &[]),
-        metric(&scanning, "teamgate_search_messages_read_total", &[]),
-    );
-    let mut found_something = 0;
-    for q in &queries {
-        let (hi, hs) = (uid_search(&mut ci, q).await, uid_search(&mut cs, q).await);
-        assert_eq!(hi, hs, "UID SEARCH {q:?}: index and scan differ");
-        found_something += usize::from(!hs.is_empty());
-    }
-    // Most needles are cut from real text: the comparison is not over empty answers.
-    assert!(
-        found_something > QUERIES / 2,
-        "{found_something} of {QUERIES} found anything"
-    );
-    let read = (
-        metric(&indexed, "teamgate_search_messages_read_total", &[]) - read_before.0,
-        metric(&scanning, "teamgate_search_messages_read_total", &[]) - read_before.1,
-    );
-    eprintln!("bodies read: index {} scan {}", read.0, read.1);
-    assert!(metric(&indexed, "teamgate_searches_total", &[("path", "index")]) > 0.0);
-    assert_eq!(
-        metric(&scanning, "teamgate_searches_total", &[("path", "index")]),
-        0.0
-    );
-    assert!(
-        read.0 * 2.0 < read.1,
-        "the index read {} bodies, the scan {}",
-        read.0,
-        read.1
-    );
+    let needles = cli_needles(&mut rng, &mail);
 
-    // One message by its Message-ID: the index reads that one, the scan every message.
-    let id = fi
+    let mut c = d.imap_as("alice", "alice-password").await;
+    c.ok("SELECT INBOX").await;
+    // Some messages seen, for the flag-and-text queries.
+    c.ok("UID STORE 1:60 +FLAGS.SILENT (\\Seen)").await;
+    let ids = "UID FETCH 1:* (BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])";
+    let inbox = c.ok(ids).await;
+    assert!(inbox.len() > accepted / 2, "INBOX holds {}", inbox.len());
+    let (indexed, read_indexed) = answers(&d, &mut c, &queries).await;
+    assert!(metric(&d, "teamgate_searches_total", &[("path", "index")]) > 0.0);
+    // One message by its Message-ID: the index reads that one, where the scan reads all.
+    let id = inbox
         .iter()
         .filter(|l| l.contains("@search.example>"))
         .find_map(|l| l.split("<gen-").nth(1))
         .and_then(|v| v.split('>').next())
         .map(|v| format!("gen-{v}"))
         .expect("a generated Message-ID in INBOX");
-    let q = format!("HEADER Message-ID {}", literal(&id));
-    let before = metric(&indexed, "teamgate_search_messages_read_total", &[]);
-    let (hi, hs) = (uid_search(&mut ci, &q).await, uid_search(&mut cs, &q).await);
-    assert_eq!(hi, hs, "{q}");
-    assert!(!hi.is_empty(), "{q} found nothing");
-    let one = metric(&indexed, "teamgate_search_messages_read_total", &[]) - before;
-    assert!(one <= 3.0, "a Message-ID search read {one} bodies");
+    let by_id = format!("HEADER Message-ID {}", literal(&id));
+    let (found, read) = answers(&d, &mut c, std::slice::from_ref(&by_id)).await;
+    assert_eq!(found[0].len(), 1, "{by_id}: {found:?}");
+    assert!(read <= 3.0, "a Message-ID search read {read} bodies");
+    let cli_indexed = cli_answers(&d, &needles);
+    c.ok("LOGOUT").await;
+    let dir = d.stop().await;
+    let offline_indexed = cli_answers_offline(dir.path(), &needles);
 
-    cli_search_agrees(&indexed, &scanning, &mut rng, &mail).await;
-    ci.ok("LOGOUT").await;
-    cs.ok("LOGOUT").await;
-    let (di, ds) = (indexed.stop().await, scanning.stop().await);
-    // Offline, the CLI opens the data directory and the index beside it.
-    let cfg_i = cli_config(di.path());
-    let cfg_s = cli_config(ds.path());
-    for word in ["printer", "ΣΟΦΌΣ", "Straße", "invoice-", "zqxjnothing"] {
-        assert_eq!(
-            conversations_search(&cfg_i, word),
-            conversations_search(&cfg_s, word),
-            "offline conversations search {word:?}"
-        );
+    let d = TestDaemon::start_in(dir, |c| c.search.index = false).await;
+    let mut c = d.imap_as("alice", "alice-password").await;
+    c.ok("SELECT INBOX").await;
+    assert_eq!(c.ok(ids).await, inbox, "the same INBOX after the restart");
+    let (scanned, read_scanned) = answers(&d, &mut c, &queries).await;
+    let mut found_something = 0;
+    for ((q, a), b) in queries.iter().zip(&indexed).zip(&scanned) {
+        assert_eq!(a, b, "UID SEARCH {q:?}: index and scan differ");
+        found_something += usize::from(!b.is_empty());
+    }
+    // Most needles are cut from real text: the comparison is not over empty answers.
+    assert!(
+        found_something > QUERIES / 2,
+        "{found_something} of {QUERIES} found anything"
+    );
+    assert_eq!(
+        answers(&d, &mut c, std::slice::from_ref(&by_id)).await.0,
+        found
+    );
+    eprintln!("bodies read: index {read_indexed} scan {read_scanned}");
+    assert_eq!(
+        metric(&d, "teamgate_searches_total", &[("path", "index")]),
+        0.0
+    );
+    assert!(
+        read_indexed * 2.0 < read_scanned,
+        "the index read {read_indexed} bodies, the scan {read_scanned}"
+    );
+    let cli_scanned = cli_answers(&d, &needles);
+    compare_cli(&needles, &cli_indexed, &cli_scanned, "online");
+    c.ok("LOGOUT").await;
+    let dir = d.stop().await;
+    // Offline without the index: moved away, so the CLI scans.
+    std::fs::rename(dir.path().join("search"), dir.path().join("search-away"))
+        .expect("move the index away");
+    let offline_scanned = cli_answers_offline(dir.path(), &needles);
+    compare_cli(&needles, &offline_indexed, &offline_scanned, "offline");
+    compare_cli(
+        &needles,
+        &cli_indexed,
+        &offline_indexed,
+        "online and offline",
+    );
+    let nonempty = cli_scanned.iter().filter(|a| !a.is_empty()).count();
+    assert!(
+        nonempty > needles.len() / 3,
+        "only {nonempty} CLI searches found anything"
+    );
+}
+
+/// Each query's UIDs, and the message bodies the daemon read for them all.
+async fn answers(d: &TestDaemon, c: &mut ImapConn, queries: &[String]) -> (Vec<Vec<u32>>, f64) {
+    let before = metric(d, "teamgate_search_messages_read_total", &[]);
+    let mut out = Vec::with_capacity(queries.len());
+    for q in queries {
+        out.push(uid_search(c, q).await);
+    }
+    let read = metric(d, "teamgate_search_messages_read_total", &[]) - before;
+    (out, read)
+}
+
+fn compare_cli(needles: &[String], a: &[Vec<u64>], b: &[Vec<u64>], how: &str) {
+    for ((n, a), b) in needles.iter().zip(a).zip(b) {
+        assert_eq!(a, b, "conversations search {n:?} ({how})");
     }
 }
 
@@ -485,48 +500,55 @@ fn conversations_search(cfg: &tempfile::TempDir, query: &str) -> Vec<u64> {
         .collect()
 }
 
-/// Online (through the control socket), `conversations search` gives the same
-/// conversations with and without the index, for drawn needles.
-async fn cli_search_agrees(
-    indexed: &TestDaemon,
-    scanning: &TestDaemon,
-    rng: &mut Rng,
-    mail: &[Vec<u8>],
-) {
-    let cfg_i = cli_config(indexed.data_dir.path());
-    let cfg_s = cli_config(scanning.data_dir.path());
-    let mut nonempty = 0;
-    for _ in 0..40 {
-        let raw = rng.pick(mail);
+/// Needles for `conversations search`: cut from subjects and bodies, and a few fixed ones
+/// (Unicode folding, an attachment name, a word no message holds).
+fn cli_needles(rng: &mut Rng, mail: &[Vec<u8>]) -> Vec<String> {
+    let mut out: Vec<String> = ["printer", "ΣΟΦΌΣ", "Straße", "invoice-", "zqxjnothing"]
+        .map(String::from)
+        .to_vec();
+    let mut attempts = 0;
+    while out.len() < 45 && attempts < 1_000 {
+        attempts += 1;
+        let raw: &Vec<u8> = rng.pick(mail);
         let texts = texts(raw);
-        let Some((_, text)) = texts.first() else {
+        // The subject or the body text.
+        let Some((_, text)) = texts.get(rng.below(2) * 4) else {
             continue;
         };
-        let Some(n) = needle(rng, text) else {
-            continue;
-        };
-        let (a, b) = tokio::task::block_in_place(|| {
-            (
-                conversations_search(&cfg_i, &n),
-                conversations_search(&cfg_s, &n),
-            )
-        });
-        assert_eq!(a, b, "conversations search {n:?}");
-        nonempty += usize::from(!a.is_empty());
+        out.extend(needle(rng, text));
     }
-    assert!(nonempty > 10, "only {nonempty} CLI searches found anything");
-    let path = cfg_i.path().join("cli.toml");
-    let (code, _, err) = tokio::task::block_in_place(|| {
-        teamgate(&[
-            "conversations",
-            "search",
-            "  ",
-            "--config",
-            path.to_str().expect("utf-8 path"),
-        ])
-    });
+    out
+}
+
+/// `conversations search` for each needle, through the running daemon.
+fn cli_answers(d: &TestDaemon, needles: &[String]) -> Vec<Vec<u64>> {
+    let cfg = cli_config(d.data_dir.path());
+    tokio::task::block_in_place(|| {
+        needles
+            .iter()
+            .map(|n| conversations_search(&cfg, n))
+            .collect()
+    })
+}
+
+/// The same with no daemon running: the CLI opens the data directory itself, and an
+/// empty query is refused.
+fn cli_answers_offline(data_dir: &std::path::Path, needles: &[String]) -> Vec<Vec<u64>> {
+    let cfg = cli_config(data_dir);
+    let path = cfg.path().join("cli.toml");
+    let (code, _, err) = teamgate(&[
+        "conversations",
+        "search",
+        "--config",
+        path.to_str().expect("utf-8 path"),
+        "  ",
+    ]);
     assert_ne!(code, 0, "an empty query is refused");
     assert!(err.contains("empty"), "{err}");
+    needles
+        .iter()
+        .map(|n| conversations_search(&cfg, n))
+        .collect()
 }
 
 /// A message stored after the last commit is found at once (the index trails the store,

@@ -26,10 +26,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::{
-    binary,
-    cmd::FetchCursor,
-    extended,
-    session::{After, Answer, ImapContext, Session},
+    binary, extended,
+    session::{After, Answer, FetchCursor, ImapContext, Session},
     trace::{Trace, TraceConfig},
 };
 use crate::{config::Config, metrics::Metrics};

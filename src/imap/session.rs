@@ -4,19 +4,23 @@
 //! handler in `cmd/`. No socket I/O: the driver in `server.rs` feeds commands in and writes
 //! the answers.
 
-use std::{collections::BTreeSet, net::SocketAddr, sync::Arc};
+use std::{
+    collections::{BTreeSet, HashSet},
+    net::SocketAddr,
+    sync::Arc,
+};
 
 use imap_codec::imap_types::{
     auth::AuthMechanism,
     command::{Command, CommandBody},
     core::{AString, Atom, IString, NString, Tag, Vec1},
     extensions::{thread::ThreadingAlgorithm, utf8::Utf8Kind},
+    fetch::MessageDataItemName,
     response::{Capability, Code, CodeOther, Data, Greeting, Status},
     secret::Secret,
 };
 
 use super::{
-    cmd::FetchCursor,
     mailbox::{Mailboxes, Target},
     names::NameForm,
     recent::RecentMarks,
@@ -31,7 +35,7 @@ use crate::{
     net::tls::Tls,
     reload::Reloadable,
     replying::Replying,
-    store::{Entry, Flags, FolderId, Store, StoreError},
+    store::{Entry, Flags, FolderId, MessageKey, Store, StoreError},
     submit::Submit,
 };
 
@@ -73,6 +77,30 @@ pub struct Answer {
     /// A FETCH too large for one answer: the driver writes `untagged`, then each chunk
     /// of [`Session::fetch_more`], then `status`.
     pub more: Option<FetchCursor>,
+}
+
+/// What is left of a FETCH answered in chunks (`Answer::more`; `cmd/fetch.rs` fills
+/// and renders it).
+#[derive(Debug)]
+pub struct FetchCursor {
+    pub(super) names: Vec<MessageDataItemName<'static>>,
+    /// Indices into the selected entries, in answer order.
+    pub(super) indices: Vec<usize>,
+    /// Mod-sequences parallel to `indices` (empty unless MODSEQ is fetched).
+    pub(super) mods: Vec<u64>,
+    /// The first of `indices` not rendered yet.
+    pub(super) next: usize,
+    pub(super) needs_meta: bool,
+    pub(super) needs_body: bool,
+    pub(super) marks_seen: bool,
+    /// The messages whose flags were written since the session's last sync; `None`:
+    /// any may have changed.
+    pub(super) flags_written: Option<HashSet<MessageKey>>,
+    /// Changes by other sessions are reported after the last chunk.
+    pub(super) updates_at_end: bool,
+    pub(super) finished: bool,
+    /// The command's tag, for a refusal in a later chunk; set by [`Session::command`].
+    pub(super) tag: Tag<'static>,
 }
 
 #[derive(Debug)]
@@ -257,7 +285,8 @@ impl Session {
             more: Some(cursor), ..
         }) = &mut outcome
         {
-            cursor.answering(tag.clone(), reports_changes);
+            cursor.tag = tag.clone();
+            cursor.updates_at_end = reports_changes;
         } else if reports_changes && let Ok(answer) = &mut outcome {
             answer.untagged.extend(self.pending_updates().await);
         }

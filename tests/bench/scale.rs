@@ -7,6 +7,7 @@
 //! - ingest rate and the daemon's peak RSS while ingesting;
 //! - bytes per message in each sled tree (`teamgate status --json`), sled's files and the
 //!   whole data directory against the raw bytes sent;
+//! - how long the search index trails the last message, and its size per message;
 //! - the time from start until listening, after a clean restart;
 //! - what opening INBOX costs one agent (SELECT, UID FETCH 1:* (FLAGS), SEARCH UNSEEN,
 //!   SEARCH SUBJECT, SEARCH BODY), and RSS after;
@@ -274,6 +275,24 @@ async fn open_inbox(
     Ok(opened)
 }
 
+/// Waits until the search index holds `messages` documents (read from `teamgate status
+/// --json`); answers how long that took. At most an hour.
+async fn index_caught_up(d: &Daemon, messages: u64) -> Result<Duration, String> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(3600) {
+        let status: serde_json::Value = serde_json::from_str(&d.cli(&["status", "--json"])?)
+            .map_err(|e| format!("status --json: {e}"))?;
+        let documents = status["metrics"]["metrics"]["teamgate_search_index_documents"][0]["value"]
+            .as_f64()
+            .unwrap_or(0.0);
+        if documents >= messages as f64 {
+            return Ok(started.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    Err("the search index did not catch up within an hour".into())
+}
+
 fn dir_bytes(path: &Path) -> u64 {
     let mut total = 0;
     let mut dirs = vec![path.to_path_buf()];
@@ -344,6 +363,11 @@ async fn run(opts: Options) -> Result<(), String> {
         peak.max(rss),
     );
 
+    let indexed = index_caught_up(&d, opts.messages).await?;
+    println!(
+        "search index caught up       {:>9.1} s after the last message",
+        indexed.as_secs_f64()
+    );
     if opts.build_only {
         d.stop();
         println!("built in {}", dir.display());
@@ -368,6 +392,10 @@ async fn run(opts: Options) -> Result<(), String> {
     }
     let db = status["db_bytes"].as_u64().unwrap_or(0);
     let data = dir_bytes(&d.data_dir);
+    println!(
+        "  search index {:.0} B/msg",
+        dir_bytes(&d.data_dir.join("search")) as f64 / messages as f64
+    );
     println!(
         "  all trees {:.0} B/msg; sled on disk {:.0} B/msg; data dir {:.2} × the {:.1} MB sent",
         meta as f64 / messages as f64,

@@ -16,7 +16,7 @@ use crate::{
     imap::{
         binary,
         render::{Rendered, partial},
-        session::{Outcome, Refusal, Session, State, done, no, respond},
+        session::{FetchCursor, Outcome, Refusal, Session, State, done, no, respond},
         wire::{flag_list, header_section, internal_date, nstring, nz, seq_of, text_section},
     },
     store::{FlagOp, Flags, MessageKey},
@@ -125,6 +125,13 @@ impl Session {
                     .await?;
             }
         }
+        // The flags this session holds are current unless written since its last sync
+        // (or presence moved): `UID FETCH 1:* (FLAGS)` after SELECT reads none again.
+        let flags_written = if sel.synced_at.1 == self.ctx.replying.generation() {
+            self.ctx.store.flags_changed_since(sel.synced_at.0)
+        } else {
+            None
+        };
         let mods = if wants_modseq {
             condstore::modseqs(&self.ctx, &agent.login, sel, &indices)?
         } else {
@@ -146,6 +153,7 @@ impl Session {
             needs_meta,
             needs_body,
             marks_seen,
+            flags_written,
             updates_at_end: false,
             finished: false,
             // Set by `Session::command` (`answering`) before any later chunk.
@@ -229,7 +237,14 @@ impl Session {
                     MessageDataItemName::Uid => MessageDataItem::Uid(nz(uid_value)),
                     MessageDataItemName::Flags => {
                         flags_sent = true;
-                        let flags = shown_flag(&self.ctx, &agent.login, (uid_value, entry))?;
+                        let known = cursor
+                            .flags_written
+                            .as_ref()
+                            .is_some_and(|w| !w.contains(&entry.message));
+                        let flags = match sel.flags.get(index) {
+                            Some(told) if known => told.clone(),
+                            _ => shown_flag(&self.ctx, &agent.login, (uid_value, entry))?,
+                        };
                         sel.flags[index] = flags.clone();
                         MessageDataItem::Flags(flag_list(&flags, sel.recent.contains(&uid_value)))
                     }
@@ -344,35 +359,6 @@ impl Session {
 /// Messages rendered per chunk of a FETCH: a FETCH of a whole mailbox holds this many
 /// responses in memory at once, not one per message.
 const FETCH_CHUNK: usize = 500;
-
-/// What is left of a FETCH answered in chunks (`Answer::more`).
-#[derive(Debug)]
-pub struct FetchCursor {
-    names: Vec<MessageDataItemName<'static>>,
-    /// Indices into the selected entries, in answer order.
-    indices: Vec<usize>,
-    /// Mod-sequences parallel to `indices` (empty unless MODSEQ is fetched).
-    mods: Vec<u64>,
-    /// The first of `indices` not rendered yet.
-    next: usize,
-    needs_meta: bool,
-    needs_body: bool,
-    marks_seen: bool,
-    /// Changes by other sessions are reported after the last chunk.
-    updates_at_end: bool,
-    finished: bool,
-    /// The command's tag, for a refusal in a later chunk.
-    tag: Tag<'static>,
-}
-
-impl FetchCursor {
-    /// What only the command knows: its tag, and whether it reports others' changes
-    /// (held back until the last chunk is out).
-    pub(in crate::imap) fn answering(&mut self, tag: Tag<'static>, reports_changes: bool) {
-        self.tag = tag;
-        self.updates_at_end = reports_changes;
-    }
-}
 
 fn unknown_cte(e: binary::UnknownCte) -> Refusal {
     no(Some("UNKNOWN-CTE"), e.0)

@@ -14,5 +14,3 @@ mod search;
 mod select;
 mod sort_thread;
 mod store;
-
-pub use fetch::FetchCursor;
