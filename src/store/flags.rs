@@ -155,6 +155,67 @@ pub fn read(trees: &Trees, agent: &str, key: MessageKey) -> Result<Flags, StoreE
     ))
 }
 
+/// Below this many keys, or when the keys are sparser than one in [`SCAN_SPAN`] of their
+/// range, [`read_many`] reads each message's flags alone.
+const SCAN_AT_LEAST: usize = 64;
+const SCAN_SPAN: u64 = 8;
+
+/// Flags of many messages as `agent` sees them, in the order of `keys`. A mailbox's
+/// messages are mostly a dense run of keys: two range scans (the agent's bytes, the
+/// shared records) then replace two point reads per message, and messages without flags
+/// cost nothing.
+pub fn read_many(
+    trees: &Trees,
+    agent: &str,
+    keys: &[MessageKey],
+) -> Result<Vec<Flags>, StoreError> {
+    let (Some(lo), Some(hi)) = (keys.iter().min(), keys.iter().max()) else {
+        return Ok(Vec::new());
+    };
+    let span = hi.0 - lo.0 + 1;
+    if keys.len() < SCAN_AT_LEAST || (keys.len() as u64).saturating_mul(SCAN_SPAN) < span {
+        return keys.iter().map(|k| read(trees, agent, *k)).collect();
+    }
+    let mut bits: Vec<(u64, u8)> = Vec::new();
+    let tree = trees.get(TreeId::Flags);
+    for kv in tree.range(keys::agent_flags(agent, *lo)..=keys::agent_flags(agent, *hi)) {
+        let (k, v) = kv?;
+        let Some((_, msg)) = keys::parse_agent_flags(&k) else {
+            return Err(records::corrupt(TreeId::Flags, &k, "malformed flags key"));
+        };
+        match v.as_ref() {
+            [b] => bits.push((msg.0, *b)),
+            _ => {
+                return Err(records::corrupt(
+                    TreeId::Flags,
+                    &k,
+                    "flag value is not one byte",
+                ));
+            }
+        }
+    }
+    let mut shared: Vec<(u64, SharedFlagsRecord)> = Vec::new();
+    let tree = trees.get(TreeId::SharedFlags);
+    for kv in tree.range(keys::shared_flags(*lo)..=keys::shared_flags(*hi)) {
+        let (k, v) = kv?;
+        let msg = records::u64_at(TreeId::SharedFlags, &k, &k, 0)?;
+        shared.push((msg, records::decode(TreeId::SharedFlags, &k, &v)?));
+    }
+    // Both scans come back in key order (big-endian keys).
+    Ok(keys
+        .iter()
+        .map(|k| {
+            let b = bits
+                .binary_search_by_key(&k.0, |(m, _)| *m)
+                .map_or(0, |i| bits[i].1);
+            let s = shared
+                .binary_search_by_key(&k.0, |(m, _)| *m)
+                .map_or_else(|_| SharedFlagsRecord::default(), |i| shared[i].1.clone());
+            join(b, s)
+        })
+        .collect())
+}
+
 /// Encoded flag writes for one message: the agent byte (None = remove) and the shared
 /// record (None = remove).
 pub(super) struct FlagWrite {

@@ -431,6 +431,59 @@ async fn flags_are_per_agent_or_shared() -> TestResult {
     Ok(())
 }
 
+/// `flags_many` over a dense run of keys reads by range scans (`flags::read_many`): the
+/// same flags as a point read of each message, for both agents, whatever subset is asked.
+#[tokio::test]
+async fn flags_of_many_messages_equal_each_read_alone() -> TestResult {
+    let dir = tempfile::tempdir()?;
+    let (store, _) = open(dir.path())?;
+    let mut keys = Vec::new();
+    for i in 0..150 {
+        let id = format!("many{i}@x");
+        keys.push(key(&store
+            .ingest(simple("a", &id, T0 + i, "c@x", new_conv()))
+            .await?)?);
+    }
+    let every = |n: usize| keys.iter().copied().step_by(n).collect::<Vec<_>>();
+    store
+        .store_flags(
+            "alice",
+            every(3),
+            FlagOp::Add,
+            flags(true, false, false, &[]),
+        )
+        .await?;
+    store
+        .store_flags(
+            "bob",
+            every(5),
+            FlagOp::Add,
+            flags(false, true, true, &["todo"]),
+        )
+        .await?;
+    store
+        .store_flags(
+            "alice",
+            every(7),
+            FlagOp::Add,
+            flags(false, false, false, &["$Junk"]),
+        )
+        .await?;
+    let mut asked = keys.clone();
+    asked.reverse();
+    for agent in ["alice", "bob", "carol"] {
+        for subset in [keys.clone(), asked.clone(), every(2), keys[10..20].to_vec()] {
+            let one_by_one: Vec<Flags> = subset
+                .iter()
+                .map(|k| store.flags(agent, *k))
+                .collect::<Result<_, _>>()?;
+            assert_eq!(store.flags_many(agent, &subset)?, one_by_one, "{agent}");
+        }
+    }
+    store.close().await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn folders_keep_uids_across_reopen() -> TestResult {
     let dir = tempfile::tempdir()?;

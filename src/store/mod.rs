@@ -330,9 +330,7 @@ impl Store {
     }
 
     pub fn flags_many(&self, agent: &str, keys: &[MessageKey]) -> Result<Vec<Flags>, StoreError> {
-        keys.iter()
-            .map(|k| flags::read(&self.inner.trees, agent, *k))
-            .collect()
+        flags::read_many(&self.inner.trees, agent, keys)
     }
 
     /// Applies a STORE; returns the resulting flags per key (as `agent` sees them).

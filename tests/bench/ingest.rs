@@ -2,7 +2,7 @@
 //! 250): `cargo bench --bench ingest [-- SESSIONS MESSAGES_PER_SESSION]`.
 //! With `TEAMGATE_BENCH_SPAMD=127.0.0.1:783` and/or `TEAMGATE_BENCH_CLAMD=127.0.0.1:3310`
 //! the filters ask those daemons; every message carries a small attachment so clamd is
-//! consulted.
+//! consulted. `TEAMGATE_BENCH_NO_INDEX=1` turns the search index off, to compare.
 //! Starts the daemon in-process on a loopback port with a temp data dir, then runs the
 //! given number of concurrent SMTP sessions; prints messages/s, latency percentiles and
 //! how many durability barriers (fsync + sled flush) the store needed.
@@ -81,6 +81,10 @@ fn main() {
             }
             if let Ok(clamd) = std::env::var("TEAMGATE_BENCH_CLAMD") {
                 config.filter.clamd = Some(teamgate::config::ClamdAddr::Tcp(clamd));
+            }
+            // The search indexer runs beside ingest; this measures without it.
+            if std::env::var_os("TEAMGATE_BENCH_NO_INDEX").is_some() {
+                config.search.index = false;
             }
             let handle = daemon::start(config).await.expect("daemon");
             let addr = handle.addrs.smtp[0];
