@@ -56,6 +56,8 @@ pub enum DaemonError {
     },
     #[error("closing the store: {0}")]
     Close(StoreError),
+    #[error("starting the search indexer: {0}")]
+    Indexer(std::io::Error),
     #[error("internal: {0}")]
     Join(#[from] tokio::task::JoinError),
 }
@@ -83,8 +85,8 @@ pub struct DaemonHandle {
     store: Store,
     outbound: Outbound,
     metrics: Metrics,
-    /// The full-text indexer's task, awaited before the store closes.
-    indexer: Option<tokio::task::JoinHandle<()>>,
+    /// The full-text indexer's thread, joined before the store closes.
+    indexer: Option<std::thread::JoinHandle<()>>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
 }
@@ -170,15 +172,19 @@ pub async fn start(config: Config) -> Result<DaemonHandle, DaemonError> {
     };
     let metrics = Metrics::new();
     metrics.watch_store(store.clone());
-    let indexer = fts.as_ref().map(|index| {
-        fts::indexer::spawn(
-            index.clone(),
-            store.clone(),
-            config.search.clone(),
-            shutdown.clone(),
-            metrics.clone(),
-        )
-    });
+    let indexer = match &fts {
+        Some(index) => Some(
+            fts::indexer::spawn(
+                index.clone(),
+                store.clone(),
+                config.search.clone(),
+                shutdown.clone(),
+                metrics.clone(),
+            )
+            .map_err(DaemonError::Indexer)?,
+        ),
+        None => None,
+    };
     let config = Arc::new(Reloadable::new(config));
     // The delivery worker; `Store::enqueue` wakes it (and so does `Outbound::wake`).
     let outbound = outbound::spawn(
@@ -441,7 +447,10 @@ impl DaemonHandle {
         }
         let _ = std::fs::remove_file(&self.addrs.control);
         if let Some(indexer) = self.indexer
-            && indexer.await.is_err()
+            && !matches!(
+                tokio::task::spawn_blocking(move || indexer.join()).await,
+                Ok(Ok(()))
+            )
         {
             warn!("the search indexer ended abnormally");
         }

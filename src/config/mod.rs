@@ -80,6 +80,8 @@ pub const MAX_SEARCH_MEMORY_MB: u64 = 4000;
 pub const DEFAULT_SEARCH_MEMORY_MB: u64 = 16;
 /// A new message waits about a second to be indexed; the scan covers it meanwhile.
 pub const DEFAULT_SEARCH_COMMIT_MS: u64 = 1000;
+/// On 2 cores, a quarter of one keeps ingest within a few percent of no index at all.
+pub const DEFAULT_SEARCH_BUSY_CPU_PERCENT: u64 = 25;
 /// 1 min, 5 min, 15 min, 1 h, 4 h: then a bounce to the agent.
 pub const DEFAULT_RETRY_SCHEDULE_SECS: [u64; 5] = [60, 300, 900, 3600, 14400];
 /// A display name claiming the team without DMARC behind it: near the threshold on its
@@ -320,6 +322,8 @@ pub struct SearchConfig {
     /// How long a new message may wait for the index to commit it (the scan covers it
     /// meanwhile).
     pub commit_interval: Duration,
+    /// While mail arrives, the share of its time the indexer works (1..=100).
+    pub busy_cpu_percent: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -455,6 +459,7 @@ impl Config {
                 index: true,
                 memory_bytes: (DEFAULT_SEARCH_MEMORY_MB << 20) as usize,
                 commit_interval: Duration::from_millis(DEFAULT_SEARCH_COMMIT_MS),
+                busy_cpu_percent: DEFAULT_SEARCH_BUSY_CPU_PERCENT as u32,
             },
         }
     }

@@ -13,9 +13,9 @@ use super::{
     DEFAULT_LEARN_RETRY_SECS, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_ERRORS, DEFAULT_MAX_HEADER_SIZE,
     DEFAULT_MAX_LINE_LENGTH, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS,
     DEFAULT_METRICS_MAX_CONNECTIONS, DEFAULT_METRICS_TIMEOUT_SECS, DEFAULT_RETRY_SCHEDULE_SECS,
-    DEFAULT_SEARCH_COMMIT_MS, DEFAULT_SEARCH_MEMORY_MB, DEFAULT_SHUTDOWN_GRACE_SECS,
-    DEFAULT_SPAM_THRESHOLD, DEFAULT_STORE_CACHE_MB, DEFAULT_TIMEOUT_SECS,
-    DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
+    DEFAULT_SEARCH_BUSY_CPU_PERCENT, DEFAULT_SEARCH_COMMIT_MS, DEFAULT_SEARCH_MEMORY_MB,
+    DEFAULT_SHUTDOWN_GRACE_SECS, DEFAULT_SPAM_THRESHOLD, DEFAULT_STORE_CACHE_MB,
+    DEFAULT_TIMEOUT_SECS, DEFAULT_TLS_HANDSHAKE_TIMEOUT_SECS,
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -437,6 +437,8 @@ pub(super) struct RawSearch {
     pub(super) index_memory_mb: u64,
     /// Milliseconds between index commits while mail arrives.
     pub(super) commit_interval_ms: u64,
+    /// While mail arrives, the percentage of its time the indexer may work.
+    pub(super) busy_cpu_percent: u64,
 }
 
 impl Default for RawSearch {
@@ -445,6 +447,7 @@ impl Default for RawSearch {
             index: true,
             index_memory_mb: DEFAULT_SEARCH_MEMORY_MB,
             commit_interval_ms: DEFAULT_SEARCH_COMMIT_MS,
+            busy_cpu_percent: DEFAULT_SEARCH_BUSY_CPU_PERCENT,
         }
     }
 }

@@ -585,6 +585,7 @@ fn store_and_search_keys_are_checked() {
     assert!(c.search.index);
     assert_eq!(c.search.memory_bytes, 16 << 20);
     assert_eq!(c.search.commit_interval, Duration::from_secs(1));
+    assert_eq!(c.search.busy_cpu_percent, 25);
     let t = format!(
         "{}\n[store]\ncache_mb = 8\n[search]\nindex = false\nindex_memory_mb = 32\ncommit_interval_ms = 250\n",
         good_toml()
@@ -595,13 +596,14 @@ fn store_and_search_keys_are_checked() {
     assert_eq!(c.search.memory_bytes, 32 << 20);
     assert_eq!(c.search.commit_interval, Duration::from_millis(250));
     let t = format!(
-        "{}\n[store]\ncache_mb = 0\n[search]\nindex_memory_mb = 4\ncommit_interval_ms = 0\n",
+        "{}\n[store]\ncache_mb = 0\n[search]\nindex_memory_mb = 4\ncommit_interval_ms = 0\nbusy_cpu_percent = 0\n",
         good_toml()
     );
     let (errs, f) = load_err(&t, &[]);
     assert_file_err(&errs, &f, "store.cache_mb", "at least 1");
     assert_file_err(&errs, &f, "search.index_memory_mb", "at least 15");
     assert_file_err(&errs, &f, "search.commit_interval_ms", "greater than 0");
+    assert_file_err(&errs, &f, "search.busy_cpu_percent", "from 1 to 100");
     let t = format!(
         "{}\n[search]\nindex_memory_mb = 5000\ncommit_interval_ms = 99999999\n",
         good_toml()

@@ -75,6 +75,14 @@ impl Checker<'_> {
         v.clamp(min, max) << 20
     }
 
+    /// A percentage: 1 ..= 100.
+    fn percent(&mut self, key: &str, v: u64) -> u32 {
+        if !(1..=100).contains(&v) {
+            self.push(key, format!("{v} is not a percentage from 1 to 100"));
+        }
+        u32::try_from(v.clamp(1, 100)).unwrap_or(100)
+    }
+
     /// A number of milliseconds: 1 ..= one hour.
     fn millis(&mut self, key: &str, v: u64) -> Duration {
         const MAX_MS: u64 = 3_600_000;
@@ -159,6 +167,7 @@ impl RawConfig {
             ))
             .unwrap_or(usize::MAX),
             commit_interval: ck.millis("search.commit_interval_ms", self.search.commit_interval_ms),
+            busy_cpu_percent: ck.percent("search.busy_cpu_percent", self.search.busy_cpu_percent),
         };
         if self.inbox.is_empty() {
             ck.push(

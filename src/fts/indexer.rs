@@ -1,9 +1,10 @@
-//! The indexer: one task that follows the store in key order, adds each message to the
+//! The indexer: one thread that follows the store in key order, adds each message to the
 //! index and commits in batches, recording in the commit the first key it does not
 //! cover. It
 //! never holds up an ingest (it reads what is already durable), and a crash costs only
 //! the uncommitted tail, which it indexes again on the next start.
 
+use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use tantivy::{IndexWriter, TantivyDocument};
@@ -29,64 +30,80 @@ enum StepError {
     Index(#[from] tantivy::TantivyError),
 }
 
-/// Runs the indexer until `stop`; it commits what it holds first. Its work runs on the
-/// blocking pool, one step at a time, so a runtime shutting down never finds it waiting.
+/// Runs the indexer on a thread of its own, scheduled as idle work, until `stop`; it
+/// commits what it holds first. Store changes wake it through a channel, so the thread
+/// never waits on the runtime (which may be gone by then).
 pub fn spawn(
     index: FtsIndex,
     store: Store,
     config: SearchConfig,
     stop: CancellationToken,
     metrics: Metrics,
-) -> tokio::task::JoinHandle<()> {
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+    let mut changes = store.subscribe();
+    // Dropping `wake` (on stop, or with the runtime) ends the thread.
     tokio::spawn(async move {
-        let mut changes = store.subscribe();
-        let started = tokio::task::spawn_blocking(move || Indexer::new(index, store, config)).await;
-        let mut indexer = match started {
-            Ok(Ok(indexer)) => indexer,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "search indexer not started; SEARCH scans new mail");
-                return;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "search indexer failed to start");
-                return;
-            }
-        };
-        metrics.search_index_committed(indexer.index.documents());
-        while !stop.is_cancelled() {
-            let m = metrics.clone();
-            let worked = tokio::task::spawn_blocking(move || {
-                let wait = indexer.work(&m);
-                (indexer, wait)
-            })
-            .await;
-            let wait = match worked {
-                Ok((back, wait)) => {
-                    indexer = back;
-                    wait
+        loop {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    // Full: a wake-up is already pending, which is all it needs.
+                    let _ = wake.try_send(());
                 }
+                _ = stop.cancelled() => return,
+            }
+        }
+    });
+    std::thread::Builder::new()
+        .name("fts-indexer".into())
+        .spawn(move || {
+            // SCHED_IDLE (inherited by tantivy's threads, started below): under full
+            // load ingest keeps the CPU and the index trails (what it does not cover is
+            // scanned); idle time lets it catch up.
+            if let Err(e) = thread_priority::set_thread_priority_and_policy(
+                thread_priority::thread_native_id(),
+                thread_priority::ThreadPriority::Min,
+                thread_priority::ThreadSchedulePolicy::Normal(
+                    thread_priority::NormalThreadSchedulePolicy::Idle,
+                ),
+            ) {
+                tracing::debug!(error = ?e, "search indexer keeps the normal priority");
+            }
+            let mut indexer = match Indexer::new(index, store, config) {
+                Ok(i) => i,
                 Err(e) => {
-                    tracing::error!(error = %e, "search indexer stopped; SEARCH scans new mail");
+                    tracing::error!(error = %e, "search indexer not started; SEARCH scans new mail");
                     return;
                 }
             };
-            if wait.is_zero() {
-                continue;
+            metrics.search_index_committed(indexer.index.documents());
+            loop {
+                let wait = indexer.work(&metrics);
+                let next = if wait.is_zero() {
+                    match woken.try_recv() {
+                        Err(TryRecvError::Disconnected) => break,
+                        Ok(()) | Err(TryRecvError::Empty) => continue,
+                    }
+                } else {
+                    woken.recv_timeout(wait)
+                };
+                if let Err(RecvTimeoutError::Disconnected) = next {
+                    break;
+                }
             }
-            tokio::select! {
-                _ = changes.changed() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.cancelled() => {}
-            }
-        }
-        let m = metrics.clone();
-        let _ = tokio::task::spawn_blocking(move || {
             if indexer.uncommitted > 0 {
-                indexer.commit(&m);
+                indexer.commit(&metrics);
             }
         })
-        .await;
-    })
+}
+
+/// How long to rest after working `worked` to use `percent` of the time.
+fn rest_after(worked: Duration, percent: u32) -> Duration {
+    let percent = percent.clamp(1, 100);
+    (worked * (100 - percent) / percent).min(Duration::from_secs(1))
 }
 
 struct Indexer {
@@ -120,10 +137,20 @@ impl Indexer {
         })
     }
 
-    /// One step of work; answers how long to wait for new mail (zero: more is ready).
+    /// One step of work; answers how long to wait before the next (zero: go on).
     fn work(&mut self, metrics: &Metrics) -> Duration {
+        let changes = self.store.change_counter();
+        let started = Instant::now();
         let wait = match self.step() {
-            Ok(read) if read == STEP => Duration::ZERO,
+            // More is ready. While mail keeps arriving, rest so that the indexer takes
+            // only its share of the CPU; the mail it has not reached is scanned.
+            Ok(read) if read == STEP => {
+                if self.store.change_counter() == changes {
+                    Duration::ZERO
+                } else {
+                    rest_after(started.elapsed(), self.config.busy_cpu_percent)
+                }
+            }
             Ok(_) => self.commit_if_due(metrics),
             Err(e) => {
                 tracing::warn!(error = %e, "search indexer: will retry");
