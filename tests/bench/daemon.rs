@@ -124,6 +124,8 @@ impl Daemon {
                 .args(["serve", "--config"])
                 .arg(&self.config)
                 .env_remove("RUST_LOG")
+                // As systemd/teamgate.service runs it.
+                .env("MALLOC_ARENA_MAX", "2")
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(log)

@@ -275,17 +275,27 @@ async fn open_inbox(
     Ok(opened)
 }
 
-/// Waits until the search index holds `messages` documents (read from `teamgate status
-/// --json`); answers how long that took. At most an hour.
+/// Waits until the search index holds `messages` documents; answers how long that took.
+/// It reads the index's own `meta.json` (the documents of each segment its last commit
+/// lists): polling `teamgate status --json` would walk every sled tree each time and
+/// keep the CPU the idle-priority indexer needs. At most an hour.
 async fn index_caught_up(d: &Daemon, messages: u64) -> Result<Duration, String> {
     let started = Instant::now();
+    let meta = d.data_dir.join("search").join("meta.json");
     while started.elapsed() < Duration::from_secs(3600) {
-        let status: serde_json::Value = serde_json::from_str(&d.cli(&["status", "--json"])?)
-            .map_err(|e| format!("status --json: {e}"))?;
-        let documents = status["metrics"]["metrics"]["teamgate_search_index_documents"][0]["value"]
-            .as_f64()
-            .unwrap_or(0.0);
-        if documents >= messages as f64 {
+        let documents: u64 = std::fs::read_to_string(&meta)
+            .ok()
+            .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+            .and_then(|v| {
+                v["segments"].as_array().map(|segments| {
+                    segments
+                        .iter()
+                        .filter_map(|s| s["max_doc"].as_u64())
+                        .sum()
+                })
+            })
+            .unwrap_or(0);
+        if documents >= messages {
             return Ok(started.elapsed());
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
