@@ -287,12 +287,9 @@ async fn index_caught_up(d: &Daemon, messages: u64) -> Result<Duration, String> 
             .ok()
             .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
             .and_then(|v| {
-                v["segments"].as_array().map(|segments| {
-                    segments
-                        .iter()
-                        .filter_map(|s| s["max_doc"].as_u64())
-                        .sum()
-                })
+                v["segments"]
+                    .as_array()
+                    .map(|segments| segments.iter().filter_map(|s| s["max_doc"].as_u64()).sum())
             })
             .unwrap_or(0);
         if documents >= messages {

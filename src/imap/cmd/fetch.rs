@@ -156,7 +156,7 @@ impl Session {
             flags_written,
             updates_at_end: false,
             finished: false,
-            // Set by `Session::command` (`answering`) before any later chunk.
+            // Set by `Session::command` before any later chunk.
             tag: Tag::unvalidated("A"),
         };
         untagged.extend(self.fetch_chunk(&mut cursor)?);
