@@ -23,7 +23,7 @@ use tokio::{
     net::TcpStream,
 };
 
-use crate::harness::{ImapConn, STEP, TestDaemon, reserved_addr, simple_message};
+use crate::harness::{ImapConn, Rng, STEP, TestDaemon, reserved_addr, simple_message};
 
 /// A mounted tmpfs, unmounted on drop.
 struct Tmpfs {
@@ -812,24 +812,6 @@ impl Wire {
         } else {
             Err(format!("{command} -> {tagged}"))
         }
-    }
-}
-
-/// A small deterministic generator (splitmix64): the seed is printed, so a failing run can
-/// be replayed with `TEAMGATE_FAULT_SEED=<seed>`.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
     }
 }
 

@@ -11,33 +11,11 @@ use mail_builder::{MessageBuilder, headers::text::Text};
 use mail_parser::MimeHeaders;
 use teamgate::test_corpus::manifest;
 
-use crate::harness::{ImapConn, TestDaemon, corpus_for_smtp, teamgate};
+use crate::harness::{ImapConn, Rng, TestDaemon, corpus_for_smtp, teamgate};
 
 const GENERATED: usize = 300;
 const QUERIES: usize = 260;
 const DEFAULT_SEED: u64 = 0x5eed_1414;
-
-/// A small deterministic generator (SplitMix64): the same seed gives the same mail and
-/// the same queries.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-}
 
 fn seed() -> u64 {
     std::env::var("TEAMGATE_SEARCH_SEED")
@@ -91,7 +69,7 @@ const WORDS: &[&str] = &[
 
 /// `least` words and up to `spread - 1` more.
 fn words(rng: &mut Rng, least: usize, spread: usize) -> String {
-    let n = least + rng.below(spread);
+    let n = least + rng.index(spread);
     (0..n)
         .map(|_| *rng.pick(WORDS))
         .collect::<Vec<_>>()
@@ -102,8 +80,8 @@ fn words(rng: &mut Rng, least: usize, spread: usize) -> String {
 fn generated(rng: &mut Rng, i: usize, seed: u64) -> Vec<u8> {
     let first = *rng.pick(&["Anna", "Zoë", "Σωκράτης", "Jürgen", "李", "Olga", "Noël"]);
     let from_addr = format!("user{}@customer{}.example", i, i % 17);
-    let subject = format!("{} #{}", words(rng, 2, 4), 1000 + rng.below(9000));
-    let ticket = format!("TCK-{:05}", rng.below(100_000));
+    let subject = format!("{} #{}", words(rng, 2, 4), 1000 + rng.index(9000));
+    let ticket = format!("TCK-{:05}", rng.index(100_000));
     let mut b = MessageBuilder::new()
         .from((first.to_string(), from_addr))
         .to(("Support".to_string(), "support@example.test".to_string()))
@@ -143,7 +121,7 @@ fn generated(rng: &mut Rng, i: usize, seed: u64) -> Vec<u8> {
             let bytes: Vec<u8> = (0..512).map(|_| rng.next() as u8).collect();
             b.text_body(text).attachment(
                 "application/pdf",
-                format!("invoice-{}.pdf", rng.below(10_000)),
+                format!("invoice-{}.pdf", rng.index(10_000)),
                 bytes,
             )
         }
@@ -299,13 +277,13 @@ fn needle(rng: &mut Rng, text: &str) -> Option<String> {
     if chars.is_empty() {
         return None;
     }
-    let len = 1 + rng.below(14).min(chars.len() - 1);
-    let start = rng.below(chars.len() - len + 1);
+    let len = 1 + rng.index(14).min(chars.len() - 1);
+    let start = rng.index(chars.len() - len + 1);
     let cut: String = chars[start..start + len].iter().collect();
     if cut.trim().is_empty() {
         return None;
     }
-    Some(match rng.below(3) {
+    Some(match rng.index(3) {
         0 => cut.to_uppercase(),
         1 => cut.to_lowercase(),
         _ => cut,
@@ -329,7 +307,7 @@ fn queries(rng: &mut Rng, mail: &[Vec<u8>]) -> Vec<String> {
     };
     while out.len() < QUERIES && attempts < QUERIES * 20 {
         attempts += 1;
-        let q = match rng.below(10) {
+        let q = match rng.index(10) {
             0 => one(rng).zip(one(rng)).map(|(a, b)| format!("OR {a} {b}")),
             1 => one(rng).map(|a| format!("NOT {a}")),
             2 => one(rng).map(|a| format!("SEEN {a}")),
@@ -512,7 +490,7 @@ fn cli_needles(rng: &mut Rng, mail: &[Vec<u8>]) -> Vec<String> {
         let raw: &Vec<u8> = rng.pick(mail);
         let texts = texts(raw);
         // The subject or the body text.
-        let Some((_, text)) = texts.get(rng.below(2) * 4) else {
+        let Some((_, text)) = texts.get(rng.index(2) * 4) else {
             continue;
         };
         out.extend(needle(rng, text));
